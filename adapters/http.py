@@ -1,0 +1,146 @@
+"""The aiohttp boundary: one pooled session per upstream, and the only place where aiohttp's exceptions
+and upstream HTTP statuses become Fluido errors (by type and status, never by message text)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from proxy.config import UpstreamConfig
+from proxy.errors import (
+    FluidoError,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+class Decoder(Protocol):
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    def finish(self) -> list[bytes]: ...
+
+
+_JSON_HEADERS = {"content-type": "application/json"}
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+class UpstreamHTTP:
+    """A keep-alive connection pool to one upstream, opened on first use."""
+
+    def __init__(self, cfg: UpstreamConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = dict(_JSON_HEADERS)
+        if key := cfg.api_key:
+            self._headers["authorization"] = f"Bearer {key}"
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                base_url=self.cfg.url + "/",
+                connector=aiohttp.TCPConnector(limit=self.cfg.max_connections, keepalive_timeout=30),
+                # Only connecting is bounded here; first-token, idle and total limits are the router's.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.connect_timeout),
+                headers=self._headers,
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+                auto_decompress=True,
+            )
+        return self._session
+
+    @asynccontextmanager
+    async def post(self, path: str, body: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST JSON; yields a 2xx response or raises the matching UpstreamError."""
+        async with self.errors(), self.session.post(path.lstrip("/"), data=orjson.dumps(body)) as resp:
+            await raise_for_status(self.name, resp)
+            yield resp
+
+    async def frames(self, path: str, body: Any, decoder: Decoder) -> AsyncIterator[bytes]:
+        """POST JSON and yield the framed messages of the streamed reply as they arrive.
+
+        Leaving early (client gone, timeout) exits the response context with its body unread, which makes
+        aiohttp close the connection instead of pooling it: the upstream sees the disconnect and stops.
+        """
+        async with self.post(path, body) as resp:
+            async for data in resp.content.iter_any():
+                for frame in decoder.feed(data):
+                    yield frame
+            for frame in decoder.finish():
+                yield frame
+
+    async def get_json(self, path: str) -> Any:
+        async with self.errors(), self.session.get(path.lstrip("/")) as resp:
+            await raise_for_status(self.name, resp)
+            return orjson.loads(await resp.read())
+
+    @asynccontextmanager
+    async def errors(self) -> AsyncIterator[None]:
+        """Translate aiohttp's exceptions raised inside the block."""
+        try:
+            yield
+        except FluidoError:
+            raise
+        except aiohttp.ServerTimeoutError as exc:
+            raise UpstreamTimeout(f"Upstream '{self.name}' timed out ({type(exc).__name__}).") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnavailable(f"Upstream '{self.name}' is unreachable.") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamError(f"Upstream '{self.name}' broke off its reply.") from exc
+        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            raise UpstreamError(f"Upstream '{self.name}' failed ({type(exc).__name__}).") from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def error_message(payload: Any) -> tuple[str | None, str | None]:
+    """(message, param) from any of the error shapes upstreams use."""
+    if isinstance(payload, dict):
+        err = payload.get("error", payload)
+        if isinstance(err, str):  # Ollama: {"error": "..."}
+            return err, None
+        if isinstance(err, dict):  # OpenAI / vLLM: {"error": {"message", "param", ...}}, or flat
+            message, param = err.get("message"), err.get("param")
+            return (str(message) if message else None), (param if isinstance(param, str) else None)
+    return None, None
+
+
+async def raise_for_status(name: str, resp: aiohttp.ClientResponse) -> None:
+    status = resp.status
+    if status < 400:
+        return
+    raw = await resp.content.read(_ERROR_BODY_LIMIT)
+    try:
+        message, param = error_message(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        message, param = raw.decode(errors="replace").strip() or None, None
+    text = f"Upstream '{name}' answered {status}: {message or resp.reason or 'no reason given'}"
+    raise error_for_status(status, text, param)
+
+
+def error_for_status(status: int, message: str, param: str | None = None) -> UpstreamError:
+    if status in (401, 403):
+        # The upstream refused Fluido's own credentials: a configuration problem, not the client's.
+        return UpstreamError(message)
+    if status == 404:
+        return UpstreamRejected(message, status=404, param=param, code="model_not_found", retryable=True)
+    if status == 408:
+        return UpstreamTimeout(message)
+    if status == 429:
+        return UpstreamRejected(message, status=429, code="rate_limit_exceeded", retryable=True)
+    if status == 422:
+        return UpstreamRejected(message, status=400, param=param)
+    if status < 500:
+        return UpstreamRejected(message, status=status, param=param)
+    if status == 503:
+        return UpstreamUnavailable(message)
+    if status == 504:
+        return UpstreamTimeout(message)
+    return UpstreamError(message)

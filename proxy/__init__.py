@@ -1,0 +1,1 @@
+"""Fluido: an OpenAI-compatible proxy for self-hosted LLM servers."""

@@ -1,0 +1,112 @@
+"""Small ASGI helpers for the hot endpoints: bounded body reads, disconnect watching, sending replies."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Iterable
+
+from starlette.types import Message, Receive, Scope, Send
+
+from proxy.errors import BodyTooLarge, FluidoError, render
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+JSON_TYPE = (b"content-type", b"application/json")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was answered."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def request_id(scope: Scope) -> str:
+    """The client's X-Request-Id when it is sane, so its logs and ours line up; else a fresh one."""
+    raw = header(scope, b"x-request-id")
+    if raw is not None:
+        value = raw.decode("latin-1")
+        if _SANE_REQUEST_ID.fullmatch(value):
+            return value
+    return uuid.uuid4().hex
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    length = header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+        parts.append(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+class DisconnectWatch:
+    """Cancels the request's task the moment its client disconnects, so the upstream call stops too.
+
+    Start it once the body is read: from then on the only message ``receive`` can deliver is the
+    disconnect. Mark it ``finished`` before the last send, so a disconnect after that cancels nothing.
+    """
+
+    __slots__ = ("_task", "_watcher", "finished", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = False
+        self.finished = False
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.finished and self._task is not None:
+            self.gone = True
+            self._task.cancel()
+
+    def absorb(self) -> bool:
+        """In an ``except CancelledError``: True (and the cancellation undone) when the client left."""
+        if self.gone and self._task is not None:
+            self._task.uncancel()
+        return self.gone
+
+    def close(self) -> None:
+        self.finished = True
+        self._watcher.cancel()
+
+
+def encode_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1", errors="replace")) for k, v in pairs]
+
+
+async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    start: Message = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [*headers, (b"content-length", str(len(body)).encode())],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: FluidoError, headers: list[tuple[bytes, bytes]]) -> None:
+    extra = encode_headers(error.headers().items())
+    await send_bytes(send, error.status, render(error), [JSON_TYPE, *headers, *extra])

