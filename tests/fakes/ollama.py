@@ -159,7 +159,9 @@ class FakeOllama(FakeServer):
             return self._whole(request, pieces, final)
         if self.error_after == 0:  # nothing written yet: Ollama answers a plain 500
             return _error(500, RUNNER_EOF)
-        lines = [_line({"model": model, "created_at": rfc3339_now(), "message": m, "done": False}) for m in pieces]
+        lines = [
+            _line({"model": model, "created_at": rfc3339_now(), "message": m, "done": False}) for m in pieces
+        ]
         return await self._stream(
             request,
             content_type="application/x-ndjson",
@@ -174,7 +176,9 @@ class FakeOllama(FakeServer):
         """The assistant messages to stream, cut by options.num_predict."""
         pieces: list[dict[str, Any]] = []
         if self.thinking and body.get("think"):
-            pieces += [{"role": "assistant", "content": "", "thinking": p} for p in split_pieces(self.thinking)]
+            pieces += [
+                {"role": "assistant", "content": "", "thinking": p} for p in split_pieces(self.thinking)
+            ]
         if self.tool_calls:
             calls = [
                 {"function": {"index": i, "name": c["name"], "arguments": c.get("arguments", {})}}
@@ -190,7 +194,10 @@ class FakeOllama(FakeServer):
         return pieces, self.done_reason
 
     def _whole(
-        self, request: web.Request, pieces: list[dict[str, Any]], final: Callable[[dict[str, Any]], dict[str, Any]]
+        self,
+        request: web.Request,
+        pieces: list[dict[str, Any]],
+        final: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> web.StreamResponse:
         if self.drop_after is not None:
             self._drop(request)
@@ -253,7 +260,9 @@ class FakeOllama(FakeServer):
         return json_response({"version": self.version})
 
     async def _tags(self, request: web.Request) -> web.Response:
-        return json_response({"models": [_model_entry(m) | {"modified_at": rfc3339_now()} for m in self.models]})
+        return json_response(
+            {"models": [_model_entry(m) | {"modified_at": rfc3339_now()} for m in self.models]}
+        )
 
     async def _ps(self, request: web.Request) -> web.Response:
         now = time.time()
@@ -261,7 +270,8 @@ class FakeOllama(FakeServer):
         return json_response(
             {
                 "models": [
-                    _model_entry(m) | {"expires_at": _expiry(t), "size_vram": 1_300_000_000, "context_length": 4096}
+                    _model_entry(m)
+                    | {"expires_at": _expiry(t), "size_vram": 1_300_000_000, "context_length": 4096}
                     for m, t in live
                 ]
             }
@@ -307,6 +317,3 @@ def _expiry(unix: float) -> str:
     if unix == float("inf"):  # keep_alive < 0: Ollama shows a date centuries away
         return "2318-04-11T23:47:16.854775807Z"
     return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
-
-
-__all__ = ["FakeOllama", "QUEUE_FULL", "RUNNER_EOF"]

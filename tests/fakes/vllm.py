@@ -12,7 +12,12 @@ from aiohttp import web
 
 from ._server import FakeServer, count_words, counts_disconnects, fake_embedding, json_response, split_pieces
 
-_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError", 501: "NotImplementedError"}
+_ERROR_TYPES = {
+    400: "BadRequestError",
+    404: "NotFoundError",
+    500: "InternalServerError",
+    501: "NotImplementedError",
+}
 STREAM_OPTIONS_ERROR = "Stream options can only be defined when `stream=True`."
 
 
@@ -92,7 +97,9 @@ class FakeVLLM(FakeServer):
         return model, None
 
     def _frame(self, obj: Any) -> bytes:
-        return b"data: " + (obj if isinstance(obj, bytes) else orjson.dumps(obj)) + self.frame_separator.encode()
+        return (
+            b"data: " + (obj if isinstance(obj, bytes) else orjson.dumps(obj)) + self.frame_separator.encode()
+        )
 
     # -- /v1/chat/completions -------------------------------------------
     @counts_disconnects
@@ -204,7 +211,13 @@ class FakeVLLM(FakeServer):
         }
         if self.reasoning:
             message[self.reasoning_field] = "".join(d.get(self.reasoning_field, "") for d in deltas)
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": finish,
+            "stop_reason": None,
+        }
         body = {"id": rid, "object": "chat.completion", "created": created, "model": model}
         return json_response(body | {"choices": [choice], "usage": usage})
 
@@ -225,7 +238,9 @@ class FakeVLLM(FakeServer):
         if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
             return _error(400, "input must be a string or a list of strings", "input")
         tokens = sum(max(len(t.split()), 1) for t in inputs)
-        data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t)} for i, t in enumerate(inputs)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": fake_embedding(t)} for i, t in enumerate(inputs)
+        ]
         return json_response(
             {
                 "id": f"embd-{uuid.uuid4().hex}",
@@ -276,6 +291,3 @@ class FakeVLLM(FakeServer):
         return json_response(
             {"count": count, "max_model_len": self.max_model_len, "tokens": tokens, "token_strs": None}
         )
-
-
-__all__ = ["FakeVLLM", "STREAM_OPTIONS_ERROR", "error_body"]

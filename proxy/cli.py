@@ -1,0 +1,97 @@
+"""``fluido serve`` and ``fluido check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+
+from proxy.config import ConfigError, load
+
+DEFAULT_CONFIG = "config.toml"
+# How `serve` tells its worker processes which file to load (uvicorn starts them from an import string).
+CONFIG_PATH_ENV = "FLUIDO_CONFIG"
+
+
+def app_factory() -> Starlette:
+    """The app of one worker process; uvicorn calls this in each one."""
+    from proxy.app import create_app
+    from proxy.logs import configure_logging
+
+    cfg = load(os.environ.get(CONFIG_PATH_ENV, DEFAULT_CONFIG))
+    configure_logging(cfg.log)
+    return create_app(cfg)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    cfg = load(args.config)
+    server = dataclasses.replace(
+        cfg.server,
+        host=args.host or cfg.server.host,
+        port=args.port or cfg.server.port,
+        workers=args.workers or cfg.server.workers,
+    )
+    os.environ[CONFIG_PATH_ENV] = os.path.abspath(args.config)
+    uvicorn.run(
+        "proxy.cli:app_factory",
+        factory=True,
+        host=server.host,
+        port=server.port,
+        workers=server.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    s = cfg.server
+    print(f"{args.config}: OK")
+    print(f"  listen   {s.host}:{s.port}, {s.workers} worker(s), bodies up to {s.max_body_bytes} bytes")
+    for up in cfg.upstreams.values():
+        launched = " (launched by Fluido)" if up.embedded else ""
+        print(f"  upstream {up.name}: {up.kind} at {up.url}{launched}")
+    for model in cfg.models.values():
+        route = " -> ".join(f"{t.upstream}:{t.model}" for t in model.targets)
+        print(f"  model    {model.alias}: {route}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="fluido", description="OpenAI-compatible proxy for self-hosted LLMs.")
+    commands = root.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="start the proxy")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.toml")
+    run.add_argument("--host", help="listen address (overrides server.host)")
+    run.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    run.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
+    run.set_defaults(handler=serve)
+    check = commands.add_parser("check-config", help="validate a configuration and summarise it")
+    check.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.toml")
+    check.set_defaults(handler=check_config)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"{args.config}: invalid configuration", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

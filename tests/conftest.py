@@ -1,0 +1,99 @@
+"""Shared test plumbing: fake upstreams and Fluido itself, each on a real socket in its own thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+
+from proxy.app import create_app
+from proxy.config import Config, parse
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.vllm import FakeVLLM
+
+OLLAMA_MODEL = "llama3.2:1b"
+VLLM_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def upstream_for(fake: FakeOllama | FakeVLLM, **options: Any) -> dict[str, Any]:
+    """The [upstreams.X] table that points at a fake."""
+    if isinstance(fake, FakeOllama):
+        return {"kind": "ollama", "url": fake.url, **options}
+    return {"kind": "openai", "url": fake.url + "/v1", **options}
+
+
+def model_of(fake: FakeOllama | FakeVLLM) -> str:
+    return OLLAMA_MODEL if isinstance(fake, FakeOllama) else VLLM_MODEL
+
+
+def config(*fakes: FakeOllama | FakeVLLM, alias: str = "chat", **options: Any) -> Config:
+    """One alias served by the given fakes in order; ``options`` apply to every upstream."""
+    upstreams = {f"up{i}": upstream_for(f, **options) for i, f in enumerate(fakes)}
+    targets = [{"upstream": f"up{i}", "model": model_of(f)} for i, f in enumerate(fakes)]
+    return parse({"upstreams": upstreams, "models": {alias: {"targets": targets}}})
+
+
+@contextmanager
+def running(cfg: Config) -> Iterator[str]:
+    """Fluido serving ``cfg`` from a background thread; yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(cfg), loop="uvloop", http="httptools", log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("Fluido did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+@contextmanager
+def threaded(fake: FakeOllama | FakeVLLM) -> Iterator[FakeOllama | FakeVLLM]:
+    fake.start_in_thread()
+    try:
+        yield fake
+    finally:
+        fake.stop_thread()
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeOllama]:
+    with threaded(FakeOllama()) as fake:
+        assert isinstance(fake, FakeOllama)
+        yield fake
+
+
+@pytest.fixture
+def vllm() -> Iterator[FakeVLLM]:
+    with threaded(FakeVLLM()) as fake:
+        assert isinstance(fake, FakeVLLM)
+        yield fake
+
+
+@pytest.fixture(params=["ollama", "vllm"])
+def upstream(request: pytest.FixtureRequest) -> Iterator[FakeOllama | FakeVLLM]:
+    """Each fake upstream in turn: tests using it run against both adapters."""
+    with threaded(FakeOllama() if request.param == "ollama" else FakeVLLM()) as fake:
+        yield fake
