@@ -1,4 +1,4 @@
-"""Upstream protocols, one module each: ``ollama`` (native /api/chat) and ``openai_compat`` (any /v1 server)."""
+"""Upstream protocols, one module each: ``ollama`` (native /api/chat), ``openai_compat`` (any /v1 server)."""
 
 from __future__ import annotations
 

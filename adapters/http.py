@@ -3,7 +3,7 @@ and upstream HTTP statuses become Fluido errors (by type and status, never by me
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+
 
 class Decoder(Protocol):
     def feed(self, data: bytes) -> list[bytes]: ...
@@ -61,7 +62,7 @@ class UpstreamHTTP:
             await raise_for_status(self.name, resp)
             yield resp
 
-    async def frames(self, path: str, body: Any, decoder: Decoder) -> AsyncIterator[bytes]:
+    async def frames(self, path: str, body: Any, decoder: Decoder) -> AsyncGenerator[bytes, None]:
         """POST JSON and yield the framed messages of the streamed reply as they arrive.
 
         Leaving early (client gone, timeout) exits the response context with its body unread, which makes

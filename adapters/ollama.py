@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import secrets
 from array import array
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -22,12 +21,13 @@ from proxy.config import UpstreamConfig
 from proxy.errors import InvalidRequest, UpstreamError
 from proxy.types import (
     JSON,
-    Choice,
     ChatRequest,
+    Choice,
     Chunk,
     Completion,
     EmbeddingRequest,
     Message,
+    Stream,
     Target,
     ToolCall,
     ToolCallDelta,
@@ -175,7 +175,9 @@ class OllamaAdapter:
         async with self.http.post("api/chat", request_body(req, target, stream=False)) as resp:
             line = _check(orjson.loads(await resp.read()))
         msg = line.get("message") or {}
-        calls = tuple(ToolCall(d.id or "", d.name or "", d.arguments) for d in _tool_calls(msg.get("tool_calls"), 0))
+        calls = tuple(
+            ToolCall(d.id or "", d.name or "", d.arguments) for d in _tool_calls(msg.get("tool_calls"), 0)
+        )
         message = Message(
             role="assistant",
             content=msg.get("content") or ("" if not calls else None),
@@ -185,7 +187,7 @@ class OllamaAdapter:
         choice = Choice(0, message, _finish(line, bool(calls)))
         return Completion(choices=(choice,), usage=_usage(line), meta=_meta(line))
 
-    async def stream(self, req: ChatRequest, target: Target) -> AsyncIterator[Chunk]:
+    async def stream(self, req: ChatRequest, target: Target) -> Stream:
         body = request_body(req, target, stream=True)
         tool_count = 0
         async with aclosing(self.http.frames("api/chat", body, NDJSONDecoder())) as frames:
@@ -198,7 +200,11 @@ class OllamaAdapter:
                 calls = _tool_calls(msg.get("tool_calls"), tool_count)
                 tool_count += len(calls)
                 if msg.get("content") or msg.get("thinking") or calls:
-                    yield Chunk(content=msg.get("content") or None, reasoning=msg.get("thinking") or None, tool_calls=calls)
+                    yield Chunk(
+                        content=msg.get("content") or None,
+                        reasoning=msg.get("thinking") or None,
+                        tool_calls=calls,
+                    )
                 if line.get("done"):
                     yield Chunk(finish_reason=_finish(line, tool_count > 0), meta=_meta(line))
                     if usage := _usage(line):

@@ -6,7 +6,6 @@ usage is always asked for, so accounting is exact, and the writer drops it if th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -18,12 +17,13 @@ from proxy.config import UpstreamConfig
 from proxy.errors import UpstreamError
 from proxy.types import (
     JSON,
-    Choice,
     ChatRequest,
+    Choice,
     Chunk,
     Completion,
     EmbeddingRequest,
     Message,
+    Stream,
     Target,
     ToolCall,
     ToolCallDelta,
@@ -94,7 +94,9 @@ def parse_completion(data: Any) -> Completion:
         for c in data["choices"]:
             msg = c["message"]
             calls = tuple(
-                ToolCall(id=t.get("id") or "", name=t["function"]["name"], arguments=t["function"]["arguments"])
+                ToolCall(
+                    id=t.get("id") or "", name=t["function"]["name"], arguments=t["function"]["arguments"]
+                )
                 for t in msg.get("tool_calls") or ()
             )
             message = Message(
@@ -154,7 +156,7 @@ class OpenAICompatAdapter:
         async with self.http.post("chat/completions", request_body(req, target)) as resp:
             return parse_completion(orjson.loads(await resp.read()))
 
-    async def stream(self, req: ChatRequest, target: Target) -> AsyncIterator[Chunk]:
+    async def stream(self, req: ChatRequest, target: Target) -> Stream:
         finished = False
         body = request_body(req, target)
         async with aclosing(self.http.frames("chat/completions", body, SSEDecoder())) as events:
@@ -172,7 +174,11 @@ class OpenAICompatAdapter:
             raise UpstreamError("The upstream ended the stream before the reply was complete.")
 
     async def embed(self, req: EmbeddingRequest, target: Target) -> JSON:
-        body = {**req.extra, "model": target.model, "input": [list(i) if isinstance(i, tuple) else i for i in req.input]}
+        body = {
+            **req.extra,
+            "model": target.model,
+            "input": [list(i) if isinstance(i, tuple) else i for i in req.input],
+        }
         async with self.http.post("embeddings", body) as resp:
             return orjson.loads(await resp.read())
 

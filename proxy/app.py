@@ -17,7 +17,7 @@ from proxy.breaker import CircuitBreaker
 from proxy.chain import build_chain
 from proxy.config import Config
 from proxy.embedded import EmbeddedServer
-from proxy.errors import FluidoError, InvalidRequest, render
+from proxy.errors import InvalidRequest, render
 from proxy.router import Router, Upstream
 from proxy.routes import ChatCompletions, Embeddings, Models, health
 from proxy.types import Middleware
@@ -29,7 +29,9 @@ def build_upstreams(cfg: Config) -> dict[str, Upstream]:
     for name, up in cfg.upstreams.items():
         adapter = adapter_for(up)
         launcher = EmbeddedServer(name, up.url, up.embedded, adapter.health) if up.embedded else None
-        upstreams[name] = Upstream(up, adapter, CircuitBreaker(up.breaker_failures, up.breaker_cooldown), launcher)
+        upstreams[name] = Upstream(
+            up, adapter, CircuitBreaker(up.breaker_failures, up.breaker_cooldown), launcher
+        )
     return upstreams
 
 
@@ -66,7 +68,9 @@ def create_app(cfg: Config) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", ChatCompletions(chain, cfg.server.max_body_bytes), methods=["POST"]),
+            Route(
+                "/v1/chat/completions", ChatCompletions(chain, cfg.server.max_body_bytes), methods=["POST"]
+            ),
             Route("/v1/embeddings", Embeddings(router, cfg.server.max_body_bytes), methods=["POST"]),
             Route("/v1/models", Models(cfg), methods=["GET"]),
             Route("/health", health, methods=["GET"]),

@@ -102,7 +102,7 @@ class _Reader:
         self.seen.add(key)
         return self.table.get(key, default)
 
-    def str(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
+    def text(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
         value = self._get(key, default)
         if not isinstance(value, str):
             self.problems.append(f"{self._key(key)}: must be a string")
@@ -111,7 +111,7 @@ class _Reader:
             self.problems.append(f"{self._key(key)}: must be one of {', '.join(choices)} (got {value!r})")
         return value
 
-    def int(self, key: str, default: int, lo: int = 0, hi: int | None = None) -> int:
+    def integer(self, key: str, default: int, lo: int = 0, hi: int | None = None) -> int:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi and value > hi):
             bound = f"between {lo} and {hi}" if hi else f"at least {lo}"
@@ -119,7 +119,7 @@ class _Reader:
             return default
         return value
 
-    def float(self, key: str, default: float, lo: float = 0.0) -> float:
+    def number(self, key: str, default: float, lo: float = 0.0) -> float:
         value = self._get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= lo:
             self.problems.append(f"{self._key(key)}: must be a number above {lo:g} (got {value!r})")
@@ -141,10 +141,10 @@ class _Reader:
 def _server(r: _Reader) -> ServerConfig:
     d = ServerConfig()
     cfg = ServerConfig(
-        host=r.str("host", d.host),
-        port=r.int("port", d.port, 1, 65535),
-        workers=r.int("workers", d.workers, 1, 256),
-        max_body_bytes=r.int("max_body_bytes", d.max_body_bytes, 1024),
+        host=r.text("host", d.host),
+        port=r.integer("port", d.port, 1, 65535),
+        workers=r.integer("workers", d.workers, 1, 256),
+        max_body_bytes=r.integer("max_body_bytes", d.max_body_bytes, 1024),
     )
     r.done()
     return cfg
@@ -153,8 +153,8 @@ def _server(r: _Reader) -> ServerConfig:
 def _log(r: _Reader) -> LogConfig:
     d = LogConfig()
     cfg = LogConfig(
-        level=r.str("level", d.level, ("debug", "info", "warning", "error")),
-        format=r.str("format", d.format, ("json", "console")),
+        level=r.text("level", d.level, ("debug", "info", "warning", "error")),
+        format=r.text("format", d.format, ("json", "console")),
     )
     r.done()
     return cfg
@@ -163,18 +163,18 @@ def _log(r: _Reader) -> LogConfig:
 def _embedded(r: _Reader) -> EmbeddedConfig:
     d = EmbeddedConfig()
     cfg = EmbeddedConfig(
-        model_path=r.str("model_path", d.model_path),
-        served_name=r.str("served_name", d.served_name),
-        n_ctx=r.int("n_ctx", d.n_ctx, 256),
-        n_threads=r.int("n_threads", d.n_threads, 0),
-        startup_timeout=r.float("startup_timeout", d.startup_timeout),
+        model_path=r.text("model_path", d.model_path),
+        served_name=r.text("served_name", d.served_name),
+        n_ctx=r.integer("n_ctx", d.n_ctx, 256),
+        n_threads=r.integer("n_threads", d.n_threads, 0),
+        startup_timeout=r.number("startup_timeout", d.startup_timeout),
     )
     r.done()
     return cfg
 
 
 def _upstream(name: str, r: _Reader) -> UpstreamConfig:
-    url = r.str("url", "")
+    url = r.text("url", "")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         r.problems.append(f"{r.path}.url: must be an http(s) URL (got {url!r})")
@@ -186,16 +186,16 @@ def _upstream(name: str, r: _Reader) -> UpstreamConfig:
     d = UpstreamConfig(name=name, kind="openai", url=url)
     cfg = UpstreamConfig(
         name=name,
-        kind=r.str("kind", "", UPSTREAM_KINDS),
+        kind=r.text("kind", "", UPSTREAM_KINDS),
         url=url.rstrip("/"),
-        api_key_env=r.str("api_key_env", d.api_key_env),
-        connect_timeout=r.float("connect_timeout", d.connect_timeout),
-        first_token_timeout=r.float("first_token_timeout", d.first_token_timeout),
-        idle_timeout=r.float("idle_timeout", d.idle_timeout),
-        total_timeout=r.float("total_timeout", d.total_timeout),
-        max_connections=r.int("max_connections", d.max_connections, 1),
-        breaker_failures=r.int("breaker_failures", d.breaker_failures, 1),
-        breaker_cooldown=r.float("breaker_cooldown", d.breaker_cooldown),
+        api_key_env=r.text("api_key_env", d.api_key_env),
+        connect_timeout=r.number("connect_timeout", d.connect_timeout),
+        first_token_timeout=r.number("first_token_timeout", d.first_token_timeout),
+        idle_timeout=r.number("idle_timeout", d.idle_timeout),
+        total_timeout=r.number("total_timeout", d.total_timeout),
+        max_connections=r.integer("max_connections", d.max_connections, 1),
+        breaker_failures=r.integer("breaker_failures", d.breaker_failures, 1),
+        breaker_cooldown=r.number("breaker_cooldown", d.breaker_cooldown),
         embedded=embedded,
     )
     r.done()
@@ -203,10 +203,10 @@ def _upstream(name: str, r: _Reader) -> UpstreamConfig:
 
 
 def _target(r: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> Target:
-    upstream = r.str("upstream", "")
+    upstream = r.text("upstream", "")
     if upstream not in upstreams:
         r.problems.append(f"{r.path}.upstream: no upstream named {upstream!r} in [upstreams]")
-    model = r.str("model", "")
+    model = r.text("model", "")
     if not model:
         r.problems.append(f"{r.path}.model: must name the model on the upstream")
     keep_alive = r._get("keep_alive", None)
@@ -222,7 +222,9 @@ def _model(alias: str, r: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> M
     if not isinstance(raw, list) or not raw:
         r.problems.append(f"{r.path}.targets: must be a non-empty list of {{upstream, model}} tables")
         raw = []
-    targets = tuple(_target(_Reader(t, f"{r.path}.targets[{i}]", r.problems), upstreams) for i, t in enumerate(raw))
+    targets = tuple(
+        _target(_Reader(t, f"{r.path}.targets[{i}]", r.problems), upstreams) for i, t in enumerate(raw)
+    )
     r.done()
     return ModelConfig(alias=alias, targets=targets)
 

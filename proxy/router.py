@@ -8,7 +8,7 @@ because by then the client may have seen it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
@@ -125,11 +125,11 @@ class Router:
         return self._rest(up, call, head, chunks, deadline)
 
     async def _rest(
-        self, up: Upstream, call: Call, head: list[Chunk], chunks: AsyncIterator[Chunk], deadline: float
-    ) -> AsyncIterator[Chunk]:
+        self, up: Upstream, call: Call, head: list[Chunk], chunks: Stream, deadline: float
+    ) -> Stream:
         cfg = up.cfg
         loop = asyncio.get_running_loop()
-        async with aclosing(chunks):  # type: ignore[type-var]
+        async with aclosing(chunks):
             for chunk in head:
                 yield chunk
             while True:

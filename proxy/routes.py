@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import orjson
@@ -28,7 +27,7 @@ from proxy.config import Config
 from proxy.errors import FluidoError, UpstreamError
 from proxy.parsing import parse_chat, parse_embedding
 from proxy.router import Router
-from proxy.types import Call, Chunk, Completion, Handler
+from proxy.types import Call, Completion, Handler, Stream
 from proxy.writer import DONE, SSEWriter, completion_json, error_frame
 
 log = structlog.get_logger("fluido.routes")
@@ -68,7 +67,9 @@ class ChatCompletions:
         try:
             reply = await self.chain(call)
             if isinstance(reply, Completion):
-                body = completion_json(reply, id=f"chatcmpl-{rid}", created=int(time.time()), model=call.request.model)
+                body = completion_json(
+                    reply, id=f"chatcmpl-{rid}", created=int(time.time()), model=call.request.model
+                )
                 watch.finished = True
                 await send_bytes(send, 200, body, [JSON_TYPE, *note_headers(call)])
             else:
@@ -87,8 +88,8 @@ class ChatCompletions:
         finally:
             watch.close()
 
-    async def _stream(self, call: Call, stream: AsyncIterator[Chunk], send: Send, watch: DisconnectWatch) -> None:
-        async with aclosing(stream):  # type: ignore[type-var]
+    async def _stream(self, call: Call, stream: Stream, send: Send, watch: DisconnectWatch) -> None:
+        async with aclosing(stream):
             # The commit point: until the first chunk is here, any failure is still an ordinary HTTP error.
             try:
                 first = await anext(stream)
@@ -99,7 +100,9 @@ class ChatCompletions:
                 id=f"chatcmpl-{call.request_id}", created=int(time.time()), model=req.model,
                 include_usage=req.include_usage,
             )  # fmt: skip
-            await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *note_headers(call)]})
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *note_headers(call)]}
+            )
             try:
                 for frame in writer.frames(first):
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
@@ -144,7 +147,9 @@ class Models:
 
     def __init__(self, cfg: Config) -> None:
         created = int(time.time())
-        data = [{"id": alias, "object": "model", "created": created, "owned_by": "fluido"} for alias in cfg.models]
+        data = [
+            {"id": alias, "object": "model", "created": created, "owned_by": "fluido"} for alias in cfg.models
+        ]
         self.body = orjson.dumps({"object": "list", "data": data})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -6,7 +6,7 @@ travel in ``extra`` mappings and are passed to OpenAI-compatible upstreams verba
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
@@ -127,7 +127,7 @@ class Completion:
     meta: Mapping[str, JSON] = field(default_factory=dict)
 
 
-Stream: TypeAlias = AsyncIterator[Chunk]
+Stream: TypeAlias = AsyncGenerator[Chunk, None]
 Reply: TypeAlias = Completion | Stream
 
 

@@ -40,7 +40,12 @@ def completion_json(completion: Completion, *, id: str, created: int, model: str
         "created": created,
         "model": model,
         "choices": [
-            {"index": c.index, "message": _message(c.message), "logprobs": c.logprobs, "finish_reason": c.finish_reason}
+            {
+                "index": c.index,
+                "message": _message(c.message),
+                "logprobs": c.logprobs,
+                "finish_reason": c.finish_reason,
+            }
             for c in completion.choices
         ],
     }
@@ -52,7 +57,12 @@ def completion_json(completion: Completion, *, id: str, created: int, model: str
 def _tool_call(t: ToolCallDelta) -> dict[str, Any]:
     if t.id is None and t.name is None:
         return {"index": t.index, "function": {"arguments": t.arguments}}
-    return {"index": t.index, "id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+    return {
+        "index": t.index,
+        "id": t.id,
+        "type": "function",
+        "function": {"name": t.name, "arguments": t.arguments},
+    }
 
 
 class SSEWriter:
@@ -85,7 +95,12 @@ class SSEWriter:
             delta["reasoning_content"] = chunk.reasoning
         if chunk.tool_calls:
             delta["tool_calls"] = [_tool_call(t) for t in chunk.tool_calls]
-        choice = {"index": chunk.index, "delta": delta, "logprobs": chunk.logprobs, "finish_reason": chunk.finish_reason}
+        choice = {
+            "index": chunk.index,
+            "delta": delta,
+            "logprobs": chunk.logprobs,
+            "finish_reason": chunk.finish_reason,
+        }
         yield self._prefix + b"[" + orjson.dumps(choice) + b"]}\n\n"
 
 

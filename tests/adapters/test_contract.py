@@ -43,7 +43,9 @@ def target(fake: Fake) -> Target:
 
 
 def chat(**body: object) -> ChatRequest:
-    return parse_chat(orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}], **body}))
+    return parse_chat(
+        orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}], **body})
+    )
 
 
 async def collect(chunks: AsyncIterator[Chunk]) -> list[Chunk]:
@@ -66,7 +68,9 @@ async def test_chat_returns_the_reply_with_usage(upstream: Fake, adapter: Adapte
     assert completion.usage.completion_tokens == len(upstream.reply.split())
 
 
-async def test_stream_yields_the_reply_in_pieces_then_finish_and_usage(upstream: Fake, adapter: Adapter) -> None:
+async def test_stream_yields_the_reply_in_pieces_then_finish_and_usage(
+    upstream: Fake, adapter: Adapter
+) -> None:
     chunks = await collect(adapter.stream(chat(stream=True), target(upstream)))
     assert text_of(chunks) == upstream.reply
     assert sum(1 for c in chunks if c.content) > 1
@@ -108,7 +112,10 @@ async def test_stream_tool_call_deltas_assemble_into_the_calls(upstream: Fake, a
         if delta.id is not None:
             calls[delta.index] = {"id": delta.id, "name": delta.name or "", "arguments": ""}
         calls[delta.index]["arguments"] += delta.arguments
-    assert [orjson.loads(c["arguments"]) for _, c in sorted(calls.items())] == [{"city": "Lima"}, {"city": "Quito"}]
+    assert [orjson.loads(c["arguments"]) for _, c in sorted(calls.items())] == [
+        {"city": "Lima"},
+        {"city": "Quito"},
+    ]
     assert all(c["id"] and c["name"] == "get_weather" for c in calls.values())
     assert finish_of(chunks) == "tool_calls"
 
@@ -118,7 +125,9 @@ def _sent_sampling(fake: Fake) -> dict[str, object]:
     return body["options"] if isinstance(fake, FakeOllama) else body
 
 
-async def test_chat_sends_sampling_tools_and_format_in_the_upstreams_own_terms(upstream: Fake, adapter: Adapter) -> None:
+async def test_chat_sends_sampling_tools_and_format_in_the_upstreams_own_terms(
+    upstream: Fake, adapter: Adapter
+) -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}}
     req = chat(temperature=0.2, top_p=0.9, seed=7, stop=["\n\n"], max_tokens=30, presence_penalty=0.5,
                frequency_penalty=0.25, tools=[WEATHER_TOOL], response_format=fmt)  # fmt: skip
@@ -151,7 +160,9 @@ async def test_chat_of_an_unknown_upstream_model_is_a_retryable_404(upstream: Fa
     assert info.value.status == 404 and info.value.retryable
 
 
-async def test_stream_of_an_unknown_upstream_model_is_a_retryable_404(upstream: Fake, adapter: Adapter) -> None:
+async def test_stream_of_an_unknown_upstream_model_is_a_retryable_404(
+    upstream: Fake, adapter: Adapter
+) -> None:
     with pytest.raises(UpstreamRejected) as info:
         await collect(adapter.stream(chat(stream=True), Target("up0", "no-such-model")))
     assert info.value.status == 404 and info.value.retryable
@@ -248,7 +259,9 @@ async def test_chat_to_a_closed_port_is_unavailable(upstream: Fake) -> None:
         await a.close()
 
 
-async def test_embeddings_return_one_vector_per_input_in_openai_shape(upstream: Fake, adapter: Adapter) -> None:
+async def test_embeddings_return_one_vector_per_input_in_openai_shape(
+    upstream: Fake, adapter: Adapter
+) -> None:
     req = parse_embedding(orjson.dumps({"model": "chat", "input": ["a cat", "a dog"]}))
     result = await adapter.embed(req, target(upstream))
     assert [d["index"] for d in result["data"]] == [0, 1]

@@ -83,7 +83,9 @@ def test_an_upstream_failure_before_the_first_byte_falls_back(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["chat", "stream"])
-def test_a_slow_first_token_times_out_and_falls_back(ollama: FakeOllama, backup: FakeVLLM, stream: bool) -> None:
+def test_a_slow_first_token_times_out_and_falls_back(
+    ollama: FakeOllama, backup: FakeVLLM, stream: bool
+) -> None:
     ollama.delay_first = 3
     limits = {"first_token_timeout": 0.3, "total_timeout": 0.3}
     with running(two_targets(upstream_for(ollama), model_of(ollama), backup, **limits)) as url:
@@ -127,7 +129,7 @@ def test_an_open_circuit_skips_the_failing_upstream(ollama: FakeOllama, backup: 
     cfg = two_targets(upstream_for(ollama), model_of(ollama), backup, breaker_failures=2, breaker_cooldown=60)
     with running(cfg) as url:
         for _ in range(5):
-            r, text = ask(url, stream=False)
+            _, text = ask(url, stream=False)
             assert "Backup" in text
     assert chat_requests(ollama) == 2, "after two failures the circuit opened"
     assert chat_requests(backup) == 5
@@ -135,7 +137,9 @@ def test_an_open_circuit_skips_the_failing_upstream(ollama: FakeOllama, backup: 
 
 def test_after_the_cooldown_a_probe_closes_the_circuit_again(ollama: FakeOllama, backup: FakeVLLM) -> None:
     ollama.fail_status = 500
-    cfg = two_targets(upstream_for(ollama), model_of(ollama), backup, breaker_failures=1, breaker_cooldown=0.3)
+    cfg = two_targets(
+        upstream_for(ollama), model_of(ollama), backup, breaker_failures=1, breaker_cooldown=0.3
+    )
     with running(cfg) as url:
         ask(url, stream=False)
         ollama.fail_status = None

@@ -27,11 +27,17 @@ def fluido(upstream: Fake) -> Iterator[httpx.Client]:
 
 def sse(lines: Iterator[str]) -> list[Any]:
     """The data of each SSE event: decoded JSON, or the literal [DONE]."""
-    return [line[6:] if line == "data: [DONE]" else orjson.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    return [
+        line[6:] if line == "data: [DONE]" else orjson.loads(line[6:])
+        for line in lines
+        if line.startswith("data: ")
+    ]
 
 
 def stream_events(client: httpx.Client, **body: Any) -> tuple[httpx.Response, list[Any]]:
-    with client.stream("POST", "/v1/chat/completions", json={"model": "chat", "messages": HI, "stream": True, **body}) as r:
+    with client.stream(
+        "POST", "/v1/chat/completions", json={"model": "chat", "messages": HI, "stream": True, **body}
+    ) as r:
         return r, sse(r.iter_lines())
 
 
@@ -106,9 +112,12 @@ def test_health_answers_without_touching_upstreams(fluido: httpx.Client, upstrea
 
 def test_a_sane_request_id_is_echoed_and_an_odd_one_replaced(fluido: httpx.Client) -> None:
     body = {"model": "chat", "messages": HI}
-    assert fluido.post("/v1/chat/completions", json=body, headers={"x-request-id": "abc-123"}).headers[
-        "x-request-id"
-    ] == "abc-123"
+    assert (
+        fluido.post("/v1/chat/completions", json=body, headers={"x-request-id": "abc-123"}).headers[
+            "x-request-id"
+        ]
+        == "abc-123"
+    )
     odd = fluido.post("/v1/chat/completions", json=body, headers={"x-request-id": "a b\tc"})
     assert odd.headers["x-request-id"] not in ("", "a b\tc")
 
@@ -118,7 +127,9 @@ def test_chat_returns_an_openai_completion_naming_the_upstream(fluido: httpx.Cli
     body = r.json()
     assert body["object"] == "chat.completion" and body["model"] == "chat"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": upstream.reply}
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    assert (
+        body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    )
     assert r.headers["x-fluido-upstream"] == "up0"
 
 
@@ -157,13 +168,18 @@ def test_a_failure_after_the_first_byte_is_one_error_event_and_no_done(
 
 def test_a_failure_before_the_first_byte_is_an_http_error(fluido: httpx.Client, upstream: Fake) -> None:
     upstream.error_after = 0
-    with fluido.stream("POST", "/v1/chat/completions", json={"model": "chat", "messages": HI, "stream": True}) as r:
+    with fluido.stream(
+        "POST", "/v1/chat/completions", json={"model": "chat", "messages": HI, "stream": True}
+    ) as r:
         r.read()
     assert_openai_error(r, 502)
 
 
 def test_stream_tool_call_deltas_keep_index_id_type_and_name(fluido: httpx.Client, upstream: Fake) -> None:
-    upstream.tool_calls = [{"name": "lookup", "arguments": {"q": "a"}}, {"name": "lookup", "arguments": {"q": "b"}}]
+    upstream.tool_calls = [
+        {"name": "lookup", "arguments": {"q": "a"}},
+        {"name": "lookup", "arguments": {"q": "b"}},
+    ]
     _, events = stream_events(fluido)
     deltas = [d for e in events[:-1] for d in e["choices"][0]["delta"].get("tool_calls", [])]
     firsts = {}
@@ -191,14 +207,18 @@ def test_a_client_leaving_mid_stream_cancels_the_upstream_within_a_second(
 ) -> None:
     upstream.reply = " ".join(["word"] * 50)
     upstream.delay_between = 0.3
-    with fluido.stream("POST", "/v1/chat/completions", json={"model": "chat", "messages": HI, "stream": True}) as r:
+    with fluido.stream(
+        "POST", "/v1/chat/completions", json={"model": "chat", "messages": HI, "stream": True}
+    ) as r:
         next(r.iter_lines())
     left = time.monotonic()
     assert _wait_for(lambda: upstream.disconnects == 1, 1.0)
     assert time.monotonic() - left < 1.0
 
 
-def test_a_client_leaving_before_the_first_token_cancels_the_upstream(fluido: httpx.Client, upstream: Fake) -> None:
+def test_a_client_leaving_before_the_first_token_cancels_the_upstream(
+    fluido: httpx.Client, upstream: Fake
+) -> None:
     upstream.delay_first = 5
     with pytest.raises(httpx.ReadTimeout):
         fluido.post("/v1/chat/completions", json={"model": "chat", "messages": HI}, timeout=0.3)

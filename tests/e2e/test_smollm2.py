@@ -1,0 +1,89 @@
+"""End to end: a real model (SmolLM2-135M-Instruct on llama.cpp, launched by Fluido) behind Fluido,
+reached with the official openai SDK while the preferred Ollama target is down."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from openai import OpenAI
+
+from proxy.config import parse
+from tests.conftest import free_port, running
+
+pytestmark = pytest.mark.e2e
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+
+
+def embedded_config(port: int) -> dict[str, object]:
+    return {
+        "upstreams": {
+            "ollama": {"kind": "ollama", "url": f"http://127.0.0.1:{free_port()}"},
+            "local": {"kind": "openai", "url": f"http://127.0.0.1:{port}/v1", "embedded": {"n_ctx": 1024}},
+        },
+        "models": {
+            "default": {
+                "targets": [
+                    {"upstream": "ollama", "model": "smollm2:135m"},
+                    {"upstream": "local", "model": "smollm2"},
+                ]
+            }
+        },
+    }
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Iterator[tuple[OpenAI, int]]:
+    port = free_port()
+    with running(parse(embedded_config(port))) as url:
+        yield OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120), port
+    assert not listening(port), "the child server stops with Fluido"
+
+
+def test_a_real_model_answers_through_fluido(smollm2: tuple[OpenAI, int]) -> None:
+    client, _ = smollm2
+    raw = client.chat.completions.with_raw_response.create(
+        model="default",
+        messages=QUESTION,
+        max_tokens=24,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    completion = raw.parse()
+    assert raw.headers["x-fluido-upstream"] == "local"
+    assert completion.choices[0].message.content and completion.choices[0].message.content.strip()
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage is not None and 0 < completion.usage.completion_tokens <= 24
+
+
+def test_a_real_model_streams_through_fluido(smollm2: tuple[OpenAI, int]) -> None:
+    client, _ = smollm2
+    chunks = list(
+        client.chat.completions.create(
+            model="default",
+            messages=QUESTION,
+            max_tokens=24,
+            temperature=0,
+            stream=True,  # type: ignore[arg-type]
+        )
+    )
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1 and "".join(pieces).strip()
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_stream_and_non_stream_agree_at_temperature_zero(smollm2: tuple[OpenAI, int]) -> None:
+    client, _ = smollm2
+    args = {"model": "default", "messages": QUESTION, "max_tokens": 16, "temperature": 0, "seed": 1}
+    whole = client.chat.completions.create(**args).choices[0].message.content  # type: ignore[call-overload]
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(**args, stream=True)
+        if c.choices  # type: ignore[call-overload]
+    )
+    assert streamed == whole
