@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import Iterable
 
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy.errors import BodyTooLarge, FluidoError, render
+from proxy.types import Trace
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 JSON_TYPE = (b"content-type", b"application/json")
+TRACE_KEY = "fluido.trace"
 
 
 class ClientGone(Exception):
@@ -39,6 +42,16 @@ def request_id(scope: Scope) -> str:
 def client_address(scope: Scope) -> str:
     client = scope.get("client")
     return client[0] if client else "unknown"
+
+
+def trace_of(scope: Scope) -> Trace:
+    """The request's trace: made by whichever layer asks first, shared through the scope after that."""
+    trace: Trace | None = scope.get(TRACE_KEY)
+    if trace is None:
+        trace = scope[TRACE_KEY] = Trace(
+            request_id(scope), client_address(scope), scope["path"], time.monotonic()
+        )
+    return trace
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from starlette.applications import Starlette
@@ -20,11 +21,8 @@ CONFIG_PATH_ENV = "FLUIDO_CONFIG"
 def app_factory() -> Starlette:
     """The app of one worker process; uvicorn calls this in each one."""
     from proxy.app import create_app
-    from proxy.logs import configure_logging
 
-    cfg = load(os.environ.get(CONFIG_PATH_ENV, DEFAULT_CONFIG))
-    configure_logging(cfg.log)
-    return create_app(cfg)
+    return create_app(load(os.environ.get(CONFIG_PATH_ENV, DEFAULT_CONFIG)))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -38,6 +36,9 @@ def serve(args: argparse.Namespace) -> int:
         workers=args.workers or cfg.server.workers,
     )
     os.environ[CONFIG_PATH_ENV] = os.path.abspath(args.config)
+    if server.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Workers write their metrics to files here, so that any worker's /metrics adds all of them up.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fluido-metrics-")
     uvicorn.run(
         "proxy.cli:app_factory",
         factory=True,

@@ -74,12 +74,29 @@ class ModelConfig:
 class LogConfig:
     level: str = "info"
     format: str = "json"
+    access_log: bool = True
+    include_content: bool = False
+    content_max_chars: int = 2000
+    queue_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyConfig:
+    model: str = ""  # the alias /ready answers for; "" = the first configured alias
+    cache_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    ready: ReadyConfig = field(default_factory=ReadyConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
 
@@ -109,6 +126,13 @@ class _Reader:
             return default
         if choices and value not in choices:
             self.problems.append(f"{self._key(key)}: must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            self.problems.append(f"{self._key(key)}: must be true or false (got {value!r})")
+            return default
         return value
 
     def integer(self, key: str, default: int, lo: int = 0, hi: int | None = None) -> int:
@@ -155,7 +179,27 @@ def _log(r: _Reader) -> LogConfig:
     cfg = LogConfig(
         level=r.text("level", d.level, ("debug", "info", "warning", "error")),
         format=r.text("format", d.format, ("json", "console")),
+        access_log=r.boolean("access_log", d.access_log),
+        include_content=r.boolean("include_content", d.include_content),
+        content_max_chars=r.integer("content_max_chars", d.content_max_chars, 1),
+        queue_size=r.integer("queue_size", d.queue_size, 1),
     )
+    r.done()
+    return cfg
+
+
+def _metrics(r: _Reader) -> MetricsConfig:
+    cfg = MetricsConfig(enabled=r.boolean("enabled", MetricsConfig().enabled))
+    r.done()
+    return cfg
+
+
+def _ready(r: _Reader, aliases: Mapping[str, ModelConfig]) -> ReadyConfig:
+    d = ReadyConfig()
+    model = r.text("model", d.model) or next(iter(aliases), "")
+    if aliases and model not in aliases:
+        r.problems.append(f"ready.model: no model alias named {model!r} in [models]")
+    cfg = ReadyConfig(model=model, cache_seconds=r.number("cache_seconds", d.cache_seconds))
     r.done()
     return cfg
 
@@ -245,10 +289,12 @@ def parse(data: dict[str, Any]) -> Config:
     }
     if not models:
         problems.append("models: at least one model alias must be configured")
+    metrics = _metrics(_Reader(root.table_of("metrics"), "metrics", problems))
+    ready = _ready(_Reader(root.table_of("ready"), "ready", problems), models)
     root.done()
     if problems:
         raise ConfigError(problems)
-    return Config(server=server, log=log, upstreams=upstreams, models=models)
+    return Config(server=server, log=log, metrics=metrics, ready=ready, upstreams=upstreams, models=models)
 
 
 def _env_value(raw: str) -> Any:

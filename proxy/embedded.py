@@ -64,6 +64,14 @@ class EmbeddedServer:
             "--verbose", "False",
         ]  # fmt: skip
 
+    def launchable(self) -> bool:
+        """Whether the model file and the server package are present."""
+        try:
+            model = Path(self.cfg.model_path) if self.cfg.model_path else bundled_model_path()
+        except FileNotFoundError:
+            return False
+        return model.is_file() and importlib.util.find_spec("llama_cpp") is not None
+
     @property
     def running(self) -> bool:
         return self._adopted or (self._proc is not None and self._proc.returncode is None)

@@ -8,6 +8,7 @@ because by then the client may have seen it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from proxy.breaker import CircuitBreaker
 from proxy.config import ModelConfig, UpstreamConfig
 from proxy.embedded import EmbeddedServer
 from proxy.errors import ModelNotFound, UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
-from proxy.types import JSON, Adapter, Call, Chunk, EmbeddingRequest, Reply, Stream, Target
+from proxy.types import JSON, Adapter, Call, Chunk, EmbeddingRequest, Reply, Stream, Target, Trace
 
 T = TypeVar("T")
 log = structlog.get_logger("fluido.router")
@@ -56,7 +57,7 @@ class Router:
         req = call.request
         if req.stream:
             return await self._first_success(
-                req.model, call.notes, lambda up, target: self._open_stream(up, target, call)
+                req.model, call.trace, lambda up, target: self._open_stream(up, target, call)
             )
 
         async def chat(up: Upstream, target: Target) -> Reply:
@@ -65,23 +66,25 @@ class Router:
             _note_meta(call.notes, completion.meta)
             return completion
 
-        return await self._first_success(req.model, call.notes, chat)
+        return await self._first_success(req.model, call.trace, chat)
 
-    async def embed(self, req: EmbeddingRequest, notes: dict[str, str]) -> JSON:
+    async def embed(self, req: EmbeddingRequest, trace: Trace) -> JSON:
         async def embed(up: Upstream, target: Target) -> JSON:
             async with asyncio.timeout(up.cfg.total_timeout):
                 return await up.adapter.embed(req, target)
 
-        return await self._first_success(req.model, notes, embed)
+        return await self._first_success(req.model, trace, embed)
 
     async def _first_success(
-        self, alias: str, notes: dict[str, str], attempt: Callable[[Upstream, Target], Awaitable[T]]
+        self, alias: str, trace: Trace, attempt: Callable[[Upstream, Target], Awaitable[T]]
     ) -> T:
+        notes = trace.notes
         failure: UpstreamError | None = None
         for target in self.targets(alias):
             up = self.upstreams[target.upstream]
             if not up.breaker.allow():
                 continue
+            started = time.monotonic()
             try:
                 await up.ready()
                 result = await attempt(up, target)
@@ -94,13 +97,16 @@ class Router:
                 failure = exc
             else:
                 up.breaker.success()
+                # For a stream this is the time to its first output; the stream updates it when it ends.
+                trace.upstream_ms = (time.monotonic() - started) * 1000
                 notes["upstream"] = up.cfg.name
                 notes["upstream_model"] = target.model
                 return result
             # An upstream that answered "no such model" or "too busy" is alive; only outages open the circuit.
             if not isinstance(failure, UpstreamRejected):
                 up.breaker.failure()
-            notes["fallbacks"] = str(int(notes.get("fallbacks", "0")) + 1)
+            trace.upstream_failures.append((up.cfg.name, failure.code or failure.type))
+            notes["fallbacks"] = str(len(trace.upstream_failures))
             log.warning("upstream_failed", upstream=up.cfg.name, model=target.model, error=failure.message)
         if failure is not None:
             raise failure
@@ -110,7 +116,7 @@ class Router:
         """Start the upstream stream and wait for its first output, so a failure until then can fall back."""
         cfg = up.cfg
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.total_timeout
+        started = loop.time()
         chunks = up.adapter.stream(call.request, target)
         head: list[Chunk] = []
         try:
@@ -122,13 +128,14 @@ class Router:
         except BaseException:
             await chunks.aclose()
             raise
-        return self._rest(up, call, head, chunks, deadline)
+        return self._rest(up, call.trace, head, chunks, started)
 
     async def _rest(
-        self, up: Upstream, call: Call, head: list[Chunk], chunks: Stream, deadline: float
+        self, up: Upstream, trace: Trace, head: list[Chunk], chunks: Stream, started: float
     ) -> Stream:
         cfg = up.cfg
         loop = asyncio.get_running_loop()
+        deadline = started + cfg.total_timeout
         async with aclosing(chunks):
             for chunk in head:
                 yield chunk
@@ -137,14 +144,18 @@ class Router:
                     async with asyncio.timeout(min(cfg.idle_timeout, deadline - loop.time())):
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
+                    trace.upstream_ms = (loop.time() - started) * 1000
                     return
-                except TimeoutError:
+                except (TimeoutError, UpstreamError) as exc:
                     up.breaker.failure()
-                    raise UpstreamTimeout(f"Upstream '{cfg.name}' stalled mid-stream.") from None
-                except UpstreamError:
-                    up.breaker.failure()
-                    raise
-                _note_meta(call.notes, chunk.meta)
+                    error = (
+                        exc
+                        if isinstance(exc, UpstreamError)
+                        else UpstreamTimeout(f"Upstream '{cfg.name}' stalled.")
+                    )
+                    trace.upstream_failures.append((cfg.name, error.code or error.type))
+                    raise error from None
+                _note_meta(trace.notes, chunk.meta)
                 yield chunk
 
 

@@ -16,18 +16,17 @@ from proxy.asgi import (
     JSON_TYPE,
     ClientGone,
     DisconnectWatch,
-    client_address,
     encode_headers,
     read_body,
-    request_id,
     send_bytes,
     send_error,
+    trace_of,
 )
 from proxy.config import Config
 from proxy.errors import FluidoError, UpstreamError
 from proxy.parsing import parse_chat, parse_embedding
 from proxy.router import Router
-from proxy.types import Call, Completion, Handler, Stream
+from proxy.types import Call, ChatRequest, Completion, Handler, Message, Stream, Trace, Usage
 from proxy.writer import DONE, SSEWriter, completion_json, error_frame
 
 log = structlog.get_logger("fluido.routes")
@@ -40,82 +39,118 @@ class InternalError(FluidoError):
     """A bug in Fluido; the details go to the log, not to the client."""
 
 
-def note_headers(call: Call) -> list[tuple[bytes, bytes]]:
-    pairs = [("x-request-id", call.request_id)]
-    pairs += [(f"x-fluido-{key.replace('_', '-')}", value) for key, value in call.notes.items()]
+def note_headers(trace: Trace) -> list[tuple[bytes, bytes]]:
+    pairs = [("x-request-id", trace.request_id)]
+    pairs += [(f"x-fluido-{key.replace('_', '-')}", value) for key, value in trace.notes.items()]
     return encode_headers(pairs)
+
+
+def failed(trace: Trace, error: FluidoError) -> FluidoError:
+    trace.error_type, trace.error_code = error.type, error.code or ""
+    return error
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def prompt_text(req: ChatRequest) -> str:
+    def text(m: Message) -> str:
+        return m.content if isinstance(m.content, str) else orjson.dumps(m.content).decode()
+
+    return "\n".join(f"{m.role}: {text(m)}" for m in req.messages)
 
 
 class ChatCompletions:
     """POST /v1/chat/completions, as a plain ASGI app: it owns the commit point and the disconnect watch."""
 
-    def __init__(self, chain: Handler, max_body_bytes: int) -> None:
+    def __init__(self, chain: Handler, max_body_bytes: int, content_chars: int = 0) -> None:
         self.chain = chain
         self.max_body_bytes = max_body_bytes
+        self.content_chars = content_chars  # > 0: keep this much prompt and completion text for the log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = request_id(scope)
+        trace = trace_of(scope)
         try:
-            body = await read_body(scope, receive, self.max_body_bytes)
-            call = Call(rid, client_address(scope), parse_chat(body), time.monotonic())
+            req = parse_chat(await read_body(scope, receive, self.max_body_bytes))
         except ClientGone:
             return
         except FluidoError as exc:
-            await send_error(send, exc, encode_headers([("x-request-id", rid)]))
+            await send_error(send, failed(trace, exc), note_headers(trace))
             return
+        trace.model, trace.stream = req.model, req.stream
+        if self.content_chars:
+            trace.prompt = clip(prompt_text(req), self.content_chars)
+        call = Call(req, trace)
         watch = DisconnectWatch(receive)
         try:
             reply = await self.chain(call)
             if isinstance(reply, Completion):
+                trace.usage = reply.usage
+                if self.content_chars:
+                    trace.completion = clip(str(reply.choices[0].message.content or ""), self.content_chars)
                 body = completion_json(
-                    reply, id=f"chatcmpl-{rid}", created=int(time.time()), model=call.request.model
+                    reply, id=f"chatcmpl-{trace.request_id}", created=int(time.time()), model=req.model
                 )
                 watch.finished = True
-                await send_bytes(send, 200, body, [JSON_TYPE, *note_headers(call)])
+                await send_bytes(send, 200, body, [JSON_TYPE, *note_headers(trace)])
             else:
                 await self._stream(call, reply, send, watch)
         except asyncio.CancelledError:
             if not watch.absorb():
                 raise
-            call.notes["client_gone"] = "1"
+            trace.notes["client_gone"] = "1"
         except FluidoError as exc:
             watch.finished = True
-            await send_error(send, exc, note_headers(call))
+            await send_error(send, failed(trace, exc), note_headers(trace))
         except Exception:
-            log.exception("request_failed", request_id=rid)
+            log.exception("request_failed")
             watch.finished = True
-            await send_error(send, InternalError("Fluido failed to handle the request."), note_headers(call))
+            error = failed(trace, InternalError("Fluido failed to handle the request."))
+            await send_error(send, error, note_headers(trace))
         finally:
             watch.close()
 
     async def _stream(self, call: Call, stream: Stream, send: Send, watch: DisconnectWatch) -> None:
+        trace, req = call.trace, call.request
+        text: list[str] | None = [] if self.content_chars else None
         async with aclosing(stream):
             # The commit point: until the first chunk is here, any failure is still an ordinary HTTP error.
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
                 raise UpstreamError("The upstream sent an empty stream.") from None
-            req = call.request
             writer = SSEWriter(
-                id=f"chatcmpl-{call.request_id}", created=int(time.time()), model=req.model,
+                id=f"chatcmpl-{trace.request_id}", created=int(time.time()), model=req.model,
                 include_usage=req.include_usage,
             )  # fmt: skip
             await send(
-                {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *note_headers(call)]}
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*SSE_HEADERS, *note_headers(trace)],
+                }
             )
+            chunk = first
             try:
-                for frame in writer.frames(first):
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-                async for chunk in stream:
+                while True:
+                    if chunk.usage is not None:
+                        trace.usage = chunk.usage
+                    if text is not None and chunk.content:
+                        text.append(chunk.content)
                     for frame in writer.frames(chunk):
                         await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    chunk = await anext(stream)
+            except StopAsyncIteration:
                 last = DONE
             except FluidoError as exc:
-                call.notes["error"] = exc.type
-                last = error_frame(exc)
+                last = error_frame(failed(trace, exc))
             except Exception:
-                log.exception("stream_failed", request_id=call.request_id)
-                last = error_frame(InternalError("Fluido failed while streaming the reply."))
+                log.exception("stream_failed")
+                last = error_frame(failed(trace, InternalError("Fluido failed while streaming the reply.")))
+            finally:
+                if text is not None:
+                    trace.completion = clip("".join(text), self.content_chars)
             watch.finished = True
             await send({"type": "http.response.body", "body": last, "more_body": False})
 
@@ -128,18 +163,19 @@ class Embeddings:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = request_id(scope)
-        notes: dict[str, str] = {}
+        trace = trace_of(scope)
         try:
             req = parse_embedding(await read_body(scope, receive, self.max_body_bytes))
-            result = await self.router.embed(req, notes)
+            trace.model = req.model
+            result = await self.router.embed(req, trace)
         except ClientGone:
             return
         except FluidoError as exc:
-            await send_error(send, exc, encode_headers([("x-request-id", rid)]))
+            await send_error(send, failed(trace, exc), note_headers(trace))
             return
-        headers = encode_headers([("x-request-id", rid), *((f"x-fluido-{k}", v) for k, v in notes.items())])
-        await send_bytes(send, 200, orjson.dumps(result), [JSON_TYPE, *headers])
+        if isinstance(usage := result.get("usage"), dict) and isinstance(usage.get("prompt_tokens"), int):
+            trace.usage = Usage(usage["prompt_tokens"], 0)
+        await send_bytes(send, 200, orjson.dumps(result), [JSON_TYPE, *note_headers(trace)])
 
 
 class Models:

@@ -132,16 +132,40 @@ Reply: TypeAlias = Completion | Stream
 
 
 @dataclass(slots=True)
-class Call:
-    """The context of one request as it travels down the chain. Middleware may replace ``request``."""
+class Trace:
+    """What one request did, filled in as it travels; the access log and the metrics read it at its end."""
 
     request_id: str
     client: str
-    request: ChatRequest
-    started: float
+    route: str
+    started: float  # time.monotonic()
+    model: str = ""
+    stream: bool = False
+    status: int = 0
+    error_type: str = ""
+    error_code: str = ""
+    first_byte: float | None = None  # monotonic time the first body byte was sent
+    upstream_ms: float | None = None  # the serving upstream's time: whole reply, or to first output
+    usage: Usage | None = None
+    # (upstream, error code) for each failed attempt, in order.
+    upstream_failures: list[tuple[str, str]] = field(default_factory=list)
     # Facts middleware and the router learn (query class, cache status, upstream, ...). They become
-    # ``x-fluido-*`` response headers and log fields.
+    # ``x-fluido-*`` response headers and access-log fields.
     notes: dict[str, str] = field(default_factory=dict)
+    prompt: str | None = None  # only kept when content logging is on
+    completion: str | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """One chat request as it travels down the chain. Middleware may replace ``request``."""
+
+    request: ChatRequest
+    trace: Trace
+
+    @property
+    def notes(self) -> dict[str, str]:
+        return self.trace.notes
 
 
 Handler: TypeAlias = Callable[[Call], Awaitable[Reply]]

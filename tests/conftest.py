@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 import uvicorn
@@ -46,13 +47,14 @@ def config(*fakes: FakeOllama | FakeVLLM, alias: str = "chat", **options: Any) -
 
 
 @contextmanager
-def running(cfg: Config) -> Iterator[str]:
-    """Fluido serving ``cfg`` from a background thread; yields its base URL."""
+def running(cfg: Config, log_sink: BinaryIO | None = None) -> Iterator[str]:
+    """Fluido serving ``cfg`` from a background thread; yields its base URL. Logs go to ``log_sink``."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    app = create_app(cfg, log_sink=log_sink if log_sink is not None else io.BytesIO())
     server = uvicorn.Server(
-        uvicorn.Config(create_app(cfg), loop="uvloop", http="httptools", log_level="warning", lifespan="on")
+        uvicorn.Config(app, loop="uvloop", http="httptools", log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

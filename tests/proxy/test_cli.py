@@ -25,9 +25,13 @@ def test_check_config_summarises_a_valid_file(capsys: pytest.CaptureFixture[str]
     assert "(launched by Fluido)" in out
 
 
-def test_check_config_lists_every_error_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_lists_every_error_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[server]\nport = "eighty"\n[models.x]\ntargets = [{ upstream = "nowhere", model = "m" }]\n')
+    bad.write_text(
+        '[server]\nport = "eighty"\n[models.x]\ntargets = [{ upstream = "nowhere", model = "m" }]\n'
+    )
     assert main(["check-config", "--config", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "server.port:" in err and "models.x.targets[0].upstream:" in err
@@ -41,7 +45,18 @@ def test_serve_runs_workers_that_answer_and_stop_on_sigterm(vllm: FakeVLLM, tmp_
     )
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(cfg), "--port", str(port), "--workers", "2"],
+        [
+            sys.executable,
+            "-m",
+            "proxy.cli",
+            "serve",
+            "--config",
+            str(cfg),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
         cwd=REPO,
     )
     try:

@@ -1,0 +1,130 @@
+"""Every Prometheus metric Fluido exports, declared in one place.
+
+Label values are bounded: model labels are configured aliases (anything else is ``unknown``), upstream
+labels are configured upstream names, routes are Fluido's own paths. No request or user ids, ever.
+
+With several worker processes, ``fluido serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory;
+every worker then writes its values there and any worker's ``/metrics`` adds them all up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from proxy.breaker import CircuitBreaker
+from proxy.types import Trace
+
+ROUTES = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics"})
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+
+
+class Metrics:
+    """The metrics of one app, and the bounded label policy that feeds them."""
+
+    def __init__(self, aliases: Iterable[str], upstreams: Iterable[str]) -> None:
+        self.aliases = frozenset(aliases)
+        self.upstreams = frozenset(upstreams)
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "fluido_requests", "Requests answered, by route, status, model alias and upstream.",
+            ["route", "status", "model", "upstream"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "fluido_request_duration_seconds", "Time from request to the end of the response.",
+            ["route", "model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "fluido_time_to_first_token_seconds", "Time from request to the first byte of the answer.",
+            ["model", "stream"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_duration = Histogram(
+            "fluido_upstream_duration_seconds", "Time the serving upstream took for its reply.",
+            ["upstream"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.prompt_tokens = Histogram(
+            "fluido_prompt_tokens",
+            "Prompt tokens per request.",
+            ["model"],
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.completion_tokens = Histogram(
+            "fluido_completion_tokens", "Completion tokens per request.", ["model"], buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "fluido_tokens", "Tokens in (prompt) and out (completion).", ["model", "direction"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "fluido_upstream_errors", "Failed upstream attempts, by kind.", ["upstream", "kind"], registry=r
+        )
+        self.fallbacks = Counter(
+            "fluido_fallbacks", "Requests served after moving past a failed target.", ["model"], registry=r
+        )
+        self.log_dropped = Counter(
+            "fluido_log_records_dropped", "Log records dropped because the log queue was full.", registry=r
+        )
+        self.in_flight = Gauge(
+            "fluido_requests_in_flight",
+            "Requests being handled now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.circuit = Gauge(
+            "fluido_upstream_circuit_state", "Circuit state per upstream: 0 closed, 1 half-open, 2 open.",
+            ["upstream"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+
+    def model_label(self, alias: str) -> str:
+        return alias if alias in self.aliases else "unknown"
+
+    def upstream_label(self, name: str | None) -> str:
+        return name if name in self.upstreams else "none"
+
+    def observe(self, trace: Trace, now: float) -> None:
+        """Record one finished request."""
+        route = trace.route if trace.route in ROUTES else "other"
+        model = self.model_label(trace.model)
+        upstream = self.upstream_label(trace.notes.get("upstream"))
+        self.requests.labels(route, str(trace.status), model, upstream).inc()
+        self.request_duration.labels(route, model).observe(now - trace.started)
+        if trace.first_byte is not None and trace.status == 200 and trace.model:
+            self.ttft.labels(model, "true" if trace.stream else "false").observe(
+                trace.first_byte - trace.started
+            )
+        if trace.upstream_ms is not None and upstream != "none":
+            self.upstream_duration.labels(upstream).observe(trace.upstream_ms / 1000)
+        if trace.usage is not None:
+            self.prompt_tokens.labels(model).observe(trace.usage.prompt_tokens)
+            self.completion_tokens.labels(model).observe(trace.usage.completion_tokens)
+            self.tokens.labels(model, "in").inc(trace.usage.prompt_tokens)
+            self.tokens.labels(model, "out").inc(trace.usage.completion_tokens)
+        for name, kind in trace.upstream_failures:
+            self.upstream_errors.labels(self.upstream_label(name), kind).inc()
+        if "fallbacks" in trace.notes and trace.status == 200:
+            self.fallbacks.labels(model).inc()
+
+    def set_circuits(self, breakers: Mapping[str, CircuitBreaker]) -> None:
+        for name, breaker in breakers.items():
+            self.circuit.labels(self.upstream_label(name)).set(CIRCUIT_STATES[breaker.state])
+
+    def render(self) -> tuple[bytes, str]:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
