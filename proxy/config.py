@@ -11,6 +11,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxy.config_limits import (
+    KeyConfig,
+    LimitsConfig,
+    RateLimits,
+    RedisConfig,
+    parse_keys,
+    parse_limits,
+    parse_redis,
+    read_limits,
+)
+from proxy.config_reader import Reader
 from proxy.types import Target
 
 ENV_PREFIX = "FLUIDO_"
@@ -58,6 +69,7 @@ class UpstreamConfig:
     breaker_failures: int = 3
     breaker_cooldown: float = 10.0
     embedded: EmbeddedConfig | None = None
+    limits: RateLimits = RateLimits()  # for all clients together: rpm and concurrency
 
     @property
     def api_key(self) -> str | None:
@@ -97,72 +109,14 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     ready: ReadyConfig = field(default_factory=ReadyConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    keys: Mapping[str, KeyConfig] = field(default_factory=dict)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
 
 
-class _Reader:
-    """Reads typed values out of one table, recording every problem under its dotted key."""
-
-    def __init__(self, table: Any, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        self.table: dict[str, Any] = table if isinstance(table, dict) else {}
-        self.seen: set[str] = set()
-        if not isinstance(table, dict):
-            problems.append(f"{path}: must be a table")
-
-    def _key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def _get(self, key: str, default: Any) -> Any:
-        self.seen.add(key)
-        return self.table.get(key, default)
-
-    def text(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
-        value = self._get(key, default)
-        if not isinstance(value, str):
-            self.problems.append(f"{self._key(key)}: must be a string")
-            return default
-        if choices and value not in choices:
-            self.problems.append(f"{self._key(key)}: must be one of {', '.join(choices)} (got {value!r})")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._get(key, default)
-        if not isinstance(value, bool):
-            self.problems.append(f"{self._key(key)}: must be true or false (got {value!r})")
-            return default
-        return value
-
-    def integer(self, key: str, default: int, lo: int = 0, hi: int | None = None) -> int:
-        value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi and value > hi):
-            bound = f"between {lo} and {hi}" if hi else f"at least {lo}"
-            self.problems.append(f"{self._key(key)}: must be an integer {bound} (got {value!r})")
-            return default
-        return value
-
-    def number(self, key: str, default: float, lo: float = 0.0) -> float:
-        value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= lo:
-            self.problems.append(f"{self._key(key)}: must be a number above {lo:g} (got {value!r})")
-            return default
-        return float(value)
-
-    def table_of(self, key: str) -> dict[str, Any]:
-        value = self._get(key, {})
-        if not isinstance(value, dict):
-            self.problems.append(f"{self._key(key)}: must be a table")
-            return {}
-        return value
-
-    def done(self) -> None:
-        for key in sorted(set(self.table) - self.seen):
-            self.problems.append(f"{self._key(key)}: unknown key")
-
-
-def _server(r: _Reader) -> ServerConfig:
+def _server(r: Reader) -> ServerConfig:
     d = ServerConfig()
     cfg = ServerConfig(
         host=r.text("host", d.host),
@@ -174,7 +128,7 @@ def _server(r: _Reader) -> ServerConfig:
     return cfg
 
 
-def _log(r: _Reader) -> LogConfig:
+def _log(r: Reader) -> LogConfig:
     d = LogConfig()
     cfg = LogConfig(
         level=r.text("level", d.level, ("debug", "info", "warning", "error")),
@@ -188,13 +142,13 @@ def _log(r: _Reader) -> LogConfig:
     return cfg
 
 
-def _metrics(r: _Reader) -> MetricsConfig:
+def _metrics(r: Reader) -> MetricsConfig:
     cfg = MetricsConfig(enabled=r.boolean("enabled", MetricsConfig().enabled))
     r.done()
     return cfg
 
 
-def _ready(r: _Reader, aliases: Mapping[str, ModelConfig]) -> ReadyConfig:
+def _ready(r: Reader, aliases: Mapping[str, ModelConfig]) -> ReadyConfig:
     d = ReadyConfig()
     model = r.text("model", d.model) or next(iter(aliases), "")
     if aliases and model not in aliases:
@@ -204,7 +158,7 @@ def _ready(r: _Reader, aliases: Mapping[str, ModelConfig]) -> ReadyConfig:
     return cfg
 
 
-def _embedded(r: _Reader) -> EmbeddedConfig:
+def _embedded(r: Reader) -> EmbeddedConfig:
     d = EmbeddedConfig()
     cfg = EmbeddedConfig(
         model_path=r.text("model_path", d.model_path),
@@ -217,14 +171,14 @@ def _embedded(r: _Reader) -> EmbeddedConfig:
     return cfg
 
 
-def _upstream(name: str, r: _Reader) -> UpstreamConfig:
+def _upstream(name: str, r: Reader) -> UpstreamConfig:
     url = r.text("url", "")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         r.problems.append(f"{r.path}.url: must be an http(s) URL (got {url!r})")
     embedded = None
     if "embedded" in r.table:
-        embedded = _embedded(_Reader(r.table_of("embedded"), f"{r.path}.embedded", r.problems))
+        embedded = _embedded(Reader(r.table_of("embedded"), f"{r.path}.embedded", r.problems))
         if parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:
             r.problems.append(f"{r.path}.url: an embedded server needs a loopback URL with a port")
     d = UpstreamConfig(name=name, kind="openai", url=url)
@@ -241,19 +195,24 @@ def _upstream(name: str, r: _Reader) -> UpstreamConfig:
         breaker_failures=r.integer("breaker_failures", d.breaker_failures, 1),
         breaker_cooldown=r.number("breaker_cooldown", d.breaker_cooldown),
         embedded=embedded,
+        limits=read_limits(r),
     )
+    if cfg.limits.tpm:
+        r.problems.append(
+            f"{r.path}.tpm: an upstream takes rpm and concurrency limits; tokens are limited per key"
+        )
     r.done()
     return cfg
 
 
-def _target(r: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> Target:
+def _target(r: Reader, upstreams: Mapping[str, UpstreamConfig]) -> Target:
     upstream = r.text("upstream", "")
     if upstream not in upstreams:
         r.problems.append(f"{r.path}.upstream: no upstream named {upstream!r} in [upstreams]")
     model = r.text("model", "")
     if not model:
         r.problems.append(f"{r.path}.model: must name the model on the upstream")
-    keep_alive = r._get("keep_alive", None)
+    keep_alive = r.raw("keep_alive", None)
     if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, str | int)):
         r.problems.append(f'{r.path}.keep_alive: must be a duration string ("10m") or seconds')
     options = r.table_of("options")
@@ -261,40 +220,53 @@ def _target(r: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> Target:
     return Target(upstream=upstream, model=model, keep_alive=keep_alive, options=options)
 
 
-def _model(alias: str, r: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> ModelConfig:
-    raw = r._get("targets", [])
+def _model(alias: str, r: Reader, upstreams: Mapping[str, UpstreamConfig]) -> ModelConfig:
+    raw = r.raw("targets", [])
     if not isinstance(raw, list) or not raw:
         r.problems.append(f"{r.path}.targets: must be a non-empty list of {{upstream, model}} tables")
         raw = []
     targets = tuple(
-        _target(_Reader(t, f"{r.path}.targets[{i}]", r.problems), upstreams) for i, t in enumerate(raw)
+        _target(Reader(t, f"{r.path}.targets[{i}]", r.problems), upstreams) for i, t in enumerate(raw)
     )
     r.done()
     return ModelConfig(alias=alias, targets=targets)
 
 
-def parse(data: dict[str, Any]) -> Config:
-    """Validate a raw TOML document; raise ConfigError listing every problem."""
+def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a raw TOML document; raise ConfigError listing every problem. ``environ`` holds the
+    variables that ``key_env`` and ``api_key_env`` name (default: the process environment)."""
     problems: list[str] = []
-    root = _Reader(data, "", problems)
-    server = _server(_Reader(root.table_of("server"), "server", problems))
-    log = _log(_Reader(root.table_of("log"), "log", problems))
+    root = Reader(data, "", problems)
+    server = _server(Reader(root.table_of("server"), "server", problems))
+    log = _log(Reader(root.table_of("log"), "log", problems))
     upstreams = {
-        name: _upstream(name, _Reader(table, f"upstreams.{name}", problems))
+        name: _upstream(name, Reader(table, f"upstreams.{name}", problems))
         for name, table in root.table_of("upstreams").items()
     }
     models = {
-        alias: _model(alias, _Reader(table, f"models.{alias}", problems), upstreams)
+        alias: _model(alias, Reader(table, f"models.{alias}", problems), upstreams)
         for alias, table in root.table_of("models").items()
     }
     if not models:
         problems.append("models: at least one model alias must be configured")
-    metrics = _metrics(_Reader(root.table_of("metrics"), "metrics", problems))
-    ready = _ready(_Reader(root.table_of("ready"), "ready", problems), models)
+    metrics = _metrics(Reader(root.table_of("metrics"), "metrics", problems))
+    ready = _ready(Reader(root.table_of("ready"), "ready", problems), models)
+    limits = parse_limits(Reader(root.table_of("limits"), "limits", problems))
+    redis = parse_redis(Reader(root.table_of("redis"), "redis", problems))
+    keys = parse_keys(root.table_of("keys"), problems, os.environ if environ is None else environ)
+    for key in keys.values():
+        problems += [
+            f"keys.{key.name}.models.{alias}: no such model alias"
+            for alias in key.models
+            if alias not in models
+        ]
     root.done()
     if problems:
         raise ConfigError(problems)
-    return Config(server=server, log=log, metrics=metrics, ready=ready, upstreams=upstreams, models=models)
+    return Config(
+        server=server, log=log, metrics=metrics, ready=ready, limits=limits, redis=redis, keys=keys,
+        upstreams=upstreams, models=models,
+    )  # fmt: skip
 
 
 def _env_value(raw: str) -> Any:
@@ -327,4 +299,5 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML ({exc})"]) from exc
-    return parse(apply_env(data, os.environ if environ is None else environ))
+    environ = os.environ if environ is None else environ
+    return parse(apply_env(data, environ), environ)

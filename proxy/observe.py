@@ -91,7 +91,9 @@ class Observability:
             await send(message)
 
         metrics = self.metrics
-        if metrics is not None:
+        # Probes and scrapes are not traffic: a scrape should not see itself in flight.
+        counted = metrics is not None and trace.route not in QUIET_ROUTES
+        if counted:
             metrics.in_flight.inc()
         structlog.contextvars.bind_contextvars(request_id=trace.request_id)
         try:
@@ -104,7 +106,8 @@ class Observability:
                 trace.status = CLIENT_CLOSED
             now = time.monotonic()
             if metrics is not None:
-                metrics.in_flight.dec()
+                if counted:
+                    metrics.in_flight.dec()
                 metrics.observe(trace, now)
                 metrics.set_circuits(self.breakers)
             if self.access_log and trace.route not in QUIET_ROUTES:

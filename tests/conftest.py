@@ -17,6 +17,7 @@ from proxy.app import create_app
 from proxy.config import Config, parse
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
+from tests.support.redis_server import RedisServer
 
 OLLAMA_MODEL = "llama3.2:1b"
 VLLM_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -99,3 +100,22 @@ def upstream(request: pytest.FixtureRequest) -> Iterator[FakeOllama | FakeVLLM]:
     """Each fake upstream in turn: tests using it run against both adapters."""
     with threaded(FakeOllama() if request.param == "ollama" else FakeVLLM()) as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_session: RedisServer) -> Iterator[RedisServer]:
+    """The session's Redis server, emptied for each test (and restarted if a test killed it)."""
+    import redis as redis_client
+
+    if not redis_session.running:
+        redis_session.start()
+    redis_client.Redis.from_url(redis_session.url).flushall()
+    yield redis_session

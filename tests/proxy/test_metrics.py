@@ -56,7 +56,7 @@ def test_a_chat_adds_its_request_latency_and_tokens(
     assert samples(text, "fluido_upstream_duration_seconds_count", upstream="up0") == 1
     assert samples(text, "fluido_tokens_total", model="chat", direction="out") == len(vllm.reply.split())
     assert samples(text, "fluido_completion_tokens_count", model="chat") == 1
-    assert samples(text, "fluido_requests_in_flight") == 1, "only the scrape itself"
+    assert samples(text, "fluido_requests_in_flight") == 0, "a scrape does not count itself"
 
 
 def test_model_labels_come_from_configured_aliases_only(client: httpx.Client) -> None:
@@ -94,8 +94,8 @@ def test_in_flight_counts_requests_being_handled(client: httpx.Client, vllm: Fak
     time.sleep(0.2)
     during = samples(client.get("/metrics").text, "fluido_requests_in_flight")
     worker.join()
-    assert during == 2, "the slow chat and the scrape itself"
-    assert samples(client.get("/metrics").text, "fluido_requests_in_flight") == 1
+    assert during == 1, "the slow chat"
+    assert samples(client.get("/metrics").text, "fluido_requests_in_flight") == 0
 
 
 def test_metrics_from_several_workers_add_up(vllm: FakeVLLM, tmp_path: Path) -> None:
