@@ -69,7 +69,7 @@ class UpstreamConfig:
     breaker_failures: int = 3
     breaker_cooldown: float = 10.0
     embedded: EmbeddedConfig | None = None
-    limits: RateLimits = RateLimits()  # for all clients together: rpm and concurrency
+    limits: RateLimits = field(default_factory=RateLimits)  # all clients together: rpm and concurrency
 
     @property
     def api_key(self) -> str | None:

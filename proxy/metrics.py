@@ -37,7 +37,7 @@ class Metrics:
 
     def __init__(self, aliases: Iterable[str], upstreams: Iterable[str]) -> None:
         # The *_created series would double the series count and tell a dashboard nothing.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.aliases = frozenset(aliases)
         self.upstreams = frozenset(upstreams)
         self.registry = CollectorRegistry(auto_describe=True)

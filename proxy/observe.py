@@ -93,7 +93,7 @@ class Observability:
         metrics = self.metrics
         # Probes and scrapes are not traffic: a scrape should not see itself in flight.
         counted = metrics is not None and trace.route not in QUIET_ROUTES
-        if counted:
+        if metrics is not None and counted:
             metrics.in_flight.inc()
         structlog.contextvars.bind_contextvars(request_id=trace.request_id)
         try:

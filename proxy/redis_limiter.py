@@ -53,11 +53,13 @@ if ok == 1 then
     local rk, tk, ck = KEYS[1 + i*3], KEYS[2 + i*3], KEYS[3 + i*3]
     if rpm > 0 then
       levels[rk] = levels[rk] - 1
-      redis.call('HSET', rk, 'l', tostring(levels[rk]), 't', tostring(now)); redis.call('EXPIRE', rk, 2 * window)
+      redis.call('HSET', rk, 'l', tostring(levels[rk]), 't', tostring(now))
+      redis.call('EXPIRE', rk, 2 * window)
     end
     if tpm > 0 then
       levels[tk] = levels[tk] - tokens
-      redis.call('HSET', tk, 'l', tostring(levels[tk]), 't', tostring(now)); redis.call('EXPIRE', tk, 2 * window)
+      redis.call('HSET', tk, 'l', tostring(levels[tk]), 't', tostring(now))
+      redis.call('EXPIRE', tk, 2 * window)
     end
     if conc > 0 then
       redis.call('ZADD', ck, now + ttl, lease); redis.call('EXPIRE', ck, math.ceil(ttl))
