@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import BinaryIO
 
 from starlette.applications import Starlette
@@ -15,15 +15,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters import adapter_for
+from middleware.auth import Authenticate
+from middleware.rate_limit import RateLimit
 from proxy.breaker import CircuitBreaker
 from proxy.chain import build_chain
 from proxy.config import Config
 from proxy.embedded import EmbeddedServer
 from proxy.errors import InvalidRequest, render
+from proxy.limiter import Limiter, MemoryLimiter
 from proxy.logs import configure_logging
 from proxy.metrics import Metrics
 from proxy.observe import Observability
-from proxy.ready import Readiness
+from proxy.ready import Dependency, Readiness
+from proxy.redis_limiter import RedisLimiter
 from proxy.router import Router, Upstream
 from proxy.routes import ChatCompletions, Embeddings, Models, health
 from proxy.types import Middleware
@@ -41,9 +45,41 @@ def build_upstreams(cfg: Config) -> dict[str, Upstream]:
     return upstreams
 
 
-def build_middleware(cfg: Config) -> list[Middleware]:
+def build_limiter(cfg: Config) -> Limiter | None:
+    """A limiter when any limit is configured: for client IPs, keys, key-and-model pairs or upstreams."""
+    limited = (
+        cfg.limits.client.any
+        or any(key.limits.any or any(m.any for m in key.models.values()) for key in cfg.keys.values())
+        or any(up.limits.any for up in cfg.upstreams.values())
+    )
+    if not limited:
+        return None
+    if cfg.limits.backend == "redis":
+        return RedisLimiter(cfg.redis, cfg.limits.lease_seconds)
+    return MemoryLimiter(cfg.limits.lease_seconds)
+
+
+def build_middleware(cfg: Config, limiter: Limiter | None, metrics: Metrics | None) -> list[Middleware]:
     """The chain, outermost first. Each entry is present only when enabled in the config."""
-    return []
+    chain: list[Middleware] = []
+    if limiter is not None:
+        on_unavailable = metrics.limiter_unavailable.inc if metrics is not None else (lambda: None)
+        chain.append(RateLimit(limiter, cfg.limits, cfg.keys, on_unavailable))
+    return chain
+
+
+def build_asgi_middleware(
+    cfg: Config, metrics: Metrics | None, breakers: Mapping[str, CircuitBreaker]
+) -> list[ASGIMiddleware]:
+    """The outer layers, outermost first: observability sees everything, authentication guards /v1."""
+    layers = []
+    if metrics is not None or cfg.log.access_log:
+        layers.append(
+            ASGIMiddleware(Observability, metrics=metrics, access_log=cfg.log.access_log, breakers=breakers)
+        )
+    if cfg.keys or cfg.limits.trusted_proxies:
+        layers.append(ASGIMiddleware(Authenticate, keys=cfg.keys, trusted_proxies=cfg.limits.trusted_proxies))
+    return layers
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -55,9 +91,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     upstreams = build_upstreams(cfg)
-    router = Router(cfg.models, upstreams)
-    chain = build_chain(build_middleware(cfg), router)
     metrics = Metrics(cfg.models, cfg.upstreams) if cfg.metrics.enabled else None
+    limiter = build_limiter(cfg)
+    router = Router(cfg.models, upstreams, limiter)
+    chain = build_chain(build_middleware(cfg, limiter, metrics), router)
     log_writer = configure_logging(cfg.log, log_sink)
     if metrics is not None:
         log_writer.on_drop = metrics.log_dropped.inc
@@ -77,6 +114,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
                 await up.adapter.close()
                 if up.launcher is not None:
                     await up.launcher.stop()
+            if limiter is not None:
+                await limiter.close()
             log_writer.close()
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -86,6 +125,10 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         return Response(body, media_type=content_type)
 
     content_chars = cfg.log.content_max_chars if cfg.log.include_content else 0
+    dependencies = {}
+    if isinstance(limiter, RedisLimiter):
+        dependencies["redis"] = Dependency(limiter.ping, required=cfg.limits.fail == "closed")
+    readiness = Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds, dependencies)
     routes = [
         Route(
             "/v1/chat/completions",
@@ -95,24 +138,15 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         Route("/v1/embeddings", Embeddings(router, cfg.server.max_body_bytes), methods=["POST"]),
         Route("/v1/models", Models(cfg), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
-        Route(
-            "/ready",
-            Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds),
-            methods=["GET"],
-        ),
+        Route("/ready", readiness, methods=["GET"]),
     ]
     if metrics is not None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
-    observing = metrics is not None or cfg.log.access_log
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[
-            ASGIMiddleware(Observability, metrics=metrics, access_log=cfg.log.access_log, breakers=breakers)
-        ]
-        if observing
-        else [],
+        middleware=build_asgi_middleware(cfg, metrics, breakers),
     )
     app.state.router = router
     app.state.metrics = metrics

@@ -6,8 +6,10 @@
     ├── ModelNotFound             404 model_not_found
     ├── BodyTooLarge              413 request_too_large
     ├── RateLimited               429 rate_limit_exceeded (+ Retry-After)
+    ├── LimiterDown               503 the rate limiter's store is down and limits fail closed
     └── UpstreamError             502 upstream_error          retryable: the next target may serve
         ├── UpstreamRejected      the upstream's own 4xx, passed on with its status
+        │   └── UpstreamBusy      429: the upstream is at the limit Fluido keeps for it
         ├── UpstreamUnavailable   503 (queue full, every target down, circuit open)
         └── UpstreamTimeout       504
 
@@ -16,6 +18,8 @@ its matching typed exception. Foreign exceptions are translated where they enter
 """
 
 from __future__ import annotations
+
+import math
 
 import orjson
 
@@ -74,7 +78,13 @@ class RateLimited(FluidoError):
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:
-        return {"retry-after": str(max(1, round(self.retry_after)))}
+        return retry_headers(self.retry_after)
+
+
+class LimiterDown(FluidoError):
+    status = 503
+    type = "server_error"
+    code = "rate_limiter_unavailable"
 
 
 class UpstreamError(FluidoError):
@@ -108,6 +118,17 @@ class UpstreamRejected(UpstreamError):
         self.retryable = retryable
 
 
+class UpstreamBusy(UpstreamRejected):
+    """An upstream is at the limit configured for it; another target may have room."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, status=429, code="rate_limit_exceeded", retryable=True)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return retry_headers(self.retry_after)
+
+
 class UpstreamUnavailable(UpstreamError):
     status = 503
     code = "upstream_unavailable"
@@ -116,6 +137,14 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+def retry_headers(seconds: float) -> dict[str, str]:
+    # The OpenAI SDKs wait retry-after-ms when present, so clients retry neither early nor late.
+    return {
+        "retry-after": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
+    }
 
 
 def render(error: FluidoError) -> bytes:

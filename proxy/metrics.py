@@ -78,6 +78,13 @@ class Metrics:
         self.fallbacks = Counter(
             "fluido_fallbacks", "Requests served after moving past a failed target.", ["model"], registry=r
         )
+        self.rate_limited = Counter(
+            "fluido_rate_limited", "Requests refused by a rate limit, by the limit that refused.",
+            ["model", "limit"], registry=r,
+        )  # fmt: skip
+        self.limiter_unavailable = Counter(
+            "fluido_limiter_unavailable", "Rate-limit checks that could not reach their store.", registry=r
+        )
         self.log_dropped = Counter(
             "fluido_log_records_dropped", "Log records dropped because the log queue was full.", registry=r
         )
@@ -116,6 +123,8 @@ class Metrics:
             self.completion_tokens.labels(model).observe(trace.usage.completion_tokens)
             self.tokens.labels(model, "in").inc(trace.usage.prompt_tokens)
             self.tokens.labels(model, "out").inc(trace.usage.completion_tokens)
+        if limit := trace.notes.get("rate_limited"):
+            self.rate_limited.labels(model, limit).inc()
         for name, kind in trace.upstream_failures:
             self.upstream_errors.labels(self.upstream_label(name), kind).inc()
         if "fallbacks" in trace.notes and trace.status == 200:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,13 +42,41 @@ async def check_upstream(up: Upstream) -> dict[str, Any]:
     return state
 
 
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """A store Fluido uses (Redis, Chroma): ``probe`` raises when it is unreachable. A ``required`` one
+    makes Fluido unready when down; an optional one is reported, and Fluido serves without it."""
+
+    probe: Callable[[], Awaitable[None]]
+    required: bool
+
+
+async def check_dependency(dep: Dependency) -> dict[str, Any]:
+    started = time.monotonic()
+    state: dict[str, Any] = {"ok": True, "required": dep.required}
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await dep.probe()
+    except Exception as exc:  # each store's own error type; the message is what an operator needs
+        state.update(ok=False, error=str(exc) or type(exc).__name__)
+    state["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
+    return state
+
+
 class Readiness:
     """The /ready endpoint, with its results cached for ``ttl`` seconds and shared by concurrent probes."""
 
-    def __init__(self, upstreams: Mapping[str, Upstream], model: ModelConfig, ttl: float) -> None:
+    def __init__(
+        self,
+        upstreams: Mapping[str, Upstream],
+        model: ModelConfig,
+        ttl: float,
+        dependencies: Mapping[str, Dependency] | None = None,
+    ) -> None:
         self.upstreams = upstreams
         self.model = model
         self.ttl = ttl
+        self.dependencies = dependencies or {}
         self._cached: tuple[float, int, bytes] | None = None
         self._running: asyncio.Task[tuple[float, int, bytes]] | None = None
 
@@ -55,8 +84,21 @@ class Readiness:
         names = list(self.upstreams)
         results = await asyncio.gather(*(check_upstream(self.upstreams[n]) for n in names))
         checks = dict(zip(names, results, strict=True))
+        deps = dict(
+            zip(
+                self.dependencies,
+                await asyncio.gather(*map(check_dependency, self.dependencies.values())),
+                strict=True,
+            )
+        )
         ready = any(checks[t.upstream]["ok"] for t in self.model.targets)
-        body = {"status": "ready" if ready else "unavailable", "model": self.model.alias, "checks": checks}
+        ready = ready and all(d["ok"] for d in deps.values() if d["required"])
+        body = {
+            "status": "ready" if ready else "unavailable",
+            "model": self.model.alias,
+            "checks": checks,
+            "dependencies": deps,
+        }
         return time.monotonic(), 200 if ready else 503, orjson.dumps(body)
 
     async def result(self) -> tuple[int, bytes]:

@@ -8,6 +8,8 @@ because by then the client may have seen it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
@@ -19,7 +21,15 @@ import structlog
 from proxy.breaker import CircuitBreaker
 from proxy.config import ModelConfig, UpstreamConfig
 from proxy.embedded import EmbeddedServer
-from proxy.errors import ModelNotFound, UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import (
+    ModelNotFound,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.limiter import Bucket, Grant, Limiter, LimiterUnavailable
 from proxy.types import JSON, Adapter, Call, Chunk, EmbeddingRequest, Reply, Stream, Target, Trace
 
 T = TypeVar("T")
@@ -43,9 +53,15 @@ class Upstream:
 class Router:
     """Serves a call from the first target that works."""
 
-    def __init__(self, models: Mapping[str, ModelConfig], upstreams: Mapping[str, Upstream]) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        upstreams: Mapping[str, Upstream],
+        limiter: Limiter | None = None,
+    ) -> None:
         self.models = models
         self.upstreams = upstreams
+        self.limiter = limiter
 
     def targets(self, alias: str) -> tuple[Target, ...]:
         model = self.models.get(alias)
@@ -85,7 +101,9 @@ class Router:
             if not up.breaker.allow():
                 continue
             started = time.monotonic()
+            slot: Grant | None = None
             try:
+                slot = await self._admit(up)
                 await up.ready()
                 result = await attempt(up, target)
             except TimeoutError:
@@ -101,7 +119,11 @@ class Router:
                 trace.upstream_ms = (time.monotonic() - started) * 1000
                 notes["upstream"] = up.cfg.name
                 notes["upstream_model"] = target.model
+                if slot is not None and inspect.isasyncgen(result):
+                    result, slot = self._hold(result, slot), None  # type: ignore[arg-type, assignment]
                 return result
+            finally:
+                await self._release(slot)
             # An upstream that answered "no such model" or "too busy" is alive; only outages open the circuit.
             if not isinstance(failure, UpstreamRejected):
                 up.breaker.failure()
@@ -111,6 +133,36 @@ class Router:
         if failure is not None:
             raise failure
         raise UpstreamUnavailable(f"Every upstream for '{alias}' is unavailable; retry shortly.")
+
+    async def _admit(self, up: Upstream) -> Grant | None:
+        """Take a slot under the upstream's own limit (all clients together), if it has one."""
+        limits = up.cfg.limits
+        if self.limiter is None or not limits.any:
+            return None
+        scope = f"upstream:{up.cfg.name}"
+        try:
+            slot = await self.limiter.acquire([Bucket(scope, scope, limits)], 0)
+        except LimiterUnavailable:
+            return None  # the limit protects the upstream; without its store, let the upstream decide
+        if not slot.allowed:
+            raise UpstreamBusy(
+                f"Upstream '{up.cfg.name}' is at its configured limit.", retry_after=slot.retry_after
+            )
+        return slot
+
+    async def _release(self, slot: Grant | None) -> None:
+        if slot is not None and self.limiter is not None:
+            with contextlib.suppress(LimiterUnavailable):
+                await self.limiter.settle(slot, 0, 0)
+
+    async def _hold(self, stream: Stream, slot: Grant) -> Stream:
+        """Pass a stream through, keeping its upstream slot until the stream ends."""
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            await stream.aclose()
+            await self._release(slot)
 
     async def _open_stream(self, up: Upstream, target: Target, call: Call) -> Stream:
         """Start the upstream stream and wait for its first output, so a failure until then can fall back."""

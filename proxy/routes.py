@@ -40,7 +40,7 @@ class InternalError(FluidoError):
 
 
 def note_headers(trace: Trace) -> list[tuple[bytes, bytes]]:
-    pairs = [("x-request-id", trace.request_id)]
+    pairs = [("x-request-id", trace.request_id), *trace.headers.items()]
     pairs += [(f"x-fluido-{key.replace('_', '-')}", value) for key, value in trace.notes.items()]
     return encode_headers(pairs)
 

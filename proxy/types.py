@@ -139,6 +139,7 @@ class Trace:
     client: str
     route: str
     started: float  # time.monotonic()
+    key: str | None = None  # the API key's name, once authenticated
     model: str = ""
     stream: bool = False
     status: int = 0
@@ -152,6 +153,7 @@ class Trace:
     # Facts middleware and the router learn (query class, cache status, upstream, ...). They become
     # ``x-fluido-*`` response headers and access-log fields.
     notes: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers (x-ratelimit-*)
     prompt: str | None = None  # only kept when content logging is on
     completion: str | None = None
 
