@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # llama-cpp-python compiles llama.cpp on install: use every core.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench lint clean redis-server
 
 install: $(STAMP)
 
@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/fluido serve --config config.toml
 
-test: install
+test: install redis-server
 	$(BIN)/python -m pytest
+
+# The tests start their own Redis server (on a free port) from this binary.
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 bench: install
 	$(BIN)/python -m bench.overhead

@@ -1,0 +1,203 @@
+"""Rate limits through Fluido on a real socket, with the memory backend and a real Redis server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from proxy.config import Config, parse
+from tests.conftest import VLLM_MODEL, running, upstream_for
+from tests.fakes.vllm import FakeVLLM
+from tests.support.redis_server import RedisServer
+
+HI = [{"role": "user", "content": "hi"}]
+ENV = {"TUTOR_KEY": "sk-tutor", "OPS_KEY": "sk-ops"}
+TUTOR = {"authorization": "Bearer sk-tutor"}
+
+
+def limited(
+    vllm: FakeVLLM, tutor: dict[str, Any], *, redis: RedisServer | None = None, **extra: Any
+) -> Config:
+    data: dict[str, Any] = {
+        "keys": {"tutor": {"key_env": "TUTOR_KEY", **tutor}, "ops": {"key_env": "OPS_KEY"}},
+        "upstreams": {"up0": upstream_for(vllm)},
+        "models": {"chat": {"targets": [{"upstream": "up0", "model": VLLM_MODEL}]}},
+        **extra,
+    }
+    if redis is not None:
+        data["limits"] = {**data.get("limits", {}), "backend": "redis"}
+        data["redis"] = {"url": redis.url, "timeout": 0.3}
+    return parse(data, ENV)
+
+
+def chat(url: str, headers: dict[str, str] = TUTOR, **body: Any) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/chat/completions", json={"model": "chat", "messages": HI, **body}, headers=headers
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> RedisServer | None:
+    return request.getfixturevalue("redis_server") if request.param == "redis" else None
+
+
+def test_exactly_the_limit_passes_in_its_window(vllm: FakeVLLM, backend: RedisServer | None) -> None:
+    with running(limited(vllm, {"rpm": 5}, redis=backend)) as url:
+        statuses = [chat(url).status_code for _ in range(8)]
+    assert statuses == [200] * 5 + [429] * 3
+
+
+def test_every_answer_carries_openai_rate_limit_headers(vllm: FakeVLLM, backend: RedisServer | None) -> None:
+    with running(limited(vllm, {"rpm": 2, "tpm": 10000}, redis=backend)) as url:
+        ok, _, refused = chat(url), chat(url), chat(url)
+    assert (
+        ok.headers["x-ratelimit-limit-requests"] == "2"
+        and ok.headers["x-ratelimit-remaining-requests"] == "1"
+    )
+    assert ok.headers["x-ratelimit-limit-tokens"] == "10000"
+    assert ok.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert 1 <= int(refused.headers["retry-after"]) <= 30 and int(refused.headers["retry-after-ms"]) > 0
+
+
+def test_keys_are_limited_separately_and_per_model(vllm: FakeVLLM) -> None:
+    cfg = limited(vllm, {"rpm": 100, "models": {"chat": {"rpm": 1}}})
+    with running(cfg) as url:
+        assert [chat(url).status_code for _ in range(2)] == [200, 429]
+        assert chat(url, headers={"authorization": "Bearer sk-ops"}).status_code == 200, "ops has no limit"
+
+
+def test_without_keys_each_client_ip_is_limited(vllm: FakeVLLM) -> None:
+    cfg = parse(
+        {
+            "limits": {"rpm": 2, "trusted_proxies": ["127.0.0.1"]},
+            "upstreams": {"up0": upstream_for(vllm)},
+            "models": {"chat": {"targets": [{"upstream": "up0", "model": VLLM_MODEL}]}},
+        }
+    )
+    with running(cfg) as url:
+        first = [chat(url, headers={"x-forwarded-for": "203.0.113.1"}).status_code for _ in range(3)]
+        second = chat(url, headers={"x-forwarded-for": "203.0.113.2"}).status_code
+    assert first == [200, 200, 429] and second == 200
+
+
+def test_the_sdk_raises_rate_limit_error(vllm: FakeVLLM) -> None:
+    with running(limited(vllm, {"rpm": 1})) as url:
+        client = OpenAI(base_url=url + "/v1", api_key="sk-tutor", max_retries=0)
+        client.chat.completions.create(model="chat", messages=HI)
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="chat", messages=HI)
+    assert "requests per minute" in info.value.message
+
+
+def test_the_sdk_retries_after_the_advertised_wait_and_succeeds(vllm: FakeVLLM) -> None:
+    vllm.delay_first = 0.6
+    with running(limited(vllm, {"concurrency": 1})) as url:
+        client = OpenAI(base_url=url + "/v1", api_key="sk-tutor", max_retries=3)
+        slow = threading.Thread(target=lambda: client.chat.completions.create(model="chat", messages=HI))
+        slow.start()
+        time.sleep(0.2)
+        raw = client.chat.completions.with_raw_response.create(model="chat", messages=HI)
+        slow.join()
+    assert raw.retries_taken >= 1 and raw.parse().choices[0].message.content == vllm.reply
+
+
+def test_tokens_are_reconciled_after_a_streamed_reply(vllm: FakeVLLM, backend: RedisServer | None) -> None:
+    with running(limited(vllm, {"tpm": 5000}, redis=backend)) as url:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", headers=TUTOR,
+                          json={"model": "chat", "messages": HI, "stream": True, "max_tokens": 2000}) as r:  # fmt: skip
+            reserved_left = int(r.headers["x-ratelimit-remaining-tokens"])
+            r.read()
+        after = chat(url, max_tokens=1)
+    used = 1 + len(vllm.reply.split())  # the fake's prompt and completion tokens
+    assert reserved_left < 5000 - 2000, "the reservation covered max_tokens"
+    # The next request sees the unused reservation returned: only what was really used is gone.
+    remaining = int(after.headers["x-ratelimit-remaining-tokens"])
+    assert 5000 - used - 30 <= remaining <= 5000 - used
+
+
+def test_a_client_leaving_mid_stream_releases_its_concurrency_slot(
+    vllm: FakeVLLM, backend: RedisServer | None
+) -> None:
+    vllm.reply = " ".join(["word"] * 50)
+    vllm.delay_between = 0.1
+    with running(limited(vllm, {"concurrency": 1}, redis=backend)) as url:
+        body = {"model": "chat", "messages": HI, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=TUTOR) as r:
+            lines = r.iter_lines()  # kept: dropping the iterator would close the connection here
+            next(lines)
+            assert chat(url).status_code == 429, "the slot is taken while the stream runs"
+            lines.close()
+        deadline = time.monotonic() + 2
+        while (status := chat(url).status_code) == 429 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert status == 200
+
+
+def test_two_fluido_processes_sharing_redis_enforce_one_limit(
+    vllm: FakeVLLM, redis_server: RedisServer
+) -> None:
+    cfg = limited(vllm, {"rpm": 6}, redis=redis_server)
+    with ExitStack() as stack:
+        urls = [stack.enter_context(running(cfg)), stack.enter_context(running(cfg))]
+        statuses = [chat(urls[i % 2]).status_code for i in range(10)]
+    assert statuses.count(200) == 6 and statuses[6:] == [429] * 4
+
+
+def test_an_upstream_limit_holds_for_all_clients_together(vllm: FakeVLLM) -> None:
+    vllm.delay_first = 0.5
+    cfg = parse(
+        {
+            "upstreams": {"up0": upstream_for(vllm, concurrency=1)},
+            "models": {"chat": {"targets": [{"upstream": "up0", "model": VLLM_MODEL}]}},
+        }
+    )
+    with running(cfg) as url:
+        first: list[int] = []
+        slow = threading.Thread(target=lambda: first.append(chat(url, headers={}).status_code))
+        slow.start()
+        time.sleep(0.2)
+        busy = chat(url, headers={})
+        slow.join()
+        after = chat(url, headers={})
+    assert first == [200] and after.status_code == 200
+    assert busy.status_code == 429 and "retry-after" in busy.headers
+
+
+@pytest.fixture
+def redis_down_config(vllm: FakeVLLM, redis_server: RedisServer) -> Iterator[tuple[RedisServer, FakeVLLM]]:
+    yield redis_server, vllm
+    if not redis_server.running:
+        redis_server.start()
+
+
+@pytest.mark.parametrize("fail", ["open", "closed"])
+def test_redis_going_away_fails_as_configured_and_limits_resume_when_it_returns(
+    redis_down_config: tuple[RedisServer, FakeVLLM], fail: str
+) -> None:
+    redis, vllm = redis_down_config
+    cfg = limited(vllm, {"rpm": 2}, redis=redis, limits={"fail": fail})
+    with running(cfg) as url:
+        assert chat(url).status_code == 200
+        redis.stop()
+        down = chat(url)
+        ready = httpx.get(f"{url}/ready").json()
+        metrics = httpx.get(f"{url}/metrics").text
+        redis.start()
+        statuses = [chat(url).status_code for _ in range(3)]
+    if fail == "open":
+        assert down.status_code == 200
+    else:
+        assert down.status_code == 503 and down.json()["error"]["code"] == "rate_limiter_unavailable"
+    assert ready["dependencies"]["redis"]["ok"] is False
+    assert "fluido_limiter_unavailable_total 1.0" in metrics
+    assert statuses == [200, 200, 429], "a fresh Redis starts a fresh window, and limits hold again"
