@@ -15,10 +15,12 @@ from typing import Any
 
 import orjson
 
+from adapters.context import ContextSizer
 from adapters.decoders import NDJSONDecoder
 from adapters.http import UpstreamHTTP
 from proxy.config import UpstreamConfig
 from proxy.errors import InvalidRequest, UpstreamError
+from proxy.tokens import estimate_prompt_tokens
 from proxy.types import (
     JSON,
     ChatRequest,
@@ -85,11 +87,17 @@ def message_body(m: Message, i: int, tool_names: dict[str, str]) -> dict[str, An
     return body
 
 
-def request_body(req: ChatRequest, target: Target, stream: bool) -> dict[str, Any]:
+def request_body(
+    req: ChatRequest, target: Target, stream: bool, sizer: ContextSizer | None = None
+) -> dict[str, Any]:
     if req.n != 1:
         raise InvalidRequest("Ollama upstreams return one choice; 'n' must be 1.", param="n")
     tool_names = {t.id: t.name for m in req.messages for t in m.tool_calls}
-    options: dict[str, Any] = {**target.options, **(req.extra.get("options") or {})}
+    options: dict[str, Any] = {
+        **target.options,
+        **req.profile_ollama_options,
+        **(req.extra.get("options") or {}),
+    }
     options.update((k, v) for k, v in req.extra.items() if k in OPTION_EXTRAS)
     sampling = {
         "num_predict": req.max_tokens,
@@ -102,6 +110,10 @@ def request_body(req: ChatRequest, target: Target, stream: bool) -> dict[str, An
     options.update((k, v) for k, v in sampling.items() if v is not None)
     if req.stop:
         options["stop"] = list(req.stop)
+    if sizer is not None and target.max_context and "num_ctx" not in options:
+        options["num_ctx"] = sizer.size(
+            target.model, estimate_prompt_tokens(req), req.max_tokens, target.max_context
+        )
     body: dict[str, Any] = {
         "model": target.model,
         "messages": [message_body(m, i, tool_names) for i, m in enumerate(req.messages)],
@@ -170,9 +182,10 @@ class OllamaAdapter:
 
     def __init__(self, cfg: UpstreamConfig) -> None:
         self.http = UpstreamHTTP(cfg)
+        self.sizer = ContextSizer(cfg.context_sticky_seconds)
 
     async def chat(self, req: ChatRequest, target: Target) -> Completion:
-        async with self.http.post("api/chat", request_body(req, target, stream=False)) as resp:
+        async with self.http.post("api/chat", request_body(req, target, False, self.sizer)) as resp:
             line = _check(orjson.loads(await resp.read()))
         msg = line.get("message") or {}
         calls = tuple(
@@ -188,7 +201,7 @@ class OllamaAdapter:
         return Completion(choices=(choice,), usage=_usage(line), meta=_meta(line))
 
     async def stream(self, req: ChatRequest, target: Target) -> Stream:
-        body = request_body(req, target, stream=True)
+        body = request_body(req, target, True, self.sizer)
         tool_count = 0
         async with aclosing(self.http.frames("api/chat", body, NDJSONDecoder())) as frames:
             async for raw in frames:

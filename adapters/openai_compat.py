@@ -48,7 +48,7 @@ def message_body(m: Message) -> dict[str, Any]:
 
 
 def request_body(req: ChatRequest, target: Target) -> dict[str, Any]:
-    body: dict[str, Any] = {**target.options, **req.extra}
+    body: dict[str, Any] = {**target.options, **req.profile_extra, **req.extra}
     body["model"] = target.model
     body["messages"] = [message_body(m) for m in req.messages]
     optional = {

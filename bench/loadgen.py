@@ -123,6 +123,8 @@ class Samples:
     latency: list[float] = field(default_factory=list)  # seconds: whole reply
     ttft: list[float] = field(default_factory=list)  # seconds: first content frame (streams only)
     wall: float = 0.0
+    errors: int = 0
+    first_error: str = ""
 
 
 async def connect(port: int, n: int) -> list[Connection]:
@@ -132,27 +134,40 @@ async def connect(port: int, n: int) -> list[Connection]:
 
 
 async def run_load(
-    conns: list[Connection], raw: bytes, stream: bool, count: int, max_seconds: float
-) -> Samples:
-    """``count`` requests over all connections, each connection keeping one in flight; stops early at
-    ``max_seconds`` so that a slow case cannot stretch the run."""
+    port: int, conns: list[Connection], raw: bytes, stream: bool, count: int, max_seconds: float,
+    max_errors: int = 20,
+) -> Samples:  # fmt: skip
+    """``count`` requests over all connections, each connection keeping one in flight. It stops early
+    at ``max_seconds``, so a slow case cannot stretch the run, or after ``max_errors`` bad replies: a
+    proxy failing under load is reported as a finding, not allowed to crash or stall the run. A
+    connection that saw a bad reply is replaced (in ``conns``, so the caller closes the new one)."""
     samples = Samples()
     remaining = count
     start = time.perf_counter()
     deadline = start + max_seconds
 
-    async def worker(conn: Connection) -> None:
+    async def worker(slot: int) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
             t0 = time.perf_counter()
             if t0 > deadline:
                 return
-            first, end = await conn.request(raw, stream)
+            try:
+                first, end = await conns[slot].request(raw, stream)
+            except BadReply as exc:
+                samples.errors += 1
+                samples.first_error = samples.first_error or str(exc)
+                conns[slot].close()
+                if samples.errors >= max_errors:
+                    remaining = 0
+                    return
+                conns[slot] = (await connect(port, 1))[0]
+                continue
             samples.latency.append(end - t0)
             if stream:
                 samples.ttft.append(first - t0)
 
-    await asyncio.gather(*(worker(c) for c in conns))
+    await asyncio.gather(*(worker(i) for i in range(len(conns))))
     samples.wall = time.perf_counter() - start
     return samples

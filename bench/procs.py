@@ -4,6 +4,7 @@ and always stop them, whatever ends the run."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,18 @@ def cpu_seconds(pid: int) -> float:
             # Fields after the parenthesised name; utime and stime are the 14th and 15th fields.
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def core_seconds(core: int) -> tuple[float, float]:
+    """(busy, stolen) seconds of one core since boot, from /proc/stat (10 ms ticks): busy is everything
+    but idle and iowait; stolen is time the hypervisor gave to other guests."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                ticks = [int(v) for v in line.split()[1:9]]
+                user, nice, system, irq, softirq, steal = (ticks[i] for i in (0, 1, 2, 5, 6, 7))
+                return (user + nice + system + irq + softirq) / _TICKS, steal / _TICKS
+    return 0.0, 0.0
 
 
 class Child:
@@ -75,6 +88,11 @@ class Fleet:
     ) -> None:
         self.stop_all()
         signal.signal(signal.SIGTERM, self._old_term)
+        # Fluido's access log alone is tens of MB a run: keep the logs only when something went wrong.
+        if kind is None:
+            shutil.rmtree(self.logs, ignore_errors=True)
+        else:
+            print(f"child process logs kept in {self.logs}", file=sys.stderr)
 
     def start(self, name: str, module: str, args: list[str], cpu: int | None) -> Child:
         port = free_port()

@@ -35,7 +35,9 @@ def _response(status: bytes, content_type: bytes, body: bytes) -> bytes:
 
 
 def _chunk(choices: list[dict[str, object]], **extra: object) -> bytes:
-    event = b"data: " + orjson.dumps({**_HEAD, "object": "chat.completion.chunk", "choices": choices, **extra})
+    event = b"data: " + orjson.dumps(
+        {**_HEAD, "object": "chat.completion.chunk", "choices": choices, **extra}
+    )
     return _http_chunk(event + b"\n\n")
 
 

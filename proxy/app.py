@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Mapping
 from typing import BinaryIO
 
@@ -16,14 +17,17 @@ from starlette.routing import Route
 
 from adapters import adapter_for
 from middleware.auth import Authenticate
+from middleware.classify import Classifier, Classify, RuleScorer
 from middleware.rate_limit import RateLimit
+from proxy.asgi import HotPath
 from proxy.breaker import CircuitBreaker
 from proxy.chain import build_chain
 from proxy.config import Config
+from proxy.config_profiles import ClassifierConfig
 from proxy.embedded import EmbeddedServer
 from proxy.errors import InvalidRequest, render
 from proxy.limiter import Limiter, MemoryLimiter
-from proxy.logs import configure_logging
+from proxy.logs import LogWriter, configure_logging
 from proxy.metrics import Metrics
 from proxy.observe import Observability
 from proxy.ready import Dependency, Readiness
@@ -59,23 +63,40 @@ def build_limiter(cfg: Config) -> Limiter | None:
     return MemoryLimiter(cfg.limits.lease_seconds)
 
 
+def build_classifier(cfg: ClassifierConfig) -> Classifier:
+    if cfg.mode == "embeddings":
+        from middleware.centroids import CentroidClassifier  # loads a model: only when asked for
+
+        return CentroidClassifier(cfg.examples, cfg.default)
+    return RuleScorer(cfg)
+
+
 def build_middleware(cfg: Config, limiter: Limiter | None, metrics: Metrics | None) -> list[Middleware]:
     """The chain, outermost first. Each entry is present only when enabled in the config."""
     chain: list[Middleware] = []
     if limiter is not None:
         on_unavailable = metrics.limiter_unavailable.inc if metrics is not None else (lambda: None)
         chain.append(RateLimit(limiter, cfg.limits, cfg.keys, on_unavailable))
+    if cfg.classifier.enabled:
+        chain.append(Classify(build_classifier(cfg.classifier), cfg.classifier.profiles))
     return chain
 
 
 def build_asgi_middleware(
-    cfg: Config, metrics: Metrics | None, breakers: Mapping[str, CircuitBreaker]
+    cfg: Config, metrics: Metrics | None, breakers: Mapping[str, CircuitBreaker], log_writer: LogWriter
 ) -> list[ASGIMiddleware]:
     """The outer layers, outermost first: observability sees everything, authentication guards /v1."""
     layers = []
     if metrics is not None or cfg.log.access_log:
+        json_lines = log_writer if cfg.log.format == "json" else None
         layers.append(
-            ASGIMiddleware(Observability, metrics=metrics, access_log=cfg.log.access_log, breakers=breakers)
+            ASGIMiddleware(
+                Observability,
+                metrics=metrics,
+                access_log=cfg.log.access_log,
+                breakers=breakers,
+                json_lines=json_lines,
+            )
         )
     if cfg.keys or cfg.limits.trusted_proxies:
         layers.append(ASGIMiddleware(Authenticate, keys=cfg.keys, trusted_proxies=cfg.limits.trusted_proxies))
@@ -91,7 +112,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     upstreams = build_upstreams(cfg)
-    metrics = Metrics(cfg.models, cfg.upstreams) if cfg.metrics.enabled else None
+    metrics = Metrics(cfg.models, cfg.upstreams, cfg.classifier.classes) if cfg.metrics.enabled else None
     limiter = build_limiter(cfg)
     router = Router(cfg.models, upstreams, limiter)
     chain = build_chain(build_middleware(cfg, limiter, metrics), router)
@@ -104,6 +125,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log_writer.start()
         warming = asyncio.create_task(warm_up(cfg.models, upstreams))
+        # Everything built so far lives as long as the process: keep it out of every garbage collection.
+        gc.freeze()
         try:
             yield
         finally:
@@ -129,13 +152,11 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     if isinstance(limiter, RedisLimiter):
         dependencies["redis"] = Dependency(limiter.ping, required=cfg.limits.fail == "closed")
     readiness = Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds, dependencies)
+    chat = ChatCompletions(chain, cfg.server.max_body_bytes, content_chars)
+    embeddings = Embeddings(router, cfg.server.max_body_bytes)
     routes = [
-        Route(
-            "/v1/chat/completions",
-            ChatCompletions(chain, cfg.server.max_body_bytes, content_chars),
-            methods=["POST"],
-        ),
-        Route("/v1/embeddings", Embeddings(router, cfg.server.max_body_bytes), methods=["POST"]),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", Models(cfg), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", readiness, methods=["GET"]),
@@ -146,7 +167,13 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=build_asgi_middleware(cfg, metrics, breakers),
+        middleware=[
+            *build_asgi_middleware(cfg, metrics, breakers, log_writer),
+            ASGIMiddleware(
+                HotPath,
+                routes={("POST", "/v1/chat/completions"): chat, ("POST", "/v1/embeddings"): embeddings},
+            ),
+        ],
     )
     app.state.router = router
     app.state.metrics = metrics

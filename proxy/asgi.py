@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import BodyTooLarge, FluidoError, render
 from proxy.types import Trace
@@ -29,6 +30,11 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+# Fresh ids: a random prefix per process and a counter, unique without a system call per request.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count(1)
+
+
 def request_id(scope: Scope) -> str:
     """The client's X-Request-Id when it is sane, so its logs and ours line up; else a fresh one."""
     raw = header(scope, b"x-request-id")
@@ -36,7 +42,7 @@ def request_id(scope: Scope) -> str:
         value = raw.decode("latin-1")
         if _SANE_REQUEST_ID.fullmatch(value):
             return value
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 def client_address(scope: Scope) -> str:
@@ -123,3 +129,21 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[b
 async def send_error(send: Send, error: FluidoError, headers: list[tuple[bytes, bytes]]) -> None:
     extra = encode_headers(error.headers().items())
     await send_bytes(send, error.status, render(error), [JSON_TYPE, *headers, *extra])
+
+
+class HotPath:
+    """Sends the busiest endpoints straight to their handler, past Starlette's routing and exception layers.
+
+    Those layers wrap ``send`` too, and a stream calls it once per chunk. The endpoints keep their routes,
+    so everything else about them (405s, listings) is unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], ASGIApp]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (handler := self.routes.get((scope["method"], scope["path"]))):
+            await handler(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

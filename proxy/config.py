@@ -21,6 +21,7 @@ from proxy.config_limits import (
     parse_redis,
     read_limits,
 )
+from proxy.config_profiles import ClassifierConfig, parse_classifier
 from proxy.config_reader import Reader
 from proxy.types import Target
 
@@ -68,6 +69,7 @@ class UpstreamConfig:
     max_connections: int = 100
     breaker_failures: int = 3
     breaker_cooldown: float = 10.0
+    context_sticky_seconds: float = 600.0  # Ollama: how long a grown num_ctx is kept before it may shrink
     embedded: EmbeddedConfig | None = None
     limits: RateLimits = field(default_factory=RateLimits)  # all clients together: rpm and concurrency
 
@@ -112,6 +114,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     keys: Mapping[str, KeyConfig] = field(default_factory=dict)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
 
@@ -194,6 +197,7 @@ def _upstream(name: str, r: Reader) -> UpstreamConfig:
         max_connections=r.integer("max_connections", d.max_connections, 1),
         breaker_failures=r.integer("breaker_failures", d.breaker_failures, 1),
         breaker_cooldown=r.number("breaker_cooldown", d.breaker_cooldown),
+        context_sticky_seconds=r.number("context_sticky_seconds", d.context_sticky_seconds),
         embedded=embedded,
         limits=read_limits(r),
     )
@@ -216,8 +220,11 @@ def _target(r: Reader, upstreams: Mapping[str, UpstreamConfig]) -> Target:
     if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, str | int)):
         r.problems.append(f'{r.path}.keep_alive: must be a duration string ("10m") or seconds')
     options = r.table_of("options")
+    max_context = r.integer("max_context", 0)
     r.done()
-    return Target(upstream=upstream, model=model, keep_alive=keep_alive, options=options)
+    return Target(
+        upstream=upstream, model=model, keep_alive=keep_alive, options=options, max_context=max_context
+    )
 
 
 def _model(alias: str, r: Reader, upstreams: Mapping[str, UpstreamConfig]) -> ModelConfig:
@@ -260,12 +267,13 @@ def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Con
             for alias in key.models
             if alias not in models
         ]
+    classifier = parse_classifier(Reader(root.table_of("classifier"), "classifier", problems), models)
     root.done()
     if problems:
         raise ConfigError(problems)
     return Config(
         server=server, log=log, metrics=metrics, ready=ready, limits=limits, redis=redis, keys=keys,
-        upstreams=upstreams, models=models,
+        classifier=classifier, upstreams=upstreams, models=models,
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,11 +36,13 @@ _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
 class Metrics:
     """The metrics of one app, and the bounded label policy that feeds them."""
 
-    def __init__(self, aliases: Iterable[str], upstreams: Iterable[str]) -> None:
+    def __init__(self, aliases: Iterable[str], upstreams: Iterable[str], classes: Iterable[str] = ()) -> None:
         # The *_created series would double the series count and tell a dashboard nothing.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.aliases = frozenset(aliases)
         self.upstreams = frozenset(upstreams)
+        self.classes = frozenset(classes)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -85,6 +88,12 @@ class Metrics:
         self.limiter_unavailable = Counter(
             "fluido_limiter_unavailable", "Rate-limit checks that could not reach their store.", registry=r
         )
+        self.query_classes = Counter(
+            "fluido_query_class", "Chat requests by query class.", ["model", "query_class"], registry=r
+        )
+        self.tokens_saved = Counter(
+            "fluido_compaction_tokens_saved", "Prompt tokens removed by compaction.", ["model"], registry=r
+        )
         self.log_dropped = Counter(
             "fluido_log_records_dropped", "Log records dropped because the log queue was full.", registry=r
         )
@@ -110,29 +119,42 @@ class Metrics:
         route = trace.route if trace.route in ROUTES else "other"
         model = self.model_label(trace.model)
         upstream = self.upstream_label(trace.notes.get("upstream"))
-        self.requests.labels(route, str(trace.status), model, upstream).inc()
-        self.request_duration.labels(route, model).observe(now - trace.started)
+        child = self._child
+        child(self.requests, route, str(trace.status), model, upstream).inc()
+        child(self.request_duration, route, model).observe(now - trace.started)
         if trace.first_byte is not None and trace.status == 200 and trace.model:
-            self.ttft.labels(model, "true" if trace.stream else "false").observe(
-                trace.first_byte - trace.started
-            )
+            stream = "true" if trace.stream else "false"
+            child(self.ttft, model, stream).observe(trace.first_byte - trace.started)
         if trace.upstream_ms is not None and upstream != "none":
-            self.upstream_duration.labels(upstream).observe(trace.upstream_ms / 1000)
-        if trace.usage is not None:
-            self.prompt_tokens.labels(model).observe(trace.usage.prompt_tokens)
-            self.completion_tokens.labels(model).observe(trace.usage.completion_tokens)
-            self.tokens.labels(model, "in").inc(trace.usage.prompt_tokens)
-            self.tokens.labels(model, "out").inc(trace.usage.completion_tokens)
-        if limit := trace.notes.get("rate_limited"):
-            self.rate_limited.labels(model, limit).inc()
+            child(self.upstream_duration, upstream).observe(trace.upstream_ms / 1000)
+        if (usage := trace.usage) is not None:
+            child(self.prompt_tokens, model).observe(usage.prompt_tokens)
+            child(self.completion_tokens, model).observe(usage.completion_tokens)
+            child(self.tokens, model, "in").inc(usage.prompt_tokens)
+            child(self.tokens, model, "out").inc(usage.completion_tokens)
+        notes = trace.notes
+        if query_class := notes.get("query_class"):
+            child(self.query_classes, model, query_class if query_class in self.classes else "other").inc()
+        if saved := notes.get("tokens_saved"):
+            child(self.tokens_saved, model).inc(int(saved))
+        if limit := notes.get("rate_limited"):
+            child(self.rate_limited, model, limit).inc()
         for name, kind in trace.upstream_failures:
-            self.upstream_errors.labels(self.upstream_label(name), kind).inc()
-        if "fallbacks" in trace.notes and trace.status == 200:
-            self.fallbacks.labels(model).inc()
+            child(self.upstream_errors, self.upstream_label(name), kind).inc()
+        if "fallbacks" in notes and trace.status == 200:
+            child(self.fallbacks, model).inc()
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: label values are bounded, and labels() is not cheap."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def set_circuits(self, breakers: Mapping[str, CircuitBreaker]) -> None:
         for name, breaker in breakers.items():
-            self.circuit.labels(self.upstream_label(name)).set(CIRCUIT_STATES[breaker.state])
+            self._child(self.circuit, self.upstream_label(name)).set(CIRCUIT_STATES[breaker.state])
 
     def render(self) -> tuple[bytes, str]:
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:

@@ -29,6 +29,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from proxy.idle import IdleWatch
 from proxy.limiter import Bucket, Grant, Limiter, LimiterUnavailable
 from proxy.types import JSON, Adapter, Call, Chunk, EmbeddingRequest, Reply, Stream, Target, Trace
 
@@ -186,29 +187,35 @@ class Router:
         self, up: Upstream, trace: Trace, head: list[Chunk], chunks: Stream, started: float
     ) -> Stream:
         cfg = up.cfg
-        loop = asyncio.get_running_loop()
-        deadline = started + cfg.total_timeout
         async with aclosing(chunks):
             for chunk in head:
                 yield chunk
-            while True:
-                try:
-                    async with asyncio.timeout(min(cfg.idle_timeout, deadline - loop.time())):
+            watch = IdleWatch(cfg.idle_timeout, started + cfg.total_timeout)
+            try:
+                while True:
+                    watch.waiting()
+                    try:
                         chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    trace.upstream_ms = (loop.time() - started) * 1000
-                    return
-                except (TimeoutError, UpstreamError) as exc:
-                    up.breaker.failure()
-                    error = (
-                        exc
-                        if isinstance(exc, UpstreamError)
-                        else UpstreamTimeout(f"Upstream '{cfg.name}' stalled.")
-                    )
-                    trace.upstream_failures.append((cfg.name, error.code or error.type))
-                    raise error from None
-                _note_meta(trace.notes, chunk.meta)
-                yield chunk
+                    except StopAsyncIteration:
+                        trace.upstream_ms = (asyncio.get_running_loop().time() - started) * 1000
+                        return
+                    except asyncio.CancelledError:
+                        if not watch.absorb():
+                            raise
+                        error: UpstreamError = UpstreamTimeout(f"Upstream '{cfg.name}' stalled mid-stream.")
+                        break
+                    except UpstreamError as exc:
+                        error = exc
+                        break
+                    watch.received()
+                    if chunk.meta:
+                        _note_meta(trace.notes, chunk.meta)
+                    yield chunk
+            finally:
+                watch.close()
+            up.breaker.failure()
+            trace.upstream_failures.append((cfg.name, error.code or error.type))
+            raise error
 
 
 def _note_meta(notes: dict[str, str], meta: Mapping[str, JSON]) -> None:

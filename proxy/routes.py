@@ -138,7 +138,7 @@ class ChatCompletions:
                         trace.usage = chunk.usage
                     if text is not None and chunk.content:
                         text.append(chunk.content)
-                    for frame in writer.frames(chunk):
+                    if frame := writer.render(chunk):
                         await send({"type": "http.response.body", "body": frame, "more_body": True})
                     chunk = await anext(stream)
             except StopAsyncIteration:

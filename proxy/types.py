@@ -55,6 +55,9 @@ class ChatRequest:
     tools: tuple[Mapping[str, JSON], ...] = ()
     tool_choice: JSON = None
     response_format: Mapping[str, JSON] | None = None
+    # Set by the query-class profile: defaults under the client's own values, per upstream kind.
+    profile_ollama_options: Mapping[str, JSON] = field(default_factory=dict)
+    profile_extra: Mapping[str, JSON] = field(default_factory=dict)
     # Every other field of the body (vLLM's extras, logprobs, user, ...), passed through verbatim.
     extra: Mapping[str, JSON] = field(default_factory=dict)
 
@@ -187,6 +190,7 @@ class Target:
     model: str
     keep_alive: str | int | None = None
     options: Mapping[str, JSON] = field(default_factory=dict)
+    max_context: int = 0  # Ollama: the model's largest num_ctx; > 0 turns on per-request context sizing
 
 
 class Adapter(Protocol):

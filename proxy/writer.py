@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -77,13 +76,14 @@ class SSEWriter:
         self._include_usage = include_usage
         self._started: set[int] = set()
 
-    def frames(self, chunk: Chunk) -> Iterator[bytes]:
-        """The frames for one chunk: none for a usage chunk the client did not ask for."""
+    def render(self, chunk: Chunk) -> bytes:
+        """The SSE frames for one chunk, as one write: empty for a usage chunk the client did not ask for."""
+        usage = b""
         if chunk.usage is not None:
             if self._include_usage:
-                yield self._prefix + b'[],"usage":' + orjson.dumps(usage_body(chunk.usage)) + b"}\n\n"
+                usage = self._prefix + b'[],"usage":' + orjson.dumps(usage_body(chunk.usage)) + b"}\n\n"
             if not chunk.carries_output and chunk.role is None:
-                return
+                return usage
         delta: dict[str, Any] = {}
         if chunk.index not in self._started:
             self._started.add(chunk.index)
@@ -101,7 +101,7 @@ class SSEWriter:
             "logprobs": chunk.logprobs,
             "finish_reason": chunk.finish_reason,
         }
-        yield self._prefix + b"[" + orjson.dumps(choice) + b"]}\n\n"
+        return self._prefix + b"[" + orjson.dumps(choice) + b"]}\n\n" + usage
 
 
 def error_frame(error: FluidoError) -> bytes:

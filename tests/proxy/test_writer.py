@@ -10,8 +10,8 @@ from proxy.writer import SSEWriter, completion_json, error_frame
 def frames(writer: SSEWriter, *chunks: Chunk) -> list[dict[str, object]]:
     out = []
     for chunk in chunks:
-        for frame in writer.frames(chunk):
-            assert frame.startswith(b"data: ") and frame.endswith(b"\n\n")
+        for frame in writer.render(chunk).split(b"\n\n")[:-1]:
+            assert frame.startswith(b"data: ")
             out.append(orjson.loads(frame[6:]))
     return out
 
