@@ -18,6 +18,7 @@ from starlette.routing import Route
 from adapters import adapter_for
 from middleware.auth import Authenticate
 from middleware.classify import Classifier, Classify, RuleScorer
+from middleware.compact import Compact
 from middleware.rate_limit import RateLimit
 from proxy.asgi import HotPath
 from proxy.breaker import CircuitBreaker
@@ -79,6 +80,8 @@ def build_middleware(cfg: Config, limiter: Limiter | None, metrics: Metrics | No
         chain.append(RateLimit(limiter, cfg.limits, cfg.keys, on_unavailable))
     if cfg.classifier.enabled:
         chain.append(Classify(build_classifier(cfg.classifier), cfg.classifier.profiles))
+        if cfg.classifier.compaction:
+            chain.append(Compact(cfg.classifier.profiles))
     return chain
 
 

@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -73,6 +74,21 @@ def compact(messages: Sequence[Message], budget: int | None, count: Callable[[Me
 
 def _normalise(text: str) -> str:
     """Normalise the whitespace of ``text`` outside its protected parts."""
+    # Most text has nothing to normalise, and substring tests run in C: skip the line-by-line walk then.
+    if (
+        "  " not in text
+        and "\t" not in text
+        and " \n" not in text
+        and "\n\n\n" not in text
+        and text == text.strip()
+    ):
+        return text
+    return _normalise_walk(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalise_walk(text: str) -> str:
+    """The walk itself, remembered: a conversation resends its old turns with every new one."""
     groups = [("".join(t for t, _ in grp), prot) for prot, grp in groupby(_pieces(text), key=itemgetter(1))]
     parts = [t if prot else _BLANK_LINES.sub("\n\n", t) for t, prot in groups]
     # Strip the whole content, but never into a protected part (an unclosed fence at the end, say).

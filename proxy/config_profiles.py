@@ -37,6 +37,7 @@ class ClassifierConfig:
     # Example prompts per class for the embeddings mode (built-in examples when empty).
     examples: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     profiles: Mapping[str, Profile] = field(default_factory=dict)
+    compaction: bool = True  # clean up every prompt, and trim old turns to the class's budget
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -97,6 +98,7 @@ def parse_classifier(r: Reader, aliases: Mapping[str, object]) -> ClassifierConf
         signal_weight=r.number("signal_weight", d.signal_weight),
         examples=_lists(r, "examples"),
         profiles=profiles,
+        compaction=r.boolean("compaction", d.compaction),
     )
     if cfg.default not in cfg.classes:
         r.problems.append(f"classifier.default: {cfg.default!r} is not a class")

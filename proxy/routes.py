@@ -90,7 +90,10 @@ class ChatCompletions:
                 if self.content_chars:
                     trace.completion = clip(str(reply.choices[0].message.content or ""), self.content_chars)
                 body = completion_json(
-                    reply, id=f"chatcmpl-{trace.request_id}", created=int(time.time()), model=req.model
+                    reply,
+                    id=f"chatcmpl-{trace.request_id}",
+                    created=int(time.time()),
+                    model=call.request.model,
                 )
                 watch.finished = True
                 await send_bytes(send, 200, body, [JSON_TYPE, *note_headers(trace)])

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import orjson
 
-from proxy.types import ChatRequest
+from proxy.types import ChatRequest, Message
 
 CHARS_PER_TOKEN = 4  # English text with common BPE tokenizers; an over-estimate for code is harmless here
 MESSAGE_OVERHEAD = 4  # role and separator tokens a chat template adds per message
 
 
+def estimate_message_tokens(m: Message) -> int:
+    if isinstance(m.content, str):
+        chars = len(m.content)
+    else:
+        chars = len(orjson.dumps(m.content)) if m.content is not None else 0
+    chars += sum(len(t.arguments) + len(t.name) for t in m.tool_calls)
+    return chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD
+
+
 def estimate_prompt_tokens(req: ChatRequest) -> int:
-    chars = 0
-    for m in req.messages:
-        if isinstance(m.content, str):
-            chars += len(m.content)
-        elif m.content is not None:
-            chars += len(orjson.dumps(m.content))
-        chars += sum(len(t.arguments) + len(t.name) for t in m.tool_calls)
-    if req.tools:
-        chars += len(orjson.dumps(list(req.tools)))
-    return chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD * len(req.messages)
+    tools = len(orjson.dumps(list(req.tools))) // CHARS_PER_TOKEN if req.tools else 0
+    return sum(map(estimate_message_tokens, req.messages)) + tools

@@ -1,0 +1,116 @@
+"""The query classifier and prompt compaction: accuracy, cost and tokens saved (``python -m bench.classifier``).
+
+1. Accuracy and confusion matrix of each mode (the fast scorer, the embeddings centroid) on
+   tests/data/query_classes.jsonl, with the cost per classification.
+2. Cost per request of classify + compact at prompts of about 100, 2,000 and 16,000 tokens.
+3. Tokens saved by compaction on long conversations built from the labelled prompts (a fixed seed).
+Prints figures; never fails on a time.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from middleware.classify import RuleScorer
+from proxy.compaction import compact
+from proxy.config_profiles import ClassifierConfig
+from proxy.tokens import estimate_message_tokens
+from proxy.types import Message
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "query_classes.jsonl"
+CLASSES = ("short", "long", "code", "reasoning")
+
+
+def timed(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter_ns()
+        fn()
+        samples.append((time.perf_counter_ns() - started) / 1000)
+    q = statistics.quantiles(samples, n=100)
+    return q[49], q[98]
+
+
+def accuracy(name: str, pick: Callable[[str], str], rows: list[dict[str, str]]) -> None:
+    confusion: collections.Counter[tuple[str, str]] = collections.Counter()
+    started = time.perf_counter()
+    for row in rows:
+        confusion[(row["class"], pick(row["prompt"]))] += 1
+    per_prompt_us = (time.perf_counter() - started) / len(rows) * 1e6
+    right = sum(n for (truth, got), n in confusion.items() if truth == got)
+    print(
+        f"{name}: accuracy {right / len(rows):.1%} ({right}/{len(rows)}), {per_prompt_us:.0f} us per prompt"
+    )
+    print("  truth \\ got " + "".join(f"{c:>10}" for c in CLASSES))
+    for truth in CLASSES:
+        print(f"  {truth:<11} " + "".join(f"{confusion[(truth, got)]:>10}" for got in CLASSES))
+    by_lang: collections.Counter[str] = collections.Counter()
+    totals: collections.Counter[str] = collections.Counter(r["lang"] for r in rows)
+    for row in rows:
+        by_lang[row["lang"]] += pick(row["prompt"]) == row["class"]
+    print(
+        "  by language: " + ", ".join(f"{lang} {by_lang[lang] / n:.0%}" for lang, n in totals.most_common())
+    )
+
+
+def conversation(rows: list[dict[str, str]], rng: random.Random, tokens: int) -> list[Message]:
+    """A chat history of about ``tokens`` estimated tokens, ending with a real user prompt."""
+    system = Message("system", "You are a helpful tutor.  Answer   clearly.\n\n\n")
+    messages = [system, system]  # a repeated system prompt, as careless clients send
+    while sum(map(estimate_message_tokens, messages)) < tokens:
+        messages.append(Message("user", rng.choice(rows)["prompt"]))
+        answer = "Sure.   Here is what I think:\n\n\n" + rng.choice(rows)["prompt"] + "  \n"
+        messages.append(Message("assistant", answer))
+    messages.append(Message("user", rng.choice(rows)["prompt"]))
+    return messages
+
+
+def main() -> None:
+    rows = [orjson.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    scorer = RuleScorer(ClassifierConfig())
+    print(f"Labelled set: {len(rows)} prompts, {len({r['lang'] for r in rows})} languages\n")
+    accuracy("fast scorer (rules)", scorer.pick, rows)
+    try:
+        from middleware.centroids import CentroidClassifier
+
+        started = time.perf_counter()
+        centroids = CentroidClassifier({}, "short")
+        print(f"\n(embeddings model loaded in {time.perf_counter() - started:.1f} s)")
+        accuracy("embeddings (nearest centroid, all-MiniLM-L6-v2)", centroids.pick, rows)
+        centroids.close()
+    except ImportError as exc:
+        print(f"\nembeddings mode skipped: {exc}")
+
+    print("\nCost per request: classify (fast scorer) + compact, by prompt size (estimated tokens);")
+    print("compact's p50 is a conversation whose old turns it has seen before, its p99 about the first sight")
+    print(f"  {'tokens':>7} {'messages':>9} {'classify p50/p99 us':>21} {'compact p50/p99 us':>20}")
+    rng = random.Random(7)
+    for size in (100, 2000, 16000):
+        messages = conversation(rows, rng, size) if size > 200 else [Message("user", "word " * 80)]
+        last = next(m for m in reversed(messages) if m.role == "user")
+        text = last.content if isinstance(last.content, str) else ""
+        c50, c99 = timed(lambda text=text: scorer.pick(text), 300)  # type: ignore[misc]
+        k50, k99 = timed(lambda messages=messages: compact(messages, 1024, estimate_message_tokens), 100)  # type: ignore[misc]
+        total = sum(map(estimate_message_tokens, messages))
+        print(f"  {total:>7} {len(messages):>9} {c50:>10.1f} / {c99:<8.1f} {k50:>9.1f} / {k99:<8.1f}")
+
+    print("\nTokens saved by compaction on 40 long conversations (2,000-16,000 tokens each)")
+    for budget in (None, 4096, 2048):
+        before = after = 0
+        for i in range(40):
+            messages = conversation(rows, random.Random(i), 2000 + 350 * i)
+            result = compact(messages, budget, estimate_message_tokens)
+            before, after = before + result.tokens_before, after + result.tokens_after
+        label = "clean-ups only" if budget is None else f"budget {budget}"
+        print(f"  {label:<15} {before:>8} -> {after:>8} tokens, saved {1 - after / before:.1%}")
+
+
+if __name__ == "__main__":
+    main()
