@@ -1,4 +1,4 @@
-"""The query classifier and prompt compaction: accuracy, cost and tokens saved (``python -m bench.classifier``).
+"""The query classifier and prompt compaction: accuracy, cost, tokens saved (``python -m bench.classifier``).
 
 1. Accuracy and confusion matrix of each mode (the fast scorer, the embeddings centroid) on
    tests/data/query_classes.jsonl, with the cost per classification.
