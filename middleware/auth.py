@@ -19,6 +19,7 @@ from proxy.asgi import encode_headers, header, send_error, trace_of
 from proxy.config_limits import KeyConfig
 from proxy.errors import AuthenticationFailed
 
+GUARDED = ("/v1/", "/admin/")
 _CHALLENGE = encode_headers([("www-authenticate", 'Bearer realm="fluido"')])
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -61,7 +62,7 @@ class Authenticate:
         return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not scope["path"].startswith(GUARDED):
             await self.app(scope, receive, send)
             return
         trace = trace_of(scope)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from proxy.config_limits import KeyConfig, LimitsConfig
-from proxy.errors import LimiterDown, RateLimited
+from proxy.errors import RateLimited, StoreUnavailable
 from proxy.limiter import Bucket, Budget, Grant, Limiter, LimiterUnavailable
 from proxy.tokens import estimate_prompt_tokens
 from proxy.types import Call, Completion, Handler, Reply, Stream
@@ -78,7 +78,9 @@ class RateLimit:
             self.on_unavailable()
             log.warning("rate_limiter_unavailable", error=str(exc), fail=self.cfg.fail)
             if self.cfg.fail == "closed":
-                raise LimiterDown("Rate limits cannot be checked right now; retry shortly.") from None
+                raise StoreUnavailable(
+                    "Rate limits cannot be checked right now; retry shortly.", code="rate_limiter_unavailable"
+                ) from None
             return await next(call)
         _set_headers(call.trace.headers, "requests", grant.requests)
         _set_headers(call.trace.headers, "tokens", grant.tokens)

@@ -17,11 +17,13 @@ from starlette.routing import Route
 
 from adapters import adapter_for
 from middleware.auth import Authenticate
+from middleware.cache import Purge, ResponseCache, attach_semantic_index
 from middleware.classify import Classifier, Classify, RuleScorer
 from middleware.compact import Compact
 from middleware.rate_limit import RateLimit
 from proxy.asgi import HotPath
 from proxy.breaker import CircuitBreaker
+from proxy.cache_store import CacheStore, MemoryStore, RedisStore
 from proxy.chain import build_chain
 from proxy.config import Config
 from proxy.config_profiles import ClassifierConfig
@@ -34,7 +36,7 @@ from proxy.observe import Observability
 from proxy.ready import Dependency, Readiness
 from proxy.redis_limiter import RedisLimiter
 from proxy.router import Router, Upstream
-from proxy.routes import ChatCompletions, Embeddings, Models, health
+from proxy.routes import CachePurge, ChatCompletions, Embeddings, Models, health
 from proxy.types import Middleware
 from proxy.warmup import warm_up
 
@@ -72,7 +74,21 @@ def build_classifier(cfg: ClassifierConfig) -> Classifier:
     return RuleScorer(cfg)
 
 
-def build_middleware(cfg: Config, limiter: Limiter | None, metrics: Metrics | None) -> list[Middleware]:
+def build_cache(cfg: Config, metrics: Metrics | None) -> ResponseCache | None:
+    if not cfg.cache.enabled:
+        return None
+    store: CacheStore = (
+        RedisStore(cfg.redis.url, cfg.redis.timeout)
+        if cfg.cache.backend == "redis"
+        else MemoryStore(cfg.cache.max_bytes)
+    )
+    on_unavailable = metrics.cache_unavailable.inc if metrics is not None else (lambda: None)
+    return ResponseCache(store, cfg.cache, cfg.keys, on_unavailable=on_unavailable)
+
+
+def build_middleware(
+    cfg: Config, limiter: Limiter | None, metrics: Metrics | None, cache: ResponseCache | None
+) -> list[Middleware]:
     """The chain, outermost first. Each entry is present only when enabled in the config."""
     chain: list[Middleware] = []
     if limiter is not None:
@@ -82,6 +98,8 @@ def build_middleware(cfg: Config, limiter: Limiter | None, metrics: Metrics | No
         chain.append(Classify(build_classifier(cfg.classifier), cfg.classifier.profiles))
         if cfg.classifier.compaction:
             chain.append(Compact(cfg.classifier.profiles))
+    if cache is not None:
+        chain.append(cache)
     return chain
 
 
@@ -118,7 +136,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     metrics = Metrics(cfg.models, cfg.upstreams, cfg.classifier.classes) if cfg.metrics.enabled else None
     limiter = build_limiter(cfg)
     router = Router(cfg.models, upstreams, limiter)
-    chain = build_chain(build_middleware(cfg, limiter, metrics), router)
+    cache = build_cache(cfg, metrics)
+    chain = build_chain(build_middleware(cfg, limiter, metrics, cache), router)
     log_writer = configure_logging(cfg.log, log_sink)
     if metrics is not None:
         log_writer.on_drop = metrics.log_dropped.inc
@@ -130,12 +149,18 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         warming = asyncio.create_task(warm_up(cfg.models, upstreams))
         # Everything built so far lives as long as the process: keep it out of every garbage collection.
         gc.freeze()
+        # The semantic index loads an embedding model: in the background, and used once it is ready.
+        indexing = asyncio.create_task(attach_semantic_index(cache, cfg.cache.semantic)) if cache else None
         try:
             yield
         finally:
-            warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warming
+            for task in (warming, indexing):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if cache is not None:
+                await cache.close()
             for up in upstreams.values():
                 await up.adapter.close()
                 if up.launcher is not None:
@@ -154,6 +179,10 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     dependencies = {}
     if isinstance(limiter, RedisLimiter):
         dependencies["redis"] = Dependency(limiter.ping, required=cfg.limits.fail == "closed")
+    if cache is not None and isinstance(cache.store, RedisStore):
+        dependencies["cache_redis"] = Dependency(cache.store.ping, required=False)
+    if cache is not None and cfg.cache.semantic.enabled:
+        dependencies["chroma"] = Dependency(cache.ping_index, required=False)
     readiness = Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds, dependencies)
     chat = ChatCompletions(chain, cfg.server.max_body_bytes, content_chars)
     embeddings = Embeddings(router, cfg.server.max_body_bytes)
@@ -166,6 +195,9 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     ]
     if metrics is not None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    if cache is not None:
+        purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes)
+        routes.append(Route("/admin/cache/purge", purge, methods=["POST"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from proxy.config_cache import CacheConfig, parse_cache
 from proxy.config_limits import (
     KeyConfig,
     LimitsConfig,
@@ -115,6 +116,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     keys: Mapping[str, KeyConfig] = field(default_factory=dict)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
 
@@ -268,12 +270,13 @@ def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Con
             if alias not in models
         ]
     classifier = parse_classifier(Reader(root.table_of("classifier"), "classifier", problems), models)
+    cache = parse_cache(Reader(root.table_of("cache"), "cache", problems))
     root.done()
     if problems:
         raise ConfigError(problems)
     return Config(
         server=server, log=log, metrics=metrics, ready=ready, limits=limits, redis=redis, keys=keys,
-        classifier=classifier, upstreams=upstreams, models=models,
+        classifier=classifier, cache=cache, upstreams=upstreams, models=models,
     )  # fmt: skip
 
 

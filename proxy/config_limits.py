@@ -37,6 +37,8 @@ class KeyConfig:
     digest: bytes  # sha256 of the key; the key itself is never kept
     limits: RateLimits = RateLimits()
     models: Mapping[str, RateLimits] = field(default_factory=dict)  # per model alias
+    share_cache: bool = False  # cached answers are this key's own unless it opts into the shared pool
+    admin: bool = False  # may purge the cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ def parse_keys(
         r = Reader(raw, f"keys.{name}", problems)
         material = _key_material(r, environ)
         limits = read_limits(r)
+        share_cache, admin = r.boolean("share_cache", False), r.boolean("admin", False)
         models = {
             alias: _limits_table(Reader(t, f"keys.{name}.models.{alias}", problems))
             for alias, t in r.table_of("models").items()
@@ -103,7 +106,7 @@ def parse_keys(
         if material and digest in seen:
             problems.append(f"keys.{name}: the same key as keys.{seen[digest]}")
         seen[digest] = name
-        keys[name] = KeyConfig(name=name, digest=digest, limits=limits, models=models)
+        keys[name] = KeyConfig(name, digest, limits, models, share_cache=share_cache, admin=admin)
     return keys
 
 

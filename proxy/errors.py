@@ -3,10 +3,11 @@
     FluidoError
     ├── InvalidRequest            400 invalid_request_error
     ├── AuthenticationFailed      401 authentication_error
+    ├── PermissionDenied          403 permission_denied
     ├── ModelNotFound             404 model_not_found
     ├── BodyTooLarge              413 request_too_large
     ├── RateLimited               429 rate_limit_exceeded (+ Retry-After)
-    ├── LimiterDown               503 the rate limiter's store is down and limits fail closed
+    ├── StoreUnavailable          503 a store is down (limits failing closed, a cache purge)
     └── UpstreamError             502 upstream_error          retryable: the next target may serve
         ├── UpstreamRejected      the upstream's own 4xx, passed on with its status
         │   └── UpstreamBusy      429: the upstream is at the limit Fluido keeps for it
@@ -56,6 +57,12 @@ class AuthenticationFailed(FluidoError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(FluidoError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
 class ModelNotFound(FluidoError):
     status = 404
     type = "invalid_request_error"
@@ -81,10 +88,12 @@ class RateLimited(FluidoError):
         return retry_headers(self.retry_after)
 
 
-class LimiterDown(FluidoError):
+class StoreUnavailable(FluidoError):
+    """A store Fluido needs right now (the rate limiter's, the cache's) cannot be reached."""
+
     status = 503
     type = "server_error"
-    code = "rate_limiter_unavailable"
+    code = "store_unavailable"
 
 
 class UpstreamError(FluidoError):

@@ -94,6 +94,17 @@ class Metrics:
         self.tokens_saved = Counter(
             "fluido_compaction_tokens_saved", "Prompt tokens removed by compaction.", ["model"], registry=r
         )
+        self.cache_results = Counter(
+            "fluido_cache_requests",
+            "Cache outcomes: hit, semantic, miss, bypass.",
+            ["model", "result"],
+            registry=r,
+        )
+        self.cache_unavailable = Counter(
+            "fluido_cache_unavailable",
+            "Cache look-ups or stores that could not reach their store.",
+            registry=r,
+        )
         self.log_dropped = Counter(
             "fluido_log_records_dropped", "Log records dropped because the log queue was full.", registry=r
         )
@@ -137,6 +148,8 @@ class Metrics:
             child(self.query_classes, model, query_class if query_class in self.classes else "other").inc()
         if saved := notes.get("tokens_saved"):
             child(self.tokens_saved, model).inc(int(saved))
+        if result := notes.get("cache"):
+            child(self.cache_results, model, result).inc()
         if limit := notes.get("rate_limited"):
             child(self.rate_limited, model, limit).inc()
         for name, kind in trace.upstream_failures:

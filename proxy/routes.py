@@ -12,19 +12,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from middleware.cache import Purge
 from proxy.asgi import (
     JSON_TYPE,
     ClientGone,
     DisconnectWatch,
     encode_headers,
+    header,
     read_body,
     send_bytes,
     send_error,
     trace_of,
 )
+from proxy.cache_store import CacheUnavailable
 from proxy.config import Config
-from proxy.errors import FluidoError, UpstreamError
-from proxy.parsing import parse_chat, parse_embedding
+from proxy.errors import FluidoError, InvalidRequest, PermissionDenied, StoreUnavailable, UpstreamError
+from proxy.parsing import decode_object, parse_chat, parse_embedding
 from proxy.router import Router
 from proxy.types import Call, ChatRequest, Completion, Handler, Message, Stream, Trace, Usage
 from proxy.writer import DONE, SSEWriter, completion_json, error_frame
@@ -79,6 +82,8 @@ class ChatCompletions:
             await send_error(send, failed(trace, exc), note_headers(trace))
             return
         trace.model, trace.stream = req.model, req.stream
+        if (control := header(scope, b"cache-control")) is not None:
+            trace.cache_control = control.decode("latin-1").lower()
         if self.content_chars:
             trace.prompt = clip(prompt_text(req), self.content_chars)
         call = Call(req, trace)
@@ -198,3 +203,34 @@ class Models:
 async def health(request: Request) -> Response:
     """GET /health: liveness only; never touches a dependency."""
     return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+class CachePurge:
+    """POST /admin/cache/purge: empties one cache namespace, or all of it."""
+
+    def __init__(self, purge: Purge, max_body_bytes: int) -> None:
+        self.purge = purge
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        trace = trace_of(scope)
+        try:
+            body = await read_body(scope, receive, self.max_body_bytes)
+            if not self.purge.allowed(trace.key, trace.client):
+                raise PermissionDenied("Purging the cache needs an admin API key.")
+            namespace = decode_object(body).get("namespace") if body.strip() else None
+            if namespace is not None and not isinstance(namespace, str):
+                raise InvalidRequest("'namespace' must be a string.", param="namespace")
+            removed = await self.purge.purge(namespace)
+        except ClientGone:
+            return
+        except FluidoError as exc:
+            await send_error(send, failed(trace, exc), note_headers(trace))
+            return
+        except CacheUnavailable:
+            error = StoreUnavailable(
+                "The cache store cannot be reached; nothing was purged.", code="cache_unavailable"
+            )
+            await send_error(send, failed(trace, error), note_headers(trace))
+            return
+        await send_bytes(send, 200, orjson.dumps({"purged": removed, "namespace": namespace}), [JSON_TYPE])

@@ -143,6 +143,7 @@ class Trace:
     route: str
     started: float  # time.monotonic()
     key: str | None = None  # the API key's name, once authenticated
+    cache_control: str = ""  # the request's Cache-Control header, lowercased
     model: str = ""
     stream: bool = False
     status: int = 0

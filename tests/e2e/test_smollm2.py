@@ -14,6 +14,7 @@ from tests.conftest import free_port, running
 
 pytestmark = pytest.mark.e2e
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+FRESH = {"Cache-Control": "no-store"}  # every test here must reach the model, not the response cache
 
 
 def embedded_config(port: int) -> dict[str, object]:
@@ -52,7 +53,8 @@ def test_a_real_model_answers_through_fluido(smollm2: tuple[OpenAI, int]) -> Non
         model="default",
         messages=QUESTION,
         max_tokens=24,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
+        extra_headers=FRESH,  # type: ignore[arg-type]
     )
     completion = raw.parse()
     assert raw.headers["x-fluido-upstream"] == "local"
@@ -69,7 +71,8 @@ def test_a_real_model_streams_through_fluido(smollm2: tuple[OpenAI, int]) -> Non
             messages=QUESTION,
             max_tokens=24,
             temperature=0,
-            stream=True,  # type: ignore[arg-type]
+            stream=True,
+            extra_headers=FRESH,  # type: ignore[arg-type]
         )
     )
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
@@ -79,7 +82,14 @@ def test_a_real_model_streams_through_fluido(smollm2: tuple[OpenAI, int]) -> Non
 
 def test_stream_and_non_stream_agree_at_temperature_zero(smollm2: tuple[OpenAI, int]) -> None:
     client, _ = smollm2
-    args = {"model": "default", "messages": QUESTION, "max_tokens": 16, "temperature": 0, "seed": 1}
+    args = {
+        "model": "default",
+        "messages": QUESTION,
+        "max_tokens": 16,
+        "temperature": 0,
+        "seed": 1,
+        "extra_headers": FRESH,
+    }
     whole = client.chat.completions.create(**args).choices[0].message.content  # type: ignore[call-overload]
     streamed = "".join(
         c.choices[0].delta.content or ""
