@@ -12,6 +12,7 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import sqlite3
@@ -33,18 +34,18 @@ T = TypeVar("T")
 # unambiguous in English are merged: "1,000" (comma thousands groups) is "1000", "3.0" and "2.50" (one or
 # two trailing decimal zeros) are "3" and "2.5", "two"/"dos" is "2". "1,5" and "1.5" stay different: a miss,
 # never a false hit. "one"/"uno" and "first" are left out: they are mostly not numbers.
-_NUMBER_WORDS = dict(
-    (w, str(n))
-    for words, n in (
-        ("zero cero", 0), ("two dos second segundo segunda", 2), ("three tres third tercero tercera tercer", 3),
-        ("four cuatro fourth cuarto cuarta", 4), ("five cinco fifth quinto quinta", 5), ("six seis sixth", 6),
-        ("seven siete seventh", 7), ("eight ocho eighth", 8), ("nine nueve ninth", 9), ("ten diez tenth", 10),
-        ("eleven once", 11), ("twelve doce", 12), ("twenty veinte", 20), ("thirty treinta", 30),
-        ("fifty cincuenta", 50), ("hundred cien ciento", 100), ("thousand mil", 1000),
-        ("million millón millones", 10**6), ("billion", 10**9),
-    )
-    for w in words.split()
-)  # fmt: skip
+_NUMBER_WORDS = {
+    word: value
+    for value, words in {
+        "0": "zero cero", "2": "two dos second segundo segunda", "3": "three tres third tercero tercera",
+        "4": "four cuatro fourth cuarto cuarta", "5": "five cinco fifth quinto quinta", "6": "six seis sixth",
+        "7": "seven siete seventh", "8": "eight ocho eighth", "9": "nine nueve ninth", "10": "ten diez tenth",
+        "11": "eleven once", "12": "twelve doce", "20": "twenty veinte", "30": "thirty treinta",
+        "50": "fifty cincuenta", "100": "hundred cien ciento", "1000": "thousand mil",
+        "1000000": "million millón millones", "1000000000": "billion",
+    }.items()
+    for word in words.split()
+}  # fmt: skip
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*|\b(?:" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")
 _SHORT_DECIMAL = re.compile(r"(\d+)\.(\d{1,2})")
@@ -66,14 +67,16 @@ _NEGATION = re.compile(
 # Opposites that embeddings place close together ("good"/"bad" 0.94, "before"/"after" 0.95 with MiniLM).
 # A pair fails only when the two texts take different sides; a text silent on an axis does not.
 _OPPOSITES = (
-    ("good better best bueno buena buenos buenas mejor mejores", "bad worse worst malo mala malos malas peor peores"),
+    ("good better best bueno buena buenos buenas mejor mejores",
+     "bad worse worst malo mala malos malas peor peores"),
     ("before antes", "after después despues"),
     ("advantage advantages pros benefits ventaja ventajas beneficios",
      "disadvantage disadvantages cons drawbacks downsides desventaja desventajas inconvenientes"),
     ("increase raise boost aumentar subir incrementar", "decrease reduce reducir disminuir bajar"),
     ("big bigger biggest large larger largest grande grandes mayor",
      "small smaller smallest little tiny pequeño pequeña pequeños pequeñas menor"),
-    ("high higher highest tall taller tallest alto alta", "low lower lowest short shorter shortest bajo baja"),
+    ("high higher highest tall taller tallest alto alta",
+     "low lower lowest short shorter shortest bajo baja"),
     ("max maximum máximo máxima", "min minimum mínimo mínima"),
     ("more most más", "less least fewer menos"),
     ("first primero primera primer", "last último última ultimo"),
@@ -185,12 +188,15 @@ class Embedder:
 
     def _database(self) -> sqlite3.Connection | None:
         if self._db is None and self.cache_path is not None:
-            self._db = sqlite3.connect(self.cache_path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")  # several workers may share the file
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, created REAL, vector BLOB)"
-            )
-            self._prune()
+            try:
+                self._db = sqlite3.connect(self.cache_path, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")  # several workers may share the file
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, created REAL, vector BLOB)"
+                )
+                self._prune()
+            except sqlite3.Error:
+                self.cache_path = self._db = None  # an unusable file costs the disk cache, not the requests
         return self._db
 
     def _prune(self) -> None:
@@ -198,26 +204,27 @@ class Embedder:
             self._db.execute("DELETE FROM embeddings WHERE created <= ?", (time.time() - self.ttl_seconds,))
 
     def _load_or_embed(self, key: str, text: str) -> tuple[float, list[float]]:
-        now = time.time()
-        db = self._database()
+        now, db, row = time.time(), self._database(), None
         if db is not None:
-            row = db.execute("SELECT created, vector FROM embeddings WHERE key = ?", (key,)).fetchone()
-            # The stored time, not now: TTL counts from the first embedding, across restarts.
-            if row is not None and now - row[0] < self.ttl_seconds:
-                return float(row[0]), np.frombuffer(row[1], dtype=np.float32).tolist()
+            with contextlib.suppress(sqlite3.Error):  # locked by another worker for too long: embed anyway
+                row = db.execute("SELECT created, vector FROM embeddings WHERE key = ?", (key,)).fetchone()
+        # The stored time, not now: TTL counts from the first embedding, across restarts.
+        if row is not None and now - row[0] < self.ttl_seconds:
+            return float(row[0]), np.frombuffer(row[1], dtype=np.float32).tolist()
         # float32 both ways, so a fresh vector and its cached copy are identical.
         vector = np.asarray(self.model.encode([text], normalize_embeddings=True)[0], dtype=np.float32)
         if db is not None:
-            db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", (key, now, vector.tobytes()))
-            self._writes += 1
-            if self._writes % 1000 == 0:  # expired rows would otherwise grow the file forever
-                self._prune()
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", (key, now, vector.tobytes()))
+                self._writes += 1
+                if self._writes % 1000 == 0:  # expired rows would otherwise grow the file forever
+                    self._prune()
         return now, vector.tolist()
 
     def _close_db(self) -> None:
         if self._db is not None:
             self._db.close()
-        self.cache_path = None  # an embedding still queued must not reopen it
+        self.cache_path = self._db = None  # an embedding still queued must not reopen it
 
     def close(self) -> None:
         self._pool.submit(self._close_db)
@@ -304,15 +311,13 @@ class SemanticIndex:
             raise SemanticUnavailable(str(exc)) from exc
         try:
             return op(collection)
-        except NotFoundError as exc:
-            self._collection = None  # deleted behind our back (another purge): look it up again next time
-            raise SemanticUnavailable(str(exc)) from exc
-        except (ChromaError, httpx.HTTPError, OSError) as exc:
-            raise SemanticUnavailable(str(exc)) from exc
         except Exception as exc:
-            if type(exc) is not Exception:  # the HTTP client raises bare Exception for non-Chroma errors
-                raise
-            raise SemanticUnavailable(str(exc)) from exc
+            if isinstance(exc, NotFoundError):
+                self._collection = None  # deleted behind our back (another purge): look it up again
+            # The HTTP client raises a bare Exception for an error that is not Chroma's (a proxy's 502).
+            if isinstance(exc, ChromaError | httpx.HTTPError | OSError) or type(exc) is Exception:
+                raise SemanticUnavailable(str(exc)) from exc
+            raise
 
     async def _run(self, op: Callable[[Any], T]) -> T:
         future = asyncio.get_running_loop().run_in_executor(self._pool, self._guarded, op)
