@@ -35,6 +35,7 @@ bench: install redis-server
 	$(BIN)/python -m bench.overhead
 	$(BIN)/python -m bench.limits
 	$(BIN)/python -m bench.classifier
+	$(BIN)/python -m bench.cache
 
 lint: install
 	$(BIN)/ruff check .

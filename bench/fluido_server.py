@@ -30,14 +30,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="the upstream's /v1 base URL")
     parser.add_argument("--features", choices=FEATURES, default="default")
+    parser.add_argument("--cache-redis", help="keep the response cache in this Redis (default: in memory)")
     args = parser.parse_args()
-    cfg = parse(
-        {
-            "upstreams": {"up": {"kind": "openai", "url": args.upstream}},
-            "models": {ALIAS: {"targets": [{"upstream": "up", "model": "bench-model"}]}},
-            **FEATURES[args.features],
-        }
-    )
+    data = {
+        "upstreams": {"up": {"kind": "openai", "url": args.upstream}},
+        "models": {ALIAS: {"targets": [{"upstream": "up", "model": "bench-model"}]}},
+        **FEATURES[args.features],
+    }
+    if args.cache_redis:
+        data |= {"cache": {"backend": "redis"}, "redis": {"url": args.cache_redis}}
+    cfg = parse(data)
     uvicorn.run(create_app(cfg), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
                 log_level="warning", access_log=False)  # fmt: skip
 
