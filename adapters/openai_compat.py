@@ -29,6 +29,7 @@ from proxy.types import (
     ToolCallDelta,
     Usage,
 )
+from proxy.writer import tool_calls_body
 
 
 def message_body(m: Message) -> dict[str, Any]:
@@ -36,10 +37,7 @@ def message_body(m: Message) -> dict[str, Any]:
     if m.name is not None:
         body["name"] = m.name
     if m.tool_calls:
-        body["tool_calls"] = [
-            {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
-            for t in m.tool_calls
-        ]
+        body["tool_calls"] = tool_calls_body(m.tool_calls)
     if m.tool_call_id is not None:
         body["tool_call_id"] = m.tool_call_id
     if m.reasoning_content is not None:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import FluidoError
-from proxy.types import Chunk, Completion, Message, ToolCallDelta, Usage
+from proxy.types import Chunk, Completion, Message, ToolCall, ToolCallDelta, Usage
 
 DONE = b"data: [DONE]\n\n"
 
@@ -20,13 +20,18 @@ def usage_body(usage: Usage) -> dict[str, int]:
     }
 
 
+def tool_calls_body(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    """Tool calls in OpenAI's wire shape (arguments as a JSON string)."""
+    return [
+        {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+        for t in calls
+    ]
+
+
 def _message(m: Message) -> dict[str, Any]:
     body: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:
-        body["tool_calls"] = [
-            {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
-            for t in m.tool_calls
-        ]
+        body["tool_calls"] = tool_calls_body(m.tool_calls)
     if m.reasoning_content is not None:
         body["reasoning_content"] = m.reasoning_content
     return body

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import parse
-from tests.conftest import VLLM_MODEL, config, free_port, running, upstream_for
+from tests.conftest import VLLM_MODEL, config, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
+from tests.support.serve import serving, vllm_config
 
 HI = [{"role": "user", "content": "hi"}]
 REPO = Path(__file__).resolve().parents[2]
@@ -99,36 +96,12 @@ def test_in_flight_counts_requests_being_handled(client: httpx.Client, vllm: Fak
 
 
 def test_metrics_from_several_workers_add_up(vllm: FakeVLLM, tmp_path: Path) -> None:
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        f'[upstreams.vllm]\nkind = "openai"\nurl = "{vllm.url}/v1"\n'
-        f'[models.chat]\ntargets = [{{ upstream = "vllm", model = "{VLLM_MODEL}" }}]\n'
-        "[log]\naccess_log = false\n"
-    )
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(cfg), "--port", str(port), "--workers", "2"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.2)
+    config = vllm_config(tmp_path / "config.toml", vllm.url, "[log]\naccess_log = false\n")
+    with serving(config, workers=2) as base:
         for _ in range(12):  # each on a new connection, so both workers take some
             httpx.post(f"{base}/v1/chat/completions", json={"model": "chat", "messages": HI})
         totals = [
             samples(httpx.get(f"{base}/metrics").text, "fluido_requests_total", route="/v1/chat/completions")
             for _ in range(4)
         ]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
     assert totals == [12, 12, 12, 12], "whichever worker answers the scrape, the sum is every worker's"
