@@ -15,7 +15,7 @@ CACHE_BACKENDS = ("memory", "redis")
 class SemanticConfig:
     enabled: bool = False
     classes: tuple[str, ...] = ("short",)  # query classes whose questions may be answered by a near-repeat
-    threshold: float = 0.9  # cosine similarity a candidate needs, unless its class has its own below
+    threshold: float = 0.85  # cosine similarity a candidate needs, unless its class has its own below
     thresholds: Mapping[str, float] = field(default_factory=dict)
     max_turns: int = 1  # conversations with more user turns skip the semantic cache
     path: str = ".fluido/chroma"  # the embedded Chroma's directory ...

@@ -2,7 +2,11 @@
 
 The cached value lives elsewhere under its exact key; this index only answers "which earlier question is
 this one a paraphrase of?". A candidate must clear a similarity threshold and ``same_specifics``, because a
-near-miss answering a different question (2+2 vs 2+3, Paris vs Lyon) is worse than a cache miss.
+near-miss answering a different question (2+2 vs 2+3, Paris vs Lyon) is worse than a cache miss. The guard
+cannot see everything: word order without names or numbers ("string to integer" vs "integer to string")
+is left to the threshold, which does not catch it.
+
+Importing this module imports chromadb (about a second): import it only when the semantic cache is on.
 
 Errors::
 
@@ -24,7 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import chromadb
+import httpx
 import numpy as np
+from chromadb.config import Settings
+from chromadb.errors import ChromaError, NotFoundError
 
 from middleware.centroids import load_minilm
 
@@ -171,6 +179,7 @@ class Embedder:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fluido-embed")
         self._db: sqlite3.Connection | None = None
         self._writes = 0
+        self._closed = False
 
     async def embed(self, text: str) -> list[float]:
         key = hashlib.sha256(text.encode()).hexdigest()
@@ -227,8 +236,10 @@ class Embedder:
         self.cache_path = self._db = None  # an embedding still queued must not reopen it
 
     def close(self) -> None:
-        self._pool.submit(self._close_db)
-        self._pool.shutdown(wait=True)
+        if not self._closed:
+            self._closed = True
+            self._pool.submit(self._close_db)
+            self._pool.shutdown(wait=True)
 
 
 class SemanticUnavailable(Exception):
@@ -275,17 +286,11 @@ class SemanticIndex:
 
     def _connect(self) -> Any:
         """Blocking, in the worker: the client is made on first use, so start-up never waits on Chroma."""
-        import chromadb  # heavy: imported only when the semantic cache is on
-        import httpx
-        from chromadb.config import Settings
-
         settings = Settings(anonymized_telemetry=False)
         if self._client is None:
             if self.host is not None:
                 self._client = chromadb.HttpClient(host=self.host, port=self.port, settings=settings)
-                # Chroma 1.5 builds its httpx client with timeout=None: a hung server would block forever.
-                session = getattr(getattr(self._client, "_server", None), "_session", None)
-                if isinstance(session, httpx.Client):
+                for session in self._sessions():  # else a hung server would block the worker forever
                     session.timeout = httpx.Timeout(self.timeout)
             elif self.path is not None:
                 self._client = chromadb.PersistentClient(path=self.path, settings=settings)
@@ -298,16 +303,21 @@ class SemanticIndex:
             )
         return self._collection
 
+    def _sessions(self) -> list[Any]:
+        """The httpx sessions of Chroma 1.5's HTTP client and of its admin client, found through private
+        attributes (harmlessly none if those change): Chroma opens them with timeout=None and never closes
+        them."""
+        owners = (self._client, getattr(self._client, "_admin_client", None))
+        found = (getattr(getattr(owner, "_server", None), "_session", None) for owner in owners)
+        return [session for session in found if isinstance(session, httpx.Client)]
+
     def _guarded(self, op: Callable[[Any], T]) -> T:
         """The one boundary where Chroma's exceptions become SemanticUnavailable, by type."""
-        import httpx
-        from chromadb.errors import ChromaError, NotFoundError
-
         try:
             collection = self._connect()
         except (ChromaError, httpx.HTTPError, OSError, ValueError) as exc:
-            # Client creation reports an unreachable server as a bare ValueError.
-            self._client = None
+            # Client creation reports an unreachable server as a bare ValueError. A client that was made
+            # is kept: httpx reconnects by itself once the server is back.
             raise SemanticUnavailable(str(exc)) from exc
         try:
             return op(collection)
@@ -344,7 +354,7 @@ class SemanticIndex:
             found["ids"][0], found["documents"][0], found["distances"][0], strict=True
         ):
             # Unit vectors: Chroma's l2 is the squared distance, 2 - 2cos; cosine and ip give 1 - cos.
-            similarity = 1.0 - distance / 2 if self.space == "l2" else 1.0 - distance
+            similarity = min(1.0, 1.0 - distance / 2 if self.space == "l2" else 1.0 - distance)
             if similarity >= threshold and same_specifics(text, document):
                 out.append(Candidate(key, float(similarity), document))
         return sorted(out, key=lambda c: c.similarity, reverse=True)
@@ -359,6 +369,7 @@ class SemanticIndex:
         await self._run(lambda c: c.delete(ids=[key]))
 
     async def purge(self, namespace: str | None) -> None:
+        """Forget the entries whose ``namespace`` metadata is ``namespace``; None forgets everything."""
         if namespace is not None:
             await self._run(lambda c: c.delete(where={"namespace": namespace}))
         else:
@@ -373,9 +384,14 @@ class SemanticIndex:
         await self._run(lambda c: self._client.heartbeat())
 
     def close(self) -> None:
+        """Closes the client and the embedder too: the index owns the embedder it was given."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._client is not None:
+            sessions = self._sessions()
             self._client.close()  # releases the SQLite handles of an embedded Chroma
+            for session in sessions:
+                session.close()
+        self.embedder.close()
 
 
 def _where(where: dict[str, str]) -> dict[str, Any] | None:
