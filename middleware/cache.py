@@ -183,7 +183,7 @@ class ResponseCache:
         threshold = semantic.thresholds.get(query_class, semantic.threshold)
         try:
             candidates = await self.index.search(text, self._where(namespace, req), threshold)
-        except Exception as exc:  # the index's own unavailability error; see proxy/semantic.py
+        except CacheUnavailable as exc:  # the index's SemanticUnavailable is one
             self._unavailable(exc)
             return None
         for candidate in candidates:
@@ -214,9 +214,7 @@ class ResponseCache:
     async def _guard(self, work: Coroutine[Any, Any, Any]) -> None:
         try:
             await work
-        except CacheUnavailable as exc:
-            self._unavailable(exc)
-        except Exception as exc:  # the semantic index's unavailability; logged, never the client's problem
+        except CacheUnavailable as exc:  # the store's, or the semantic index's: never the client's problem
             self._unavailable(exc)
 
     async def ping_index(self) -> None:

@@ -35,6 +35,7 @@ from chromadb.config import Settings
 from chromadb.errors import ChromaError, NotFoundError
 
 from middleware.centroids import load_minilm
+from proxy.cache_store import CacheUnavailable
 
 T = TypeVar("T")
 
@@ -242,7 +243,7 @@ class Embedder:
             self._pool.shutdown(wait=True)
 
 
-class SemanticUnavailable(Exception):
+class SemanticUnavailable(CacheUnavailable):
     """Chroma could not be reached or failed; treat it as a cache miss."""
 
 
