@@ -3,8 +3,7 @@ and upstream HTTP statuses become Fluido errors (by type and status, never by me
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 import aiohttp
@@ -12,7 +11,6 @@ import orjson
 
 from proxy.config import UpstreamConfig
 from proxy.errors import (
-    FluidoError,
     UpstreamError,
     UpstreamRejected,
     UpstreamTimeout,
@@ -55,12 +53,14 @@ class UpstreamHTTP:
             )
         return self._session
 
-    @asynccontextmanager
-    async def post(self, path: str, body: Any) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST JSON; yields a 2xx response or raises the matching UpstreamError."""
-        async with self.errors(), self.session.post(path.lstrip("/"), data=orjson.dumps(body)) as resp:
-            await raise_for_status(self.name, resp)
-            yield resp
+    async def post_json(self, path: str, body: Any) -> Any:
+        """POST JSON, return the decoded 2xx reply or raise the matching UpstreamError."""
+        try:
+            async with self.session.post(path.lstrip("/"), data=orjson.dumps(body)) as resp:
+                await raise_for_status(self.name, resp)
+                return orjson.loads(await resp.read())
+        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            raise translate(self.name, exc) from exc
 
     async def frames(self, path: str, body: Any, decoder: Decoder) -> AsyncGenerator[bytes, None]:
         """POST JSON and yield the framed messages of the streamed reply as they arrive.
@@ -68,37 +68,39 @@ class UpstreamHTTP:
         Leaving early (client gone, timeout) exits the response context with its body unread, which makes
         aiohttp close the connection instead of pooling it: the upstream sees the disconnect and stops.
         """
-        async with self.post(path, body) as resp:
-            async for data in resp.content.iter_any():
-                for frame in decoder.feed(data):
+        try:
+            async with self.session.post(path.lstrip("/"), data=orjson.dumps(body)) as resp:
+                await raise_for_status(self.name, resp)
+                async for data in resp.content.iter_any():
+                    for frame in decoder.feed(data):
+                        yield frame
+                for frame in decoder.finish():
                     yield frame
-            for frame in decoder.finish():
-                yield frame
+        except aiohttp.ClientError as exc:
+            raise translate(self.name, exc) from exc
 
     async def get_json(self, path: str) -> Any:
-        async with self.errors(), self.session.get(path.lstrip("/")) as resp:
-            await raise_for_status(self.name, resp)
-            return orjson.loads(await resp.read())
-
-    @asynccontextmanager
-    async def errors(self) -> AsyncIterator[None]:
-        """Translate aiohttp's exceptions raised inside the block."""
         try:
-            yield
-        except FluidoError:
-            raise
-        except aiohttp.ServerTimeoutError as exc:
-            raise UpstreamTimeout(f"Upstream '{self.name}' timed out ({type(exc).__name__}).") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamUnavailable(f"Upstream '{self.name}' is unreachable.") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamError(f"Upstream '{self.name}' broke off its reply.") from exc
+            async with self.session.get(path.lstrip("/")) as resp:
+                await raise_for_status(self.name, resp)
+                return orjson.loads(await resp.read())
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-            raise UpstreamError(f"Upstream '{self.name}' failed ({type(exc).__name__}).") from exc
+            raise translate(self.name, exc) from exc
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def translate(name: str, exc: Exception) -> UpstreamError:
+    """aiohttp's exception (or an undecodable reply) as the matching UpstreamError, by type."""
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"Upstream '{name}' timed out ({type(exc).__name__}).")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnavailable(f"Upstream '{name}' is unreachable.")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamError(f"Upstream '{name}' broke off its reply.")
+    return UpstreamError(f"Upstream '{name}' failed ({type(exc).__name__}).")
 
 
 def error_message(payload: Any) -> tuple[str | None, str | None]:

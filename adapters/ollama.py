@@ -185,8 +185,7 @@ class OllamaAdapter:
         self.sizer = ContextSizer(cfg.context_sticky_seconds)
 
     async def chat(self, req: ChatRequest, target: Target) -> Completion:
-        async with self.http.post("api/chat", request_body(req, target, False, self.sizer)) as resp:
-            line = _check(orjson.loads(await resp.read()))
+        line = _check(await self.http.post_json("api/chat", request_body(req, target, False, self.sizer)))
         msg = line.get("message") or {}
         calls = tuple(
             ToolCall(d.id or "", d.name or "", d.arguments) for d in _tool_calls(msg.get("tool_calls"), 0)
@@ -231,8 +230,7 @@ class OllamaAdapter:
         body: dict[str, Any] = {"model": target.model, "input": list(req.input)}
         if target.keep_alive is not None:
             body["keep_alive"] = target.keep_alive
-        async with self.http.post("api/embed", body) as resp:
-            data = orjson.loads(await resp.read())
+        data = await self.http.post_json("api/embed", body)
         if not isinstance(data, dict) or not isinstance(data.get("embeddings"), list):
             raise UpstreamError("Ollama's embedding reply is malformed.")
         # OpenAI's base64 form is little-endian float32, which array("f") is on every platform we run on.
@@ -253,8 +251,7 @@ class OllamaAdapter:
         body: dict[str, Any] = {"model": target.model}
         if target.keep_alive is not None:
             body["keep_alive"] = target.keep_alive
-        async with self.http.post("api/chat", body) as resp:
-            await resp.read()
+        await self.http.post_json("api/chat", body)
 
     async def models(self) -> list[str]:
         data = await self.http.get_json("api/tags")

@@ -151,8 +151,7 @@ class OpenAICompatAdapter:
         self.http = UpstreamHTTP(cfg)
 
     async def chat(self, req: ChatRequest, target: Target) -> Completion:
-        async with self.http.post("chat/completions", request_body(req, target)) as resp:
-            return parse_completion(orjson.loads(await resp.read()))
+        return parse_completion(await self.http.post_json("chat/completions", request_body(req, target)))
 
     async def stream(self, req: ChatRequest, target: Target) -> Stream:
         finished = False
@@ -177,8 +176,7 @@ class OpenAICompatAdapter:
             "model": target.model,
             "input": [list(i) if isinstance(i, tuple) else i for i in req.input],
         }
-        async with self.http.post("embeddings", body) as resp:
-            return orjson.loads(await resp.read())
+        return await self.http.post_json("embeddings", body)
 
     async def models(self) -> list[str]:
         data = await self.http.get_json("models")

@@ -4,8 +4,8 @@ It is built the way ``fluido serve`` builds a worker: ``create_app`` on a parsed
 everything but one OpenAI-compatible upstream, so that every request takes the ordinary routed path.
 Run: ``python -m bench.fluido_server --port 9002 --upstream http://127.0.0.1:9000/v1 [--features core]``.
 
-Features: ``core`` is the proxy alone (no access log, metrics or query classifier); ``observed`` adds the
-access log and the metrics; ``default`` is Fluido as shipped.
+Features: ``core`` is the proxy alone (no access log, metrics, query classifier or response cache);
+``observed`` adds the access log and the metrics; ``default`` is Fluido as shipped.
 """
 
 from __future__ import annotations
@@ -19,8 +19,13 @@ from proxy.config import parse
 
 ALIAS = "default"
 FEATURES = {
-    "core": {"log": {"access_log": False}, "metrics": {"enabled": False}, "classifier": {"enabled": False}},
-    "observed": {"classifier": {"enabled": False}},
+    "core": {
+        "log": {"access_log": False},
+        "metrics": {"enabled": False},
+        "classifier": {"enabled": False},
+        "cache": {"enabled": False},
+    },
+    "observed": {"classifier": {"enabled": False}, "cache": {"enabled": False}},
     "default": {},
 }
 
