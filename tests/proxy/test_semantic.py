@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from middleware.centroids import load_minilm
-from proxy.semantic import Candidate, Embedder, SemanticIndex, SemanticUnavailable, same_specifics
+from proxy.semantic import Candidate, Embedder, SemanticIndex, SemanticUnavailable
+from proxy.semantic_guard import same_specifics
 from tests.conftest import free_port
 
 PAIRS = [
