@@ -170,6 +170,13 @@ class OpenAICompatAdapter:
         if not finished:
             raise UpstreamError("The upstream ended the stream before the reply was complete.")
 
+    async def count_tokens(self, text: str, model: str) -> int:
+        """The upstream's own token count of ``text`` (vLLM's /tokenize, beside /v1)."""
+        data = await self.http.post_json("../tokenize", {"model": model, "prompt": text})
+        if not isinstance(data, dict) or not isinstance(data.get("count"), int):
+            raise UpstreamError("The upstream's /tokenize reply has no count.")
+        return int(data["count"])
+
     async def embed(self, req: EmbeddingRequest, target: Target) -> JSON:
         body = {
             **req.extra,

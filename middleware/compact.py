@@ -10,21 +10,30 @@ from collections.abc import Mapping
 
 from proxy.compaction import compact
 from proxy.config_profiles import Profile
-from proxy.tokens import estimate_message_tokens
+from proxy.tokens import TokenCounter, estimate_message_tokens
 from proxy.types import Call, Handler, Reply
 
 
 class Compact:
     """Runs after the classifier, whose note names the class and so the budget."""
 
-    def __init__(self, profiles: Mapping[str, Profile]) -> None:
+    def __init__(self, profiles: Mapping[str, Profile], counter: TokenCounter | None = None) -> None:
         self.profiles = profiles
+        self.counter = counter
 
     async def __call__(self, call: Call, next: Handler) -> Reply:
         profile = self.profiles.get(call.notes.get("query_class", ""))
         budget = profile.budget if profile is not None and profile.budget > 0 else None
-        result = compact(call.request.messages, budget, estimate_message_tokens)
-        if result.messages != call.request.messages:
+        messages = call.request.messages
+        if budget is None or self.counter is None:
+            result = compact(messages, budget, estimate_message_tokens)
+        else:
+            # Clean up first, then count the cleaned turns with the upstream's tokenizer, then trim: the
+            # clean-ups are idempotent, so the second pass only trims.
+            cleaned = compact(messages, None, estimate_message_tokens)
+            count = await self.counter.counter(call.request.model, cleaned.messages)
+            result = compact(cleaned.messages, budget, count)
+        if result.messages != messages:
             call.request = dataclasses.replace(call.request, messages=result.messages)
             if result.saved > 0:
                 call.notes["tokens_saved"] = str(result.saved)

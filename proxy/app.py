@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters import adapter_for
+from adapters.openai_compat import OpenAICompatAdapter
 from middleware.auth import Authenticate
 from middleware.cache import Purge, ResponseCache, attach_semantic_index
 from middleware.classify import Classifier, Classify, RuleScorer
@@ -37,6 +38,7 @@ from proxy.ready import Dependency, Readiness
 from proxy.redis_limiter import RedisLimiter
 from proxy.router import Router, Upstream
 from proxy.routes import CachePurge, ChatCompletions, Embeddings, Models, health
+from proxy.tokens import TokenCounter, Tokenizer
 from proxy.types import Middleware
 from proxy.warmup import warm_up
 
@@ -86,8 +88,23 @@ def build_cache(cfg: Config, metrics: Metrics | None) -> ResponseCache | None:
     return ResponseCache(store, cfg.cache, cfg.keys, on_unavailable=on_unavailable)
 
 
+def build_token_counter(cfg: Config, upstreams: Mapping[str, Upstream]) -> TokenCounter | None:
+    """Real token counts for the aliases whose first target's upstream offers its tokenizer."""
+    tokenizers: dict[str, tuple[Tokenizer, str]] = {}
+    for alias, model in cfg.models.items():
+        first = model.targets[0]
+        adapter = upstreams[first.upstream].adapter
+        if cfg.upstreams[first.upstream].tokenize and isinstance(adapter, OpenAICompatAdapter):
+            tokenizers[alias] = (adapter, first.model)
+    return TokenCounter(tokenizers) if tokenizers else None
+
+
 def build_middleware(
-    cfg: Config, limiter: Limiter | None, metrics: Metrics | None, cache: ResponseCache | None
+    cfg: Config,
+    limiter: Limiter | None,
+    metrics: Metrics | None,
+    cache: ResponseCache | None,
+    upstreams: Mapping[str, Upstream],
 ) -> list[Middleware]:
     """The chain, outermost first. Each entry is present only when enabled in the config."""
     chain: list[Middleware] = []
@@ -97,7 +114,7 @@ def build_middleware(
     if cfg.classifier.enabled:
         chain.append(Classify(build_classifier(cfg.classifier), cfg.classifier.profiles))
         if cfg.classifier.compaction:
-            chain.append(Compact(cfg.classifier.profiles))
+            chain.append(Compact(cfg.classifier.profiles, build_token_counter(cfg, upstreams)))
     if cache is not None:
         chain.append(cache)
     return chain
@@ -137,7 +154,7 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     limiter = build_limiter(cfg)
     router = Router(cfg.models, upstreams, limiter)
     cache = build_cache(cfg, metrics)
-    chain = build_chain(build_middleware(cfg, limiter, metrics, cache), router)
+    chain = build_chain(build_middleware(cfg, limiter, metrics, cache, upstreams), router)
     log_writer = configure_logging(cfg.log, log_sink)
     if metrics is not None:
         log_writer.on_drop = metrics.log_dropped.inc

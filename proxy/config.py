@@ -71,6 +71,7 @@ class UpstreamConfig:
     breaker_failures: int = 3
     breaker_cooldown: float = 10.0
     context_sticky_seconds: float = 600.0  # Ollama: how long a grown num_ctx is kept before it may shrink
+    tokenize: bool = False  # OpenAI-compatible: count prompt tokens with the server's /tokenize (vLLM)
     embedded: EmbeddedConfig | None = None
     limits: RateLimits = field(default_factory=RateLimits)  # all clients together: rpm and concurrency
 
@@ -200,6 +201,7 @@ def _upstream(name: str, r: Reader) -> UpstreamConfig:
         breaker_failures=r.integer("breaker_failures", d.breaker_failures, 1),
         breaker_cooldown=r.number("breaker_cooldown", d.breaker_cooldown),
         context_sticky_seconds=r.number("context_sticky_seconds", d.context_sticky_seconds),
+        tokenize=r.boolean("tokenize", d.tokenize),
         embedded=embedded,
         limits=read_limits(r),
     )
