@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,8 +37,13 @@ NEUTRAL_EXTRAS = frozenset({"user", "metadata", "store", "stream_options", "serv
 
 
 class Candidate(Protocol):
-    key: str
-    similarity: float
+    """An earlier question the index found close enough (``proxy.semantic.Candidate``)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def similarity(self) -> float: ...
 
 
 class Index(Protocol):
@@ -46,7 +51,7 @@ class Index(Protocol):
 
     async def search(
         self, text: str, where: dict[str, str], threshold: float, limit: int = 3
-    ) -> list[Any]: ...
+    ) -> Sequence[Candidate]: ...
 
     async def add(self, key: str, text: str, metadata: dict[str, str]) -> None: ...
 

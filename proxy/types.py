@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
 JSON: TypeAlias = Any
-EMPTY: Mapping[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,12 @@ def post(url: str, headers: dict[str, str] | None = None, **body: Any) -> httpx.
     return httpx.post(f"{url}/v1/chat/completions", json=payload, headers=headers or {})
 
 
+def stream_chat(url: str) -> Any:
+    """A deterministic streamed chat, as a context manager over the open response."""
+    body = {"model": "chat", "messages": HI, "temperature": 0, "stream": True}
+    return httpx.stream("POST", f"{url}/v1/chat/completions", json=body)
+
+
 def key_of(**body: Any) -> str:
     return exact_digest(parse_chat(orjson.dumps({"model": "chat", "messages": HI, **body})))
 
@@ -149,11 +155,7 @@ def test_stream_and_non_stream_requests_hit_each_others_entries(upstream: Fake) 
 def test_a_stream_that_fails_is_not_stored(upstream: Fake, fault: str) -> None:
     setattr(upstream, fault, 2)
     with running(cached(upstream)) as url:
-        with httpx.stream(
-            "POST",
-            f"{url}/v1/chat/completions",
-            json={"model": "chat", "messages": HI, "temperature": 0, "stream": True},
-        ) as r:
+        with stream_chat(url) as r:
             r.read()
         setattr(upstream, fault, None)
         again = post(url)
@@ -164,11 +166,7 @@ def test_an_abandoned_stream_is_not_stored(upstream: Fake) -> None:
     upstream.reply = " ".join(["word"] * 30)
     upstream.delay_between = 0.05
     with running(cached(upstream)) as url:
-        with httpx.stream(
-            "POST",
-            f"{url}/v1/chat/completions",
-            json={"model": "chat", "messages": HI, "temperature": 0, "stream": True},
-        ) as r:
+        with stream_chat(url) as r:
             lines = r.iter_lines()
             next(lines)
             lines.close()
