@@ -32,7 +32,7 @@ def bundled_minilm_path() -> Path:
 
 
 def load_minilm() -> Any:
-    from sentence_transformers import SentenceTransformer  # heavy: imported only when this mode is used
+    from sentence_transformers import SentenceTransformer  # heavy: imported only when a model is loaded
 
     return SentenceTransformer(str(bundled_minilm_path()), device="cpu", local_files_only=True)
 
