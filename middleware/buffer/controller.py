@@ -1,0 +1,186 @@
+"""The concurrency limit L of one upstream, learned from time to first token.
+
+The seed is what the upstream says about itself (llama.cpp's ``total_slots``, a configured ``parallel``
+for Ollama, a small default for vLLM). From then on, a Gradient2-style rule adapted to 1-64 slots:
+
+- Each streamed request gives one sample: its upstream TTFT divided by what a prompt of that length costs
+  when it does not wait (``PromptCost``, a running fit ``a + b * prompt_tokens``). Whole-request latency
+  would measure output length, not queueing.
+- Samples are judged in windows of ``max(window, L)`` completions, counting only requests dispatched
+  under the current L (an older request says nothing about the new L). The window's mean ratio (each
+  capped at 10) against ``tolerance`` says whether requests now wait inside the upstream: past one more
+  request than it has slots, every new request waits for a slot to free, so the ratios jump from ~1 to
+  several times the prefill.
+- Congested: L steps down (by more when far past the slots) and the level that congested is remembered as
+  a ceiling. Calm and fully used (some moment of the window had L in flight): L steps up; to the ceiling
+  only after a few calm windows, more of them each time the ceiling congests again (so L rests at the slot
+  count instead of bouncing above it), but never so many that it cannot follow an upstream that gained
+  slots. A probe of the ceiling fails on two samples and passes only on a whole window.
+- Steps are integers: 1 up to 8 slots, ``sqrt(L) // 2`` above (2 at 16, 4 at 64).
+- Hard signals: an upstream 503 "busy", 429 or timeout cuts L at once (``x0.9``, at least 1), once per
+  dispatch generation; while the upstream reports its own queue, L does not grow.
+
+Pure: no clock, no I/O. The caller feeds dispatches, samples and signals.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    initial: int = 4
+    minimum: int = 1
+    maximum: int = 64
+    adaptive: bool = True
+    tolerance: float = 1.5  # a window whose mean sample is this many times the cost model is congested
+    window: int = 4  # the fewest completions judged together
+    memory: int = 100  # samples the cost model remembers (its forgetting horizon)
+    max_probe_wait: int = 4  # calm windows required before trying the ceiling again, at most
+
+
+class PromptCost:
+    """Running least-squares fit of uncongested TTFT = a + b * prompt_tokens, forgetting old samples."""
+
+    __slots__ = ("_decay", "_sw", "_sx", "_sxx", "_sxy", "_sy", "count")
+
+    def __init__(self, memory: int) -> None:
+        self._decay = 1.0 - 1.0 / memory
+        self._sw = self._sx = self._sy = self._sxx = self._sxy = 0.0
+        self.count = 0
+
+    def add(self, tokens: int, seconds: float, weight: float = 1.0) -> None:
+        d = self._decay
+        x = float(tokens)
+        self._sw = self._sw * d + weight
+        self._sx = self._sx * d + weight * x
+        self._sy = self._sy * d + weight * seconds
+        self._sxx = self._sxx * d + weight * x * x
+        self._sxy = self._sxy * d + weight * x * seconds
+        self.count += 1
+
+    def expected(self, tokens: int) -> float:
+        """The fitted TTFT for a prompt of ``tokens``; never below a tenth of the mean (a noisy fit's
+        negative intercept must not make short prompts look congested)."""
+        if self._sw <= 0:
+            return 0.0
+        mean_x, mean_y = self._sx / self._sw, self._sy / self._sw
+        var_x = self._sxx / self._sw - mean_x * mean_x
+        slope = 0.0
+        if var_x > 1.0:  # prompts of different lengths seen: fit the per-token cost
+            slope = max(0.0, (self._sxy / self._sw - mean_x * mean_y) / var_x)
+        intercept = max(mean_y - slope * mean_x, 0.1 * mean_y)
+        return max(intercept + slope * tokens, 1e-6)
+
+
+RATIO_CAP = 10.0  # one stalled sample must not decide a window alone
+PROBE_SAMPLES = 2
+
+
+def step(limit: int) -> int:
+    return max(1, math.isqrt(limit) // 2)
+
+
+class Controller:
+    """L for one upstream."""
+
+    def __init__(self, settings: ControllerSettings) -> None:
+        self.settings = settings
+        self.maximum = settings.maximum
+        self.limit = min(max(settings.initial, settings.minimum), settings.maximum)
+        self.cost = PromptCost(settings.memory)
+        self.epoch = 0  # bumped on every change of L: samples from an older epoch are not judged
+        self.hold = False  # the upstream reports requests waiting in its own queue
+        self.ceiling: int | None = None  # the lowest L seen congested since the last successful probe
+        self._probe_wait = 1
+        self._calm = 0  # calm, fully used windows in a row just below the ceiling
+        self._ratios: list[float] = []
+        self._peak = 0  # the most in flight at once since the window began
+
+    def dispatched(self, in_flight: int) -> int:
+        """A request was sent, ``in_flight`` now running; returns its epoch for ``sample``/``overload``."""
+        self._peak = max(self._peak, in_flight)
+        return self.epoch
+
+    def sample(self, epoch: int, ttft: float, prompt_tokens: int) -> None:
+        """One upstream TTFT (seconds from dispatch to first output) for a prompt of ``prompt_tokens``."""
+        s = self.settings
+        expected = self.cost.expected(prompt_tokens)
+        ratio = ttft / expected if expected > 0 else 1.0
+        # The fit follows the lower envelope: slow samples (queued inside the upstream) do not move it,
+        # unless L is already at its floor and the upstream has simply become slower; fast ones pull it down.
+        at_floor = self.limit <= s.minimum
+        weight = 4.0 if ratio < 0.5 else 0.0 if ratio > s.tolerance and not at_floor else 1.0
+        self.cost.add(prompt_tokens, ttft, weight)
+        if not s.adaptive or epoch != self.epoch or expected <= 0:
+            return
+        self._ratios.append(ratio)
+        # A probe of the ceiling fails on fewer samples (every request it sends may be one that waits), but
+        # passes only on a whole window: one early request may have found a slot just freeing.
+        probing = self.ceiling is not None and self.limit >= self.ceiling
+        n = len(self._ratios)
+        if n >= max(s.window, self.limit) or (probing and n >= PROBE_SAMPLES and self._congested()):
+            self._judge()
+
+    def overload(self, epoch: int) -> None:
+        """The upstream answered busy (503), rate limited (429) or timed out."""
+        if not self.settings.adaptive or epoch != self.epoch:
+            return  # requests sent before the last change of L already told us
+        self.ceiling = self.limit
+        self._set(min(self.limit - 1, math.floor(self.limit * 0.9)))
+
+    def _mean(self) -> float:
+        # The mean of capped ratios: every request waits past N+1 in flight, but a long prompt's ratio
+        # rises less than a short one's, so a median can sit just under the tolerance.
+        return statistics.fmean(min(r, RATIO_CAP) for r in self._ratios)
+
+    def _congested(self) -> bool:
+        return self._mean() > self.settings.tolerance
+
+    def _judge(self) -> None:
+        s = self.settings
+        mean = self._mean()
+        used = self._peak >= self.limit
+        self._ratios.clear()
+        self._peak = 0
+        if mean > s.tolerance:
+            if self.ceiling is not None and self.limit >= self.ceiling:
+                self._probe_wait = min(self._probe_wait * 2, s.max_probe_wait)
+            self.ceiling = self.limit
+            self._calm = 0
+            # One step just past the slot count; up to half of the excess when far past it.
+            cut = max(step(self.limit), math.floor(self.limit * (1 - s.tolerance / mean) / 2))
+            self._set(self.limit - cut)
+            return
+        if self.ceiling is not None and self.limit >= self.ceiling:
+            self.ceiling, self._probe_wait = None, 1  # the ceiling held: it was a passing jam
+        if self.hold or not used:
+            return
+        grow = step(self.limit)
+        if self.ceiling is not None and self.limit + grow >= self.ceiling:
+            self._calm += 1
+            if self._calm < self._probe_wait:
+                return
+            self._calm = 0
+        self._set(self.limit + grow)
+
+    def _set(self, limit: int) -> None:
+        s = self.settings
+        limit = min(max(limit, s.minimum), self.maximum)
+        if limit != self.limit:
+            self.limit = limit
+            self.epoch += 1
+        self._ratios.clear()
+        self._peak = 0
+
+    def reseed(self, slots: int) -> None:
+        """The upstream reported its slot count (llama.cpp ``total_slots``): start there, never above it
+        (requests past the slots only wait inside the server, where Fluido cannot reorder or shed them)."""
+        if slots <= 0 or slots == self.maximum:
+            return
+        self.maximum = slots
+        self.ceiling, self._probe_wait, self._calm = None, 1, 0
+        self._set(slots)

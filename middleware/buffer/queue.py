@@ -1,0 +1,205 @@
+"""The admission queue of one upstream: at most L requests in flight, the rest waiting in deadline order.
+
+- A request's deadline is its arrival plus its query class's TTFT budget. The queue serves the earliest
+  deadline first (EDF): a short question passes a long essay that arrived before it, and a long request
+  still reaches the head once its deadline is the earliest, so nothing starves.
+- A class may hold a reserved share of L: slots the other classes may not take while that class has fewer
+  running than its share, so a burst of long jobs cannot occupy every slot.
+- On arrival, the predicted start is the number of requests served before this one, plus one, divided by
+  the drain rate (L / mean slot-holding time). A request that cannot start before its deadline, or that
+  finds the queue at its bound, is shed at once with a Retry-After of the predicted drain time.
+- A waiting request whose client leaves is removed; one still waiting at its deadline expires.
+
+Pure: the caller passes ``now`` and applies what the queue decides (starting waiters, replying to the shed).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from middleware.buffer.controller import Controller
+
+QUEUED, STARTED, DONE, CANCELLED, EXPIRED = "queued", "started", "done", "cancelled", "expired"
+RETRY_MIN, RETRY_MAX = 1.0, 60.0  # the range the OpenAI SDKs honour
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One request's place: waiting, running, or gone. ``waiter`` belongs to the async layer."""
+
+    cls: str
+    arrival: float
+    deadline: float
+    seq: int
+    state: str = QUEUED
+    started_at: float = 0.0
+    epoch: int = 0
+    waiter: object = field(default=None, repr=False)
+    lease: object = field(default=None, repr=False)  # the replicas' shared count's, when there is one
+
+    def __lt__(self, other: Entry) -> bool:
+        return (self.deadline, self.seq) < (other.deadline, other.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Shed:
+    """A refusal: ``reason`` is queue_full, deadline_unreachable, expired or upstream_unavailable."""
+
+    reason: str
+    retry_after: float
+
+
+class Gate:
+    """In-flight count, reservations and the EDF queue of one upstream."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        bound: int,
+        reserve: Mapping[str, float] | None = None,
+        jitter: float = 0.2,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.controller = controller
+        self.bound = bound
+        self.reserve = dict(reserve or {})
+        self.jitter = jitter
+        self.rng = rng
+        self.in_flight = 0
+        self.running: Counter[str] = Counter()
+        self.depth = 0  # waiting entries (cancelled ones may linger in the heaps until popped)
+        self.service: float | None = None  # mean seconds a request holds its slot (EWMA)
+        self._heaps: dict[str, list[Entry]] = {}
+        self._seq = 0
+
+    @property
+    def limit(self) -> int:
+        return self.controller.limit
+
+    def reserved(self, cls: str) -> int:
+        share = self.reserve.get(cls, 0.0)
+        if share <= 0:
+            return 0
+        limit = self.limit
+        return max(math.floor(limit * share), 1 if limit >= 3 else 0)
+
+    def may_start(self, cls: str) -> bool:
+        free = self.limit - self.in_flight
+        held = sum(max(0, self.reserved(k) - self.running[k]) for k in self.reserve if k != cls)
+        return free - held > 0
+
+    def arrive(self, cls: str, budget: float, now: float) -> Entry | Shed:
+        """Start at once, queue, or shed. A started entry has ``state == STARTED``."""
+        self._seq += 1
+        entry = Entry(cls, now, now + budget, self._seq)
+        if self.may_start(cls) and not self._waiting_before(entry):
+            self._start(entry, now)
+            return entry
+        if self.depth >= self.bound:
+            return Shed("queue_full", self.retry_after(self.depth))
+        ahead = sum(1 for heap in self._heaps.values() for e in heap if e.state == QUEUED and e < entry)
+        wait = self.predicted_wait(ahead)
+        if wait is not None and now + wait > entry.deadline:
+            return Shed("deadline_unreachable", self.retry_after(self.depth))
+        heapq.heappush(self._heaps.setdefault(cls, []), entry)
+        self.depth += 1
+        return entry
+
+    def _waiting_before(self, entry: Entry) -> bool:
+        """Whether a waiter that may start now comes before ``entry`` (it must then go first)."""
+        for cls, heap in self._heaps.items():
+            while heap and heap[0].state != QUEUED:
+                heapq.heappop(heap)
+            if heap and heap[0] < entry and self.may_start(cls):
+                return True
+        return False
+
+    def predicted_wait(self, ahead: int) -> float | None:
+        """Seconds until a request with ``ahead`` waiting before it starts; None before any measurement."""
+        if self.service is None:
+            return None
+        return (ahead + 1) * self.service / max(self.limit, 1)
+
+    def retry_after(self, queued: int) -> float:
+        """When to come back: the predicted drain time of ``queued`` requests, jittered, within 1-60 s."""
+        drain = self.predicted_wait(queued) or RETRY_MIN
+        drain *= 1 + self.jitter * (2 * self.rng() - 1)
+        return min(max(drain, RETRY_MIN), RETRY_MAX)
+
+    def pop_ready(self, now: float) -> Entry | None:
+        """Start the earliest-deadline waiter that may start now, if any."""
+        best: Entry | None = None
+        for cls, heap in self._heaps.items():
+            while heap and heap[0].state != QUEUED:
+                heapq.heappop(heap)
+            if heap and (best is None or heap[0] < best) and self.may_start(cls):
+                best = heap[0]
+        if best is None:
+            return None
+        heapq.heappop(self._heaps[best.cls])
+        self.depth -= 1
+        self._start(best, now)
+        return best
+
+    def _start(self, entry: Entry, now: float) -> None:
+        entry.state, entry.started_at = STARTED, now
+        self.in_flight += 1
+        self.running[entry.cls] += 1
+        entry.epoch = self.controller.dispatched(self.in_flight)
+
+    def unstart(self, entry: Entry) -> None:
+        """Put a just-started entry back at its place (no room across the replicas after all)."""
+        if entry.state != STARTED:
+            return
+        entry.state = QUEUED
+        self.in_flight -= 1
+        self.running[entry.cls] -= 1
+        heapq.heappush(self._heaps.setdefault(entry.cls, []), entry)
+        self.depth += 1
+
+    def take(self, cls: str, now: float) -> Entry:
+        """A slot taken past the queue (a request that fell back here from another upstream)."""
+        self._seq += 1
+        entry = Entry(cls, now, now, self._seq)
+        self._start(entry, now)
+        return entry
+
+    def finish(self, entry: Entry, now: float) -> None:
+        """The request let its slot go (reply done, stream ended or broke, client left)."""
+        if entry.state != STARTED:
+            return
+        entry.state = DONE
+        self.in_flight -= 1
+        self.running[entry.cls] -= 1
+        held = now - entry.started_at
+        self.service = held if self.service is None else self.service * 0.9 + held * 0.1
+
+    def cancel(self, entry: Entry) -> None:
+        """The client left while waiting."""
+        if entry.state == QUEUED:
+            entry.state = CANCELLED
+            self.depth -= 1
+
+    def expire(self, now: float) -> list[Entry]:
+        """Remove and return the waiters whose deadline has passed."""
+        gone: list[Entry] = []
+        for heap in self._heaps.values():
+            while heap and (heap[0].state != QUEUED or heap[0].deadline <= now):
+                entry = heapq.heappop(heap)
+                if entry.state == QUEUED:
+                    entry.state = EXPIRED
+                    self.depth -= 1
+                    gone.append(entry)
+        return gone
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline among the waiters (when the expiry timer must next fire)."""
+        for heap in self._heaps.values():
+            while heap and heap[0].state != QUEUED:
+                heapq.heappop(heap)
+        return min((heap[0].deadline for heap in self._heaps.values() if heap), default=None)

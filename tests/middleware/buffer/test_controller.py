@@ -1,0 +1,127 @@
+"""The concurrency controller on a fake clock: where L settles, how it follows the upstream, its bounds."""
+
+from __future__ import annotations
+
+from middleware.buffer.controller import Controller, ControllerSettings, PromptCost, step
+from middleware.buffer.queue import Gate
+from tests.middleware.buffer.slots import SlotServer, run_saturated
+
+
+def gate(initial: int, **settings: object) -> Gate:
+    return Gate(Controller(ControllerSettings(initial=initial, **settings)), bound=1000)  # type: ignore[arg-type]
+
+
+def test_limit_learns_the_slot_count_from_one_within_sixty_completions() -> None:
+    g = gate(initial=1)
+    limits = run_saturated(g, SlotServer(slots=4), 200)
+    assert all(abs(limit - 4) <= 1 for limit in limits[60:]), limits
+    assert 4 in limits[60:]
+
+
+def test_limit_seeded_too_high_comes_down_to_the_slot_count() -> None:
+    g = gate(initial=12)
+    server = SlotServer(slots=4)
+    run_saturated(g, server, 20, most=1)  # light load first: the cost model learns unqueued TTFT
+    assert g.limit == 12
+    limits = run_saturated(g, server, 300)
+    assert all(abs(limit - 4) <= 1 for limit in limits[150:]), limits
+
+
+def test_limit_follows_the_slots_down_and_up_within_twenty_completions() -> None:
+    g = gate(initial=1)
+    server = SlotServer(slots=4)
+    run_saturated(g, server, 100)
+    server.slots = 2
+    down = run_saturated(g, server, 60, seed=2)
+    assert all(abs(limit - 2) <= 1 for limit in down[20:]), down
+    server.slots = 4
+    up = run_saturated(g, server, 60, seed=3)
+    assert all(abs(limit - 4) <= 1 for limit in up[20:]), up
+
+
+def test_limit_rests_mostly_at_the_slot_count_not_above() -> None:
+    g = gate(initial=4)
+    limits = run_saturated(g, SlotServer(slots=4), 400)
+    above = sum(1 for limit in limits[60:] if limit > 4)
+    assert above < len(limits[60:]) * 0.3
+
+
+def test_limit_does_not_grow_while_under_used() -> None:
+    c = Controller(ControllerSettings(initial=4))
+    for _ in range(40):
+        epoch = c.dispatched(in_flight=1)
+        c.sample(epoch, 0.05, 100)
+    assert c.limit == 4
+    for _ in range(8):
+        epoch = c.dispatched(in_flight=4)
+        c.sample(epoch, 0.05, 100)
+    assert c.limit > 4  # the positive control: fully used and calm, it grows
+
+
+def test_limit_does_not_grow_while_the_upstream_reports_a_queue() -> None:
+    c = Controller(ControllerSettings(initial=4))
+    c.hold = True
+    for _ in range(40):
+        c.sample(c.dispatched(in_flight=4), 0.05, 100)
+    assert c.limit == 4
+    c.hold = False
+    for _ in range(8):
+        c.sample(c.dispatched(in_flight=4), 0.05, 100)
+    assert c.limit == 5
+
+
+def test_overload_signal_cuts_once_per_generation() -> None:
+    c = Controller(ControllerSettings(initial=10))
+    epochs = [c.dispatched(in_flight=i + 1) for i in range(10)]
+    for epoch in epochs:  # a burst of 503s from requests sent together is one signal
+        c.overload(epoch)
+    assert c.limit == 9
+    c.overload(c.dispatched(in_flight=1))
+    assert c.limit == 8
+
+
+def test_limit_stays_within_its_bounds() -> None:
+    c = Controller(ControllerSettings(initial=3, minimum=2, maximum=5))
+    for _ in range(10):
+        c.overload(c.dispatched(in_flight=1))
+    assert c.limit == 2
+    for _ in range(200):
+        c.sample(c.dispatched(in_flight=c.limit), 0.05, 100)
+    assert c.limit == 5
+
+
+def test_fixed_limit_never_moves() -> None:
+    c = Controller(ControllerSettings(initial=1, adaptive=False))
+    for _ in range(50):
+        c.sample(c.dispatched(in_flight=1), 0.05, 100)
+    c.overload(c.dispatched(in_flight=1))
+    assert c.limit == 1
+
+
+def test_reseed_caps_the_limit_at_the_reported_slots() -> None:
+    c = Controller(ControllerSettings(initial=4))
+    c.reseed(2)
+    assert c.limit == 2
+    for _ in range(100):
+        c.sample(c.dispatched(in_flight=c.limit), 0.05, 100)
+    assert c.limit == 2
+
+
+def test_prompt_cost_fits_the_per_token_cost() -> None:
+    cost = PromptCost(memory=100)
+    for tokens in (50, 100, 1000, 2000) * 10:
+        cost.add(tokens, 0.04 + 0.0005 * tokens)
+    assert abs(cost.expected(1500) - 0.79) < 0.01
+    assert abs(cost.expected(0) - 0.04) < 0.01
+
+
+def test_long_prompts_alone_do_not_look_congested() -> None:
+    """A slow sample because the prompt is long is not queueing: the limit still grows."""
+    c = Controller(ControllerSettings(initial=4))
+    for tokens in (50, 2000) * 20:
+        c.sample(c.dispatched(in_flight=c.limit), 0.04 + 0.0005 * tokens, tokens)
+    assert c.limit > 4
+
+
+def test_steps_are_sized_for_one_to_sixty_four_slots() -> None:
+    assert [step(n) for n in (1, 4, 8, 16, 36, 64)] == [1, 1, 1, 2, 3, 4]

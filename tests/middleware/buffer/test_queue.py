@@ -1,0 +1,186 @@
+"""The admission queue on a fake clock: EDF order, reservations, shedding, cancellation, expiry."""
+
+from __future__ import annotations
+
+import pytest
+
+from middleware.buffer.controller import Controller, ControllerSettings
+from middleware.buffer.queue import CANCELLED, EXPIRED, QUEUED, STARTED, Entry, Gate, Shed
+
+
+def gate(limit: int = 1, bound: int = 100, reserve: dict[str, float] | None = None) -> Gate:
+    controller = Controller(ControllerSettings(initial=limit, adaptive=False))
+    return Gate(controller, bound, reserve, jitter=0.0)
+
+
+def entry(result: Entry | Shed) -> Entry:
+    assert isinstance(result, Entry), result
+    return result
+
+
+def test_requests_start_at_once_while_slots_are_free() -> None:
+    g = gate(limit=2)
+    assert entry(g.arrive("short", 1.0, 0.0)).state == STARTED
+    assert entry(g.arrive("short", 1.0, 0.0)).state == STARTED
+    assert entry(g.arrive("short", 1.0, 0.0)).state == QUEUED
+    assert (g.in_flight, g.depth) == (2, 1)
+
+
+def test_queue_serves_the_earliest_deadline_first() -> None:
+    g = gate(limit=1)
+    running = entry(g.arrive("long", 30.0, 0.0))
+    long_ = entry(g.arrive("long", 30.0, 0.1))
+    short = entry(g.arrive("short", 2.0, 0.2))  # arrived later, but its deadline is earlier
+    g.finish(running, 1.0)
+    assert g.pop_ready(1.0) is short
+    assert g.pop_ready(1.0) is None  # one slot: nothing else starts
+    g.finish(short, 1.5)
+    assert g.pop_ready(1.5) is long_
+
+
+def test_equal_deadlines_are_served_in_arrival_order() -> None:
+    g = gate(limit=1)
+    running = entry(g.arrive("short", 2.0, 0.0))
+    first, second = entry(g.arrive("short", 2.0, 0.5)), entry(g.arrive("short", 2.0, 0.5))
+    g.finish(running, 0.6)
+    assert g.pop_ready(0.6) is first
+    g.finish(first, 0.7)
+    assert g.pop_ready(0.7) is second
+
+
+def test_long_requests_are_not_starved_by_a_stream_of_short_ones() -> None:
+    """EDF: once a long request's deadline is the earliest, it goes before newer short ones."""
+    g = gate(limit=1)
+    running = entry(g.arrive("short", 2.0, 0.0))
+    long_ = entry(g.arrive("long", 5.0, 0.0))
+    now, started = 0.0, []
+    for _ in range(10):
+        entry(g.arrive("short", 2.0, now))
+        now += 1.0
+        g.finish(running, now)
+        running = g.pop_ready(now)
+        assert running is not None
+        started.append(running)
+    assert long_ in started
+
+
+def test_queue_at_its_bound_sheds_with_queue_full() -> None:
+    g = gate(limit=1, bound=2)
+    for _ in range(3):
+        entry(g.arrive("short", 100.0, 0.0))
+    shed = g.arrive("short", 100.0, 0.0)
+    assert isinstance(shed, Shed) and shed.reason == "queue_full"
+    assert 1.0 <= shed.retry_after <= 60.0
+
+
+def test_request_that_cannot_start_before_its_deadline_is_shed_at_once() -> None:
+    g = gate(limit=1)
+    entry(g.arrive("short", 4.0, 0.0))  # running
+    for _ in range(3):
+        entry(g.arrive("short", 4.0, 0.0))  # queued before any drain rate was measured
+    g.service = 2.0  # a request holds its slot 2 s: three ahead, it would start in 8 s
+    shed = g.arrive("short", 5.0, 0.0)
+    assert isinstance(shed, Shed) and shed.reason == "deadline_unreachable"
+    assert 1.0 <= shed.retry_after <= 60.0
+    assert g.depth == 3  # nothing was queued for it
+    # Positive control: a request whose budget covers the predicted start is queued.
+    assert entry(g.arrive("short", 8.5, 0.0)).state == QUEUED
+
+
+def test_edf_prediction_counts_only_the_requests_served_before_this_one() -> None:
+    g = gate(limit=1)
+    first = entry(g.arrive("short", 10.0, 0.0))
+    g.finish(first, 2.0)
+    entry(g.arrive("long", 100.0, 2.0))
+    for _ in range(5):
+        entry(g.arrive("long", 100.0, 2.0))  # later deadlines than the short one: it goes first
+    assert entry(g.arrive("short", 3.0, 2.0)).state == QUEUED
+
+
+def test_retry_after_is_the_predicted_drain_time_clamped_to_one_to_sixty_seconds() -> None:
+    g = gate(limit=2)
+    first = entry(g.arrive("short", 10.0, 0.0))
+    g.finish(first, 4.0)  # 4 s per request, 2 slots: 2 s per queued request
+    assert g.retry_after(5) == pytest.approx(12.0)
+    assert g.retry_after(0) == pytest.approx(2.0)
+    assert g.retry_after(1000) == 60.0
+    g.service = 0.01
+    assert g.retry_after(3) == 1.0
+
+
+def test_retry_after_is_jittered_within_twenty_percent() -> None:
+    values = iter([0.0, 1.0])
+    g = Gate(
+        Controller(ControllerSettings(initial=1, adaptive=False)), 10, jitter=0.2, rng=lambda: next(values)
+    )
+    g.service = 10.0
+    assert g.retry_after(0) == pytest.approx(8.0)
+    assert g.retry_after(0) == pytest.approx(12.0)
+
+
+def test_cancelled_waiter_leaves_the_queue_at_once() -> None:
+    g = gate(limit=1)
+    running = entry(g.arrive("short", 10.0, 0.0))
+    gone = entry(g.arrive("short", 10.0, 0.0))
+    stays = entry(g.arrive("short", 10.0, 0.0))
+    g.cancel(gone)
+    assert gone.state == CANCELLED and g.depth == 1
+    g.finish(running, 1.0)
+    assert g.pop_ready(1.0) is stays
+
+
+def test_waiters_past_their_deadline_expire() -> None:
+    g = gate(limit=1)
+    entry(g.arrive("short", 10.0, 0.0))
+    short = entry(g.arrive("short", 2.0, 0.0))
+    long_ = entry(g.arrive("long", 30.0, 0.0))
+    assert g.next_deadline() == 2.0
+    assert g.expire(1.9) == []
+    assert g.expire(2.0) == [short]
+    assert short.state == EXPIRED and long_.state == QUEUED and g.depth == 1
+    assert g.next_deadline() == 30.0
+
+
+def test_reserved_share_keeps_slots_for_its_class() -> None:
+    g = gate(limit=4, reserve={"short": 0.25})
+    longs = [entry(g.arrive("long", 30.0, 0.0)) for _ in range(4)]
+    assert [e.state for e in longs] == [STARTED, STARTED, STARTED, QUEUED]
+    short = entry(g.arrive("short", 2.0, 0.0))
+    assert short.state == STARTED  # the reserved slot
+    assert g.in_flight == 4
+
+
+def test_without_a_reservation_long_requests_take_every_slot() -> None:
+    g = gate(limit=4)
+    longs = [entry(g.arrive("long", 30.0, 0.0)) for _ in range(4)]
+    assert all(e.state == STARTED for e in longs)
+    assert entry(g.arrive("short", 2.0, 0.0)).state == QUEUED
+
+
+def test_reservation_unused_by_its_class_is_not_taken_by_others_but_its_class_may_exceed_it() -> None:
+    g = gate(limit=3, reserve={"short": 0.34})
+    shorts = [entry(g.arrive("short", 2.0, 0.0)) for _ in range(3)]
+    assert all(e.state == STARTED for e in shorts)  # a class may use more than its share
+
+
+def test_slot_use_never_exceeds_the_limit() -> None:
+    g = gate(limit=3)
+    entries = [g.arrive("short", 100.0, 0.0) for _ in range(10)]
+    assert g.in_flight == 3
+    now = 0.0
+    for e in entries[:3]:
+        now += 1
+        g.finish(entry(e), now)
+        assert g.pop_ready(now) is not None
+        assert g.pop_ready(now) is None
+        assert g.in_flight == 3
+
+
+def test_finish_is_idempotent_and_ignores_waiters() -> None:
+    g = gate(limit=1)
+    running = entry(g.arrive("short", 10.0, 0.0))
+    waiting = entry(g.arrive("short", 10.0, 0.0))
+    g.finish(waiting, 1.0)
+    g.finish(running, 1.0)
+    g.finish(running, 1.0)
+    assert g.in_flight == 0
