@@ -17,6 +17,8 @@ from starlette.routing import Route
 
 from adapters import adapter_for
 from adapters.openai_compat import OpenAICompatAdapter
+from middleware.buffer.build import BufferParts, build_buffer
+from middleware.buffer.shared import LeaseCount
 from middleware.cache import (
     CachePurge,
     CacheStore,
@@ -87,12 +89,30 @@ def build_token_counter(cfg: Config, upstreams: Mapping[str, Upstream]) -> Token
     return TokenCounter(tokenizers) if tokenizers else None
 
 
+def build_buffer_parts(
+    cfg: Config, limiter: Limiter | None, metrics: Metrics | None, upstreams: Mapping[str, Upstream]
+) -> tuple[BufferParts | None, Limiter | None]:
+    """The adaptive buffer, and the limiter it opened to share in-flight counts (to close at the end)."""
+    if not cfg.buffer.enabled:
+        return None, None
+    own: Limiter | None = None
+    shared = None
+    if cfg.limits.backend == "redis":
+        if not isinstance(limiter, RedisLimiter):
+            limiter = own = RedisLimiter(cfg.redis, cfg.limits.lease_seconds)
+        shared = LeaseCount(limiter)
+    breakers = {name: up.breaker for name, up in upstreams.items()}
+    parts = build_buffer(cfg.buffer, cfg.upstreams, cfg.models, breakers, metrics, shared)
+    return parts, own
+
+
 def build_middleware(
     cfg: Config,
     limiter: Limiter | None,
     metrics: Metrics | None,
     cache: ResponseCache | None,
     upstreams: Mapping[str, Upstream],
+    buffer: BufferParts | None = None,
 ) -> list[Middleware]:
     """The chain, outermost first. Each entry is present only when enabled in the config."""
     chain: list[Middleware] = []
@@ -105,6 +125,8 @@ def build_middleware(
             chain.append(Compact(cfg.classifier.profiles, build_token_counter(cfg, upstreams)))
     if cache is not None:
         chain.append(cache)
+    if buffer is not None:
+        chain.append(buffer.buffer)  # last: right before the router, which it keeps at L per upstream
     return chain
 
 
@@ -142,7 +164,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     limiter = build_limiter(cfg)
     router = Router(cfg.models, upstreams, limiter)
     cache = build_cache(cfg, metrics)
-    chain = build_chain(build_middleware(cfg, limiter, metrics, cache, upstreams), router)
+    buffer, buffer_limiter = build_buffer_parts(cfg, limiter, metrics, upstreams)
+    chain = build_chain(build_middleware(cfg, limiter, metrics, cache, upstreams, buffer), router)
     log_writer = configure_logging(cfg.log, log_sink)
     if metrics is not None:
         log_writer.on_drop = metrics.log_dropped.inc
@@ -156,6 +179,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         gc.freeze()
         # The semantic index loads an embedding model: in the background, and used once it is ready.
         indexing = asyncio.create_task(attach_semantic_index(cache, cfg.cache.semantic)) if cache else None
+        if buffer is not None:
+            buffer.start()
         try:
             yield
         finally:
@@ -164,6 +189,10 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            if buffer is not None:
+                await buffer.stop()
+            if buffer_limiter is not None:
+                await buffer_limiter.close()
             if cache is not None:
                 await cache.close()
             for up in upstreams.values():
@@ -216,6 +245,7 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         ],
     )
     app.state.router = router
+    app.state.buffer = buffer
     app.state.metrics = metrics
     app.state.log_writer = log_writer
     return app

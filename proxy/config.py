@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from middleware.buffer.config import BufferConfig, parse_buffer
 from middleware.cache import CacheConfig, parse_cache
 from middleware.classify import ClassifierConfig, parse_classifier
 from middleware.limits import KeyConfig, LimitsConfig, RedisConfig, parse_keys, parse_limits, parse_redis
@@ -67,6 +68,7 @@ class Config:
     keys: Mapping[str, KeyConfig] = field(default_factory=dict)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
 
@@ -143,12 +145,13 @@ def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Con
         ]
     classifier = parse_classifier(Reader(root.table_of("classifier"), "classifier", problems), models)
     cache = parse_cache(Reader(root.table_of("cache"), "cache", problems))
+    buffer = parse_buffer(Reader(root.table_of("buffer"), "buffer", problems), upstreams)
     root.done()
     if problems:
         raise ConfigError(problems)
     return Config(
         server=server, log=log, metrics=metrics, ready=ready, limits=limits, redis=redis, keys=keys,
-        classifier=classifier, cache=cache, upstreams=upstreams, models=models,
+        classifier=classifier, cache=cache, buffer=buffer, upstreams=upstreams, models=models,
     )  # fmt: skip
 
 

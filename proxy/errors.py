@@ -7,6 +7,8 @@
     ├── ModelNotFound             404 model_not_found
     ├── BodyTooLarge              413 request_too_large
     ├── RateLimited               429 rate_limit_exceeded (+ Retry-After)
+    ├── Overloaded                429 (shed at arrival) or 503 (expired in the queue, upstream down),
+    │                             code = the reason (+ Retry-After)
     ├── StoreUnavailable          503 a store is down (limits failing closed, a cache purge)
     └── UpstreamError             502 upstream_error          retryable: the next target may serve
         ├── UpstreamRejected      the upstream's own 4xx, passed on with its status
@@ -82,6 +84,21 @@ class RateLimited(FluidoError):
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return retry_headers(self.retry_after)
+
+
+class Overloaded(FluidoError):
+    """The adaptive buffer refused the request: shed at arrival (429), or expired in its queue or with
+    every upstream down (503). ``code`` says why: queue_full, deadline_unreachable, expired,
+    upstream_unavailable."""
+
+    def __init__(self, message: str, *, status: int, code: str, retry_after: float) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.type = "rate_limit_error" if status == 429 else "server_error"
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

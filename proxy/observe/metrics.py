@@ -31,6 +31,9 @@ ROUTES = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/he
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_HOLD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+SHED_REASONS = frozenset({"queue_full", "deadline_unreachable", "expired", "upstream_unavailable"})
 
 
 class Metrics:
@@ -114,6 +117,36 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.buffer_limit = Gauge(
+            "fluido_buffer_limit", "Requests the buffer lets run at once on each upstream (L).",
+            ["upstream"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.buffer_in_flight = Gauge(
+            "fluido_buffer_in_flight", "Requests running on each upstream through the buffer.",
+            ["upstream"], registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.buffer_queue_depth = Gauge(
+            "fluido_buffer_queue_depth", "Requests waiting in the buffer's queue for each upstream.",
+            ["upstream"], registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.buffer_queue_wait = Histogram(
+            "fluido_buffer_queue_wait_seconds", "Time requests waited in the buffer for a slot.",
+            ["upstream"], buckets=_WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.buffer_shed = Counter(
+            "fluido_buffer_shed",
+            "Requests the buffer refused, by reason.",
+            ["upstream", "reason"],
+            registry=r,
+        )
+        self.stream_events = Counter(
+            "fluido_stream_events", "SSE events of coalesced streams, and the deltas they carried.",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        self.stream_hold = Histogram(
+            "fluido_stream_coalesce_hold_seconds", "How long a coalesced event's oldest delta waited.",
+            buckets=_HOLD_BUCKETS, registry=r,
+        )  # fmt: skip
         self.circuit = Gauge(
             "fluido_upstream_circuit_state", "Circuit state per upstream: 0 closed, 1 half-open, 2 open.",
             ["upstream"], registry=r, multiprocess_mode="livemax",
@@ -164,6 +197,24 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*values)
         return found
+
+    def set_buffer(self, upstream: str, limit: int, in_flight: int, depth: int) -> None:
+        name = self.upstream_label(upstream)
+        self._child(self.buffer_limit, name).set(limit)
+        self._child(self.buffer_in_flight, name).set(in_flight)
+        self._child(self.buffer_queue_depth, name).set(depth)
+
+    def buffer_wait(self, upstream: str, seconds: float) -> None:
+        self._child(self.buffer_queue_wait, self.upstream_label(upstream)).observe(seconds)
+
+    def buffer_refused(self, upstream: str, reason: str) -> None:
+        reason = reason if reason in SHED_REASONS else "other"
+        self._child(self.buffer_shed, self.upstream_label(upstream), reason).inc()
+
+    def stream_event(self, deltas: int, held: float) -> None:
+        self._child(self.stream_events, "events").inc()
+        self._child(self.stream_events, "deltas").inc(deltas)
+        self.stream_hold.observe(held)
 
     def set_circuits(self, breakers: Mapping[str, CircuitBreaker]) -> None:
         for name, breaker in breakers.items():

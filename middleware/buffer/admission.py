@@ -1,0 +1,188 @@
+"""One upstream's gate on the event loop: waiting, waking, expiry, and the in-flight count shared by replicas.
+
+``Gate`` decides; this module applies its decisions with futures and one timer. A waiter whose client
+leaves is cancelled by its task's cancellation (the route cancels the task on disconnect) and leaves the
+queue at once. The expiry timer always sits at the earliest waiting deadline.
+
+With a ``SharedCount`` (Redis, through the limiter's concurrency leases), a request also needs a lease
+under the upstream's L counted across every replica. A queue head that finds no room retries every
+``shared_poll`` seconds: other replicas' releases are not signalled, and one lease attempt per replica per
+poll is cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Protocol
+
+from middleware.buffer.queue import QUEUED, STARTED, Entry, Gate, Shed
+from proxy.errors import Overloaded
+
+SHED_STATUS = {"queue_full": 429, "deadline_unreachable": 429, "expired": 503, "upstream_unavailable": 503}
+SHED_MESSAGE = {
+    "queue_full": "The queue for this model is full; retry after the time in Retry-After.",
+    "deadline_unreachable": "This request cannot start within its time budget; retry after Retry-After.",
+    "expired": "This request waited its whole time budget in the queue without starting.",
+    "upstream_unavailable": "Every upstream for this model is down; retry after Retry-After.",
+}
+
+
+def overloaded(shed: Shed) -> Overloaded:
+    return Overloaded(
+        SHED_MESSAGE[shed.reason],
+        status=SHED_STATUS[shed.reason],
+        code=shed.reason,
+        retry_after=shed.retry_after,
+    )
+
+
+class SharedCount(Protocol):
+    """Requests in flight to one upstream, counted across replicas."""
+
+    async def take(self, upstream: str, limit: int) -> object | None:
+        """A lease when fewer than ``limit`` are in flight everywhere, else None."""
+        ...
+
+    async def give(self, lease: object) -> None: ...
+
+
+class Admission:
+    """The gate of one upstream, driven by the event loop."""
+
+    def __init__(
+        self,
+        name: str,
+        gate: Gate,
+        shared: SharedCount | None = None,
+        shared_poll: float = 0.02,
+        on_change: Callable[[Admission], None] = lambda _: None,
+    ) -> None:
+        self.name = name
+        self.gate = gate
+        self.shared = shared
+        self.shared_poll = shared_poll
+        self.on_change = on_change  # metrics: depth, in flight and L changed
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._pumping: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def enter(self, cls: str, budget: float) -> Entry:
+        """Wait for a slot; raise ``Overloaded`` when shed or expired."""
+        loop = asyncio.get_running_loop()
+        result = self.gate.arrive(cls, budget, loop.time())
+        if isinstance(result, Shed):
+            raise overloaded(result)
+        entry = result
+        if entry.state == STARTED:
+            if self.shared is None or await self._lease(entry):
+                self.on_change(self)
+                return entry
+            self.gate.unstart(entry)  # room here, none across the replicas: wait like the others
+            self._pump()
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry.waiter = waiter
+        self._arm(loop)
+        self.on_change(self)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if entry.state == STARTED:  # woken just as the client left: pass the slot on
+                self.leave(entry)
+            elif entry.state == QUEUED:
+                self.gate.cancel(entry)
+                self.on_change(self)
+            raise
+        return entry
+
+    def leave(self, entry: Entry) -> None:
+        """Give the slot back (reply sent, stream over or broken, client gone). Safe to call twice."""
+        if entry.state != STARTED:
+            return
+        self.gate.finish(entry, asyncio.get_running_loop().time())
+        if entry.lease is not None and self.shared is not None:
+            lease, entry.lease = entry.lease, None
+            self._spawn(self.shared.give(lease))
+        self._pump()
+
+    def take(self, cls: str) -> Entry:
+        """A slot taken past the queue, for a request another upstream's gate admitted and this one served."""
+        entry = self.gate.take(cls, asyncio.get_running_loop().time())
+        self.on_change(self)
+        return entry
+
+    def changed(self) -> None:
+        """L may have moved: start whoever may start now."""
+        self._pump()
+
+    def _pump(self) -> None:
+        if self.shared is not None:
+            if self._pumping is None and self.gate.depth:
+                self._pumping = asyncio.get_running_loop().create_task(self._pump_shared())
+            return
+        now = asyncio.get_running_loop().time()
+        while (entry := self.gate.pop_ready(now)) is not None:
+            self._wake(entry)
+        self.on_change(self)
+
+    def _wake(self, entry: Entry) -> None:
+        waiter = entry.waiter
+        assert isinstance(waiter, asyncio.Future)
+        if waiter.done():  # its task was cancelled a moment ago and has not run yet
+            self.leave(entry)
+        else:
+            waiter.set_result(None)
+
+    async def _pump_shared(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while (entry := self.gate.pop_ready(loop.time())) is not None:
+                if await self._lease(entry):
+                    self._wake(entry)
+                    continue
+                self.gate.unstart(entry)
+                self.on_change(self)
+                await asyncio.sleep(self.shared_poll)
+        finally:
+            self._pumping = None
+            self.on_change(self)
+
+    async def _lease(self, entry: Entry) -> bool:
+        assert self.shared is not None
+        entry.lease = await self.shared.take(self.name, self.gate.limit)
+        return entry.lease is not None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = self.gate.next_deadline()
+        if deadline is None or deadline >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer, self._timer_at = None, float("inf")
+        for entry in self.gate.expire(loop.time()):
+            waiter = entry.waiter
+            assert isinstance(waiter, asyncio.Future)
+            if not waiter.done():
+                waiter.set_exception(overloaded(Shed("expired", self.gate.retry_after(self.gate.depth))))
+        self._arm(loop)
+        self.on_change(self)
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in [*self._tasks, *([self._pumping] if self._pumping else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

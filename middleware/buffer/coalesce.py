@@ -1,0 +1,143 @@
+"""Stream coalescing: fewer, larger SSE events while the client side is behind, and nothing held otherwise.
+
+A reader task pulls the upstream's chunks as they come; the consumer (the route writing to the client)
+takes whatever has piled up since its last write. When the consumer keeps up, each pull finds one chunk and
+passes it on as it is: no chunk is ever held to wait for another, so the first token and every later one
+leave as soon as the writer is free. When the client socket is backed up, or the process is busy with
+many streams, the chunks that arrived meanwhile leave as one event: consecutive text-only deltas of the
+same choice (and kind: content or reasoning) are merged at the JSON level, up to ``MAX_DELTAS`` deltas or
+``MAX_BYTES`` characters. Tool-call deltas, finish reasons, usage, logprobs and errors pass through
+unmerged, in order, and end the merge before them.
+
+The reader task costs a little per chunk, so it runs only for streams from an upstream whose tokens come
+faster than ``FAST_GAP`` apart (measured over its recent streams), where merging pays. Every other stream is
+passed through untouched. The reader is the only task that iterates the upstream stream, so the router's
+idle watch (which cancels the task iterating it) stays attached to one task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections import deque
+from collections.abc import Callable
+
+from proxy.types import Chunk, Stream
+
+FAST_GAP = 0.005  # seconds between chunks below which an upstream's streams are coalesced
+MAX_DELTAS = 32  # deltas merged into one event at most
+MAX_BYTES = 4096  # characters merged into one event at most
+MAX_PENDING = 64  # chunks read ahead of a slow consumer before the reader waits (backpressure)
+
+
+def mergeable(chunk: Chunk) -> bool:
+    """A text-only delta: content or reasoning (not both), nothing else."""
+    return (
+        (chunk.content is None) != (chunk.reasoning is None)
+        and not chunk.tool_calls
+        and chunk.finish_reason is None
+        and chunk.usage is None
+        and chunk.logprobs is None
+        and not chunk.meta
+    )
+
+
+def merge(pending: deque[Chunk]) -> Chunk:
+    """Take the next event off ``pending``: one chunk, or a run of mergeable ones joined."""
+    first = pending.popleft()
+    if not mergeable(first) or not pending or not mergeable(pending[0]):
+        return first
+    field = "content" if first.content is not None else "reasoning"
+    parts = [getattr(first, field)]
+    size = len(parts[0])
+    while pending and len(parts) < MAX_DELTAS and size < MAX_BYTES:
+        nxt = pending[0]
+        text = getattr(nxt, field)
+        if not mergeable(nxt) or text is None or nxt.index != first.index or nxt.role is not None:
+            break
+        pending.popleft()
+        parts.append(text)
+        size += len(text)
+    if len(parts) == 1:
+        return first
+    text = "".join(parts)
+    if field == "content":
+        return dataclasses.replace(first, content=text)
+    return dataclasses.replace(first, reasoning=text)
+
+
+async def coalesce(
+    stream: Stream, on_event: Callable[[int, float], None] = lambda deltas, held: None
+) -> Stream:
+    """``stream`` re-chunked as above. ``on_event(deltas, held)``: per event sent, how many deltas it
+    carries and how long its oldest one waited in this buffer."""
+    loop = asyncio.get_running_loop()
+    pending: deque[Chunk] = deque()
+    arrived: deque[float] = deque()
+    ready = asyncio.Event()  # something to take, or the end
+    room = asyncio.Event()  # the reader may read on
+    room.set()
+    failure: list[BaseException] = []
+    finished = False
+
+    async def read() -> None:
+        nonlocal finished
+        try:
+            async for chunk in stream:
+                pending.append(chunk)
+                arrived.append(loop.time())
+                ready.set()
+                if len(pending) >= MAX_PENDING:
+                    room.clear()
+                    await room.wait()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the upstream's error reaches the consumer after what came before it
+            failure.append(exc)
+        finally:
+            finished = True
+            ready.set()
+
+    reader = loop.create_task(read())
+    try:
+        while True:
+            if not pending:
+                if finished:
+                    break
+                ready.clear()
+                await ready.wait()
+                continue
+            before = len(pending)
+            oldest = arrived[0]
+            event = merge(pending)
+            taken = before - len(pending)
+            for _ in range(taken):
+                arrived.popleft()
+            room.set()
+            on_event(taken, loop.time() - oldest)
+            yield event
+        if failure:
+            raise failure[0]
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await stream.aclose()
+
+
+class GapMeter:
+    """The recent gap between chunks of one upstream's streams (EWMA), to decide whether to coalesce."""
+
+    __slots__ = ("gap",)
+
+    def __init__(self) -> None:
+        self.gap = 1.0  # unknown: assume slow (no coalescing) until streams were measured
+
+    def fast(self) -> bool:
+        return self.gap < FAST_GAP
+
+    def record(self, chunks: int, seconds: float) -> None:
+        """A stream sent ``chunks`` chunks over ``seconds`` after its first one."""
+        if chunks > 1:
+            self.gap = self.gap * 0.8 + (seconds / (chunks - 1)) * 0.2

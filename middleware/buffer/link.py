@@ -1,0 +1,153 @@
+"""The adaptive buffer's chain link: Fluido holds the queue, the upstream gets at most L requests at once.
+
+Where it sits: after the cache and RAG (a hit never queues), right before the router.
+
+Which upstream's slot a request holds: the router serves an alias from its first target whose circuit is
+not open, so the buffer queues the request at that upstream's gate. If that attempt fails before the first
+byte and the router falls back to a later target, the request has already waited its turn once; waiting
+again at the next gate would double its wait, so instead the slot moves: the first gate's slot is given
+back and the serving upstream's gate counts the request past its queue (``take``), so the serving
+upstream's in-flight count stays true while the stream runs. Fallback is the failure path; its brief
+over-commit of the second upstream is the price of not making a client wait twice. When every target's
+circuit is open, the request is answered 503 at once, with Retry-After.
+
+What it learns from each request: the upstream's TTFT (the router's time to first output) for streams,
+with the prompt's estimated tokens; the upstream's overload answers (503, 429, timeouts) from the trace's
+failed attempts. Non-streamed replies give no TTFT (their latency is mostly output length) and only count
+for in-flight and overload signals.
+
+The slot is given back when a completion returns, when a stream ends, breaks, or its client leaves (the
+stream wrapper's ``finally``), and when anything fails on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+from middleware.buffer.admission import Admission, overloaded
+from middleware.buffer.coalesce import GapMeter, coalesce
+from middleware.buffer.config import BufferConfig
+from middleware.buffer.queue import Entry, Shed
+from proxy.tokens import estimate_prompt_tokens
+from proxy.types import Call, Completion, Handler, Reply, Stream, Target
+from proxy.upstream.breaker import CircuitBreaker
+
+# Failed attempts that mean "too much at once": an upstream 503 (busy), 429, or a timeout.
+OVERLOAD_CODES = frozenset({"upstream_unavailable", "rate_limit_exceeded", "upstream_timeout"})
+
+
+class Buffer:
+    """Admission control per upstream, in front of the router."""
+
+    def __init__(
+        self,
+        cfg: BufferConfig,
+        targets: Callable[[str], tuple[Target, ...] | None],
+        breakers: Mapping[str, CircuitBreaker],
+        cooldowns: Mapping[str, float],
+        admissions: Mapping[str, Admission],
+        observe_wait: Callable[[str, float], None] = lambda upstream, seconds: None,
+        observe_shed: Callable[[str, str], None] = lambda upstream, reason: None,
+        observe_event: Callable[[int, float], None] = lambda deltas, held: None,
+    ) -> None:
+        self.cfg = cfg
+        self.targets = targets
+        self.breakers = breakers
+        self.cooldowns = cooldowns
+        self.admissions = admissions
+        self.meters = {name: GapMeter() for name in admissions}
+        self.observe_wait = observe_wait
+        self.observe_shed = observe_shed
+        self.observe_event = observe_event
+
+    def pick(self, alias: str) -> str | None:
+        """The upstream the router will try first: the alias's first target whose circuit is not open."""
+        targets = self.targets(alias)
+        if not targets:
+            return None
+        for target in targets:
+            if self.breakers[target.upstream].state != "open":
+                return target.upstream
+        raise overloaded(Shed("upstream_unavailable", self.cooldowns[targets[0].upstream]))
+
+    async def __call__(self, call: Call, next: Handler) -> Reply:
+        try:
+            name = self.pick(call.request.model)
+        except Exception:
+            self.observe_shed("none", "upstream_unavailable")
+            call.notes["shed"] = "upstream_unavailable"
+            raise
+        if name is None:
+            return await next(call)  # an unknown alias: the router answers 404
+        admission = self.admissions[name]
+        cls = call.notes.get("query_class", "")
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        try:
+            entry = await admission.enter(cls, self.cfg.budget(cls))
+        except Exception as exc:
+            reason = getattr(exc, "code", None) or "error"
+            call.notes["shed"] = reason
+            self.observe_shed(name, reason)
+            raise
+        waited = loop.time() - arrived
+        self.observe_wait(name, waited)
+        if entry.started_at > arrived:  # it waited in the queue (not merely passed through it)
+            call.notes["queue_ms"] = str(round(waited * 1000))
+        try:
+            reply = await next(call)
+        except BaseException:
+            self._learn_failures(call, name, entry)
+            admission.leave(entry)
+            raise
+        self._learn_failures(call, name, entry)
+        served = call.notes.get("upstream", name)
+        if served != name and served in self.admissions:
+            admission.leave(entry)  # the router fell back: the slot moves to the upstream serving it
+            admission = self.admissions[served]
+            entry = admission.take(cls)
+        elif not isinstance(reply, Completion) and call.trace.upstream_ms is not None:
+            tokens = estimate_prompt_tokens(call.request)
+            admission.gate.controller.sample(entry.epoch, call.trace.upstream_ms / 1000, tokens)
+            admission.changed()
+        if isinstance(reply, Completion):
+            admission.leave(entry)
+            return reply
+        return self._hold(reply, admission, entry, served)
+
+    def _learn_failures(self, call: Call, name: str, entry: Entry) -> None:
+        controller = self.admissions[name].gate.controller
+        for upstream, code in call.trace.upstream_failures:
+            if upstream == name and code in OVERLOAD_CODES:
+                controller.overload(entry.epoch)
+                self.admissions[name].changed()
+                return
+
+    async def _hold(self, stream: Stream, admission: Admission, entry: Entry, served: str) -> Stream:
+        """Pass the stream on, coalesced when that pays; give the slot back however it ends."""
+        meter = self.meters.get(served)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deltas = 0
+
+        def on_event(n: int, held: float) -> None:
+            nonlocal deltas
+            deltas += n
+            self.observe_event(n, held)
+
+        source = stream
+        if self.cfg.coalesce and meter is not None and meter.fast():
+            source = coalesce(stream, on_event)
+        try:
+            async for chunk in source:
+                if source is stream:
+                    deltas += 1
+                yield chunk
+        finally:
+            await source.aclose()
+            if source is not stream:
+                await stream.aclose()
+            admission.leave(entry)
+            if meter is not None:
+                meter.record(deltas, loop.time() - started)
