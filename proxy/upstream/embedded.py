@@ -62,6 +62,9 @@ class EmbeddedServer:
             "--n_ctx", str(self.cfg.n_ctx),
             "--n_threads", str(self.cfg.n_threads or os.cpu_count() or 1),
             "--verbose", "False",
+            # By default a new request makes the running stream send a bare [DONE] and stop: a second
+            # user would silently truncate the first one's answer. The buffer queues it instead.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
 
     def launchable(self) -> bool:
