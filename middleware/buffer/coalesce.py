@@ -132,12 +132,13 @@ class GapMeter:
     __slots__ = ("gap",)
 
     def __init__(self) -> None:
-        self.gap = 1.0  # unknown: assume slow (no coalescing) until streams were measured
+        self.gap: float | None = None  # unknown: pass streams through until one was measured
 
     def fast(self) -> bool:
-        return self.gap < FAST_GAP
+        return self.gap is not None and self.gap < FAST_GAP
 
     def record(self, chunks: int, seconds: float) -> None:
-        """A stream sent ``chunks`` chunks over ``seconds`` after its first one."""
+        """A stream sent ``chunks`` chunks over ``seconds``."""
         if chunks > 1:
-            self.gap = self.gap * 0.8 + (seconds / (chunks - 1)) * 0.2
+            gap = seconds / (chunks - 1)
+            self.gap = gap if self.gap is None else self.gap * 0.8 + gap * 0.2

@@ -81,3 +81,28 @@ async def test_a_full_queue_sheds_at_once_with_retry_after() -> None:
     assert shed.headers["x-fluido-shed"] == "queue_full"
     assert all(a.status == 200 for a in answers)  # positive control: the others were served
     assert fake.requests_seen == 2  # the shed one never reached the upstream
+
+
+async def test_coalesced_streams_reach_the_sdk_whole() -> None:
+    """A fast upstream (1 ms between tokens) is coalesced; the SDK still reads every word, in order."""
+    from openai import AsyncOpenAI
+
+    with capacity(4, itl_s=0.001) as fake, running(buffer_config(fake)) as url:
+        client = AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+        async def one() -> tuple[str, str | None]:
+            stream = await client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": SHORT}], max_tokens=200, stream=True
+            )
+            text, finish = "", None
+            async for chunk in stream:
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+                    finish = chunk.choices[0].finish_reason or finish
+            return text, finish
+
+        first = await one()  # measures the upstream's pace: the next streams are coalesced
+        rest = await asyncio.gather(*(one() for _ in range(8)))
+        await client.close()
+    assert first[1] == "length" and len(first[0].split()) == 200
+    assert all(r == first for r in rest)
