@@ -170,7 +170,7 @@ class Admission:
             waiter = entry.waiter
             assert isinstance(waiter, asyncio.Future)
             if not waiter.done():
-                waiter.set_exception(overloaded(Shed("expired", self.gate.retry_after(self.gate.depth))))
+                waiter.set_exception(overloaded(Shed("expired", self.gate.retry_after(loop.time()))))
         self._arm(loop)
         self.on_change(self)
 

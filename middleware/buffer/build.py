@@ -47,6 +47,8 @@ class BufferParts:
 
     def start(self) -> None:
         self.tasks = [asyncio.get_running_loop().create_task(s.run()) for s in self.signals]
+        for admission in self.admissions.values():
+            admission.on_change(admission)  # the gauges show L from the start
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -74,7 +76,8 @@ def build_buffer(
     signals: list[Signals] = []
     for name, up in upstreams.items():
         controller = Controller(settings_for(cfg, up))
-        gate = Gate(controller, cfg.queue_bound, cfg.reserve)
+        fifo = cfg.order == "fifo"
+        gate = Gate(controller, cfg.queue_bound, cfg.reserve, fifo=fifo, shared=shared is not None)
         admission = Admission(name, gate, shared, cfg.shared_poll_seconds, on_change=report)
         admissions[name] = admission
         if up.kind == "openai" and up.embedded is None and controller.settings.adaptive:
@@ -97,14 +100,14 @@ def build_buffer(
     return BufferParts(buffer, admissions, signals)
 
 
-def _callbacks(admission: Admission) -> tuple[Callable[[int], None], Callable[[int], None]]:
+def _callbacks(admission: Admission) -> tuple[Callable[[int], None], Callable[[int | None], None]]:
     controller = admission.gate.controller
 
     def on_slots(slots: int) -> None:
         controller.reseed(slots)
         admission.changed()
 
-    def on_queue(waiting: int) -> None:
-        controller.hold = waiting > 0
+    def on_queue(waiting: int | None) -> None:
+        controller.upstream_queue = waiting
 
     return on_slots, on_queue

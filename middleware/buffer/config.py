@@ -33,6 +33,7 @@ class BufferConfig:
     poll_seconds: float = 0.5  # how often the upstream's own queue and slots are read
     shared_poll_seconds: float = 0.02  # with a Redis-shared count: how often a blocked queue head retries
     coalesce: bool = True  # merge text deltas into fewer SSE events while the client is behind
+    order: str = "edf"  # "edf": earliest deadline first; "fifo": first come, first served (for comparison)
     upstreams: Mapping[str, UpstreamBuffer] = field(default_factory=dict)
 
     def budget(self, query_class: str) -> float:
@@ -96,6 +97,7 @@ def parse_buffer(r: Reader, upstreams: Mapping[str, object]) -> BufferConfig:
         poll_seconds=r.number("poll_seconds", d.poll_seconds),
         shared_poll_seconds=r.number("shared_poll_seconds", d.shared_poll_seconds),
         coalesce=r.boolean("coalesce", d.coalesce),
+        order=r.text("order", d.order, ("edf", "fifo")),
         upstreams=_upstream(r, upstreams),
     )
     r.done()

@@ -18,7 +18,8 @@ for Ollama, a small default for vLLM). From then on, a Gradient2-style rule adap
   slots. A probe of the ceiling fails on two samples and passes only on a whole window.
 - Steps are integers: 1 up to 8 slots, ``sqrt(L) // 2`` above (2 at 16, 4 at 64).
 - Hard signals: an upstream 503 "busy", 429 or timeout cuts L at once (``x0.9``, at least 1), once per
-  dispatch generation; while the upstream reports its own queue, L does not grow.
+  dispatch generation; while the upstream reports its own queue, L does not grow, and while it reports
+  an empty one, a slow TTFT is not taken for queueing there.
 
 Pure: no clock, no I/O. The caller feeds dispatches, samples and signals.
 """
@@ -78,6 +79,7 @@ class PromptCost:
 
 RATIO_CAP = 10.0  # one stalled sample must not decide a window alone
 PROBE_SAMPLES = 2
+JITTER_SHARE = 0.25  # of the slot gap: less excess TTFT than this is not counted as queueing
 
 
 def step(limit: int) -> int:
@@ -93,12 +95,19 @@ class Controller:
         self.limit = min(max(settings.initial, settings.minimum), settings.maximum)
         self.cost = PromptCost(settings.memory)
         self.epoch = 0  # bumped on every change of L: samples from an older epoch are not judged
-        self.hold = False  # the upstream reports requests waiting in its own queue
+        # The upstream's own word on its queue (vLLM waiting, llama.cpp deferred); None when it says nothing.
+        # Waiting requests there hold growth; an empty queue there overrules a slow TTFT (the proxy's own
+        # CPU may be what was slow).
+        self.upstream_queue: int | None = None
         self.ceiling: int | None = None  # the lowest L seen congested since the last successful probe
         self._probe_wait = 1
         self._calm = 0  # calm, fully used windows in a row just below the ceiling
         self._ratios: list[float] = []
+        self._excess: list[float] = []  # seconds over the cost model, for the same samples
         self._peak = 0  # the most in flight at once since the window began
+        # Seconds between two slots freeing when all are busy (mean hold / L), set by the queue. Waiting
+        # inside the upstream costs about that much; a smaller excess is jitter, not queueing.
+        self.slot_gap: float | None = None
 
     def dispatched(self, in_flight: int) -> int:
         """A request was sent, ``in_flight`` now running; returns its epoch for ``sample``/``overload``."""
@@ -113,11 +122,12 @@ class Controller:
         # The fit follows the lower envelope: slow samples (queued inside the upstream) do not move it,
         # unless L is already at its floor and the upstream has simply become slower; fast ones pull it down.
         at_floor = self.limit <= s.minimum
-        weight = 4.0 if ratio < 0.5 else 0.0 if ratio > s.tolerance and not at_floor else 1.0
+        weight = 2.0 if ratio < 0.67 else 0.0 if ratio > s.tolerance and not at_floor else 1.0
         self.cost.add(prompt_tokens, ttft, weight)
         if not s.adaptive or epoch != self.epoch or expected <= 0:
             return
         self._ratios.append(ratio)
+        self._excess.append(ttft - expected)
         # A probe of the ceiling fails on fewer samples (every request it sends may be one that waits), but
         # passes only on a whole window: one early request may have found a slot just freeing.
         probing = self.ceiling is not None and self.limit >= self.ceiling
@@ -137,16 +147,27 @@ class Controller:
         # rises less than a short one's, so a median can sit just under the tolerance.
         return statistics.fmean(min(r, RATIO_CAP) for r in self._ratios)
 
+    @property
+    def hold(self) -> bool:
+        return bool(self.upstream_queue)
+
     def _congested(self) -> bool:
-        return self._mean() > self.settings.tolerance
+        if self._mean() <= self.settings.tolerance or self.upstream_queue == 0:
+            return False
+        # Short prompts have tiny TTFTs, so scheduling jitter alone can double them: count it as queueing
+        # only when the excess is also a fair share of the time a queued request would wait for a slot.
+        gap = self.slot_gap
+        return gap is None or statistics.fmean(self._excess) > JITTER_SHARE * gap
 
     def _judge(self) -> None:
         s = self.settings
         mean = self._mean()
+        congested = self._congested()
         used = self._peak >= self.limit
         self._ratios.clear()
+        self._excess.clear()
         self._peak = 0
-        if mean > s.tolerance:
+        if congested:
             if self.ceiling is not None and self.limit >= self.ceiling:
                 self._probe_wait = min(self._probe_wait * 2, s.max_probe_wait)
             self.ceiling = self.limit
@@ -174,6 +195,7 @@ class Controller:
             self.limit = limit
             self.epoch += 1
         self._ratios.clear()
+        self._excess.clear()
         self._peak = 0
 
     def reseed(self, slots: int) -> None:

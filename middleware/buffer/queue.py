@@ -5,9 +5,13 @@
   still reaches the head once its deadline is the earliest, so nothing starves.
 - A class may hold a reserved share of L: slots the other classes may not take while that class has fewer
   running than its share, so a burst of long jobs cannot occupy every slot.
-- On arrival, the predicted start is the number of requests served before this one, plus one, divided by
-  the drain rate (L / mean slot-holding time). A request that cannot start before its deadline, or that
-  finds the queue at its bound, is shed at once with a Retry-After of the predicted drain time.
+- On arrival, the predicted start comes from replaying the queue on the slots (``Forecast``: each class's
+  mean holding time, the running requests' time already spent) and, under EDF, pushed back by the
+  requests expected to arrive meanwhile with earlier deadlines (at their recent rates). A request that
+  cannot start before its deadline, or whose going ahead would make a waiter it passes miss a deadline
+  that waiter would have met, or that finds the queue at its bound, is shed at once with a Retry-After
+  of the predicted drain time. So what is admitted is (as far as the prediction goes) served in time,
+  and expiry stays the exception.
 - A waiting request whose client leaves is removed; one still waiting at its deadline expires.
 
 Pure: the caller passes ``now`` and applies what the queue decides (starting waiters, replying to the shed).
@@ -23,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from middleware.buffer.controller import Controller
+from middleware.buffer.forecast import Forecast
 
 QUEUED, STARTED, DONE, CANCELLED, EXPIRED = "queued", "started", "done", "cancelled", "expired"
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # the range the OpenAI SDKs honour
@@ -36,6 +41,7 @@ class Entry:
     arrival: float
     deadline: float
     seq: int
+    key: float = 0.0  # the queue's order: the deadline (EDF), or the arrival (first come, first served)
     state: str = QUEUED
     started_at: float = 0.0
     epoch: int = 0
@@ -43,7 +49,7 @@ class Entry:
     lease: object = field(default=None, repr=False)  # the replicas' shared count's, when there is one
 
     def __lt__(self, other: Entry) -> bool:
-        return (self.deadline, self.seq) < (other.deadline, other.seq)
+        return (self.key, self.seq) < (other.key, other.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +70,22 @@ class Gate:
         reserve: Mapping[str, float] | None = None,
         jitter: float = 0.2,
         rng: Callable[[], float] = random.random,
+        fifo: bool = False,
+        shared: bool = False,
     ) -> None:
         self.controller = controller
         self.bound = bound
         self.reserve = dict(reserve or {})
         self.jitter = jitter
         self.rng = rng
+        self.fifo = fifo  # first come, first served instead of EDF (for comparison)
+        self.shared = shared  # other replicas use the same slots: only our running ones free up for us
         self.in_flight = 0
         self.running: Counter[str] = Counter()
         self.depth = 0  # waiting entries (cancelled ones may linger in the heaps until popped)
-        self.service: float | None = None  # mean seconds a request holds its slot (EWMA)
+        self.forecast = Forecast()
+        self.budgets: dict[str, float] = {}  # the latest budget seen per class
+        self._running: set[Entry] = set()
         self._heaps: dict[str, list[Entry]] = {}
         self._seq = 0
 
@@ -96,18 +108,18 @@ class Gate:
     def arrive(self, cls: str, budget: float, now: float) -> Entry | Shed:
         """Start at once, queue, or shed. A started entry has ``state == STARTED``."""
         self._seq += 1
-        entry = Entry(cls, now, now + budget, self._seq)
+        self.budgets[cls] = budget
+        entry = Entry(cls, now, now + budget, self._seq, now if self.fifo else now + budget)
         if self.may_start(cls) and not self._waiting_before(entry):
             self._start(entry, now)
             return entry
         if self.depth >= self.bound:
-            return Shed("queue_full", self.retry_after(self.depth))
-        ahead = sum(1 for heap in self._heaps.values() for e in heap if e.state == QUEUED and e < entry)
-        wait = self.predicted_wait(ahead)
-        if wait is not None and now + wait > entry.deadline:
-            return Shed("deadline_unreachable", self.retry_after(self.depth))
+            return Shed("queue_full", self.retry_after(now))
+        if not self._feasible(entry, now):
+            return Shed("deadline_unreachable", self.retry_after(now))
         heapq.heappush(self._heaps.setdefault(cls, []), entry)
         self.depth += 1
+        self.forecast.queued(cls, now)
         return entry
 
     def _waiting_before(self, entry: Entry) -> bool:
@@ -119,15 +131,35 @@ class Gate:
                 return True
         return False
 
-    def predicted_wait(self, ahead: int) -> float | None:
-        """Seconds until a request with ``ahead`` waiting before it starts; None before any measurement."""
-        if self.service is None:
-            return None
-        return (ahead + 1) * self.service / max(self.limit, 1)
+    def _waiting(self) -> list[Entry]:
+        return sorted(e for heap in self._heaps.values() for e in heap if e.state == QUEUED)
 
-    def retry_after(self, queued: int) -> float:
-        """When to come back: the predicted drain time of ``queued`` requests, jittered, within 1-60 s."""
-        drain = self.predicted_wait(queued) or RETRY_MIN
+    def _starts(self, now: float, order: list[Entry]) -> list[float] | None:
+        free = 0 if self.shared else max(self.limit - self.in_flight, 0)
+        return self.forecast.starts(now, self._running, free, order)
+
+    def _feasible(self, entry: Entry, now: float) -> bool:
+        """Whether ``entry`` can start before its deadline, and going ahead of the waiters it passes does
+        not make one of them miss a deadline it would have met (EDF's admission test, on the forecast).
+        Unknown, so admitted, until a holding time was measured."""
+        waiting = self._waiting()
+        ahead = sum(1 for e in waiting if e < entry)
+        after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]])
+        before = self._starts(now, waiting)
+        if after is None or before is None:
+            return True
+        start = after[ahead]
+        if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
+            slots = max(self.in_flight, 1) if self.shared else self.limit
+            start = self.forecast.with_arrivals(now, start, entry.deadline, self.budgets, slots)
+        if start > entry.deadline:
+            return False
+        return not any(after[k + 1] > waiting[k].deadline >= before[k] for k in range(ahead, len(waiting)))
+
+    def retry_after(self, now: float) -> float:
+        """When to come back: the predicted drain time of the queue, jittered, within 1-60 s."""
+        starts = self._starts(now, self._waiting())
+        drain = (starts[-1] - now) if starts else RETRY_MIN
         drain *= 1 + self.jitter * (2 * self.rng() - 1)
         return min(max(drain, RETRY_MIN), RETRY_MAX)
 
@@ -148,6 +180,7 @@ class Gate:
 
     def _start(self, entry: Entry, now: float) -> None:
         entry.state, entry.started_at = STARTED, now
+        self._running.add(entry)
         self.in_flight += 1
         self.running[entry.cls] += 1
         entry.epoch = self.controller.dispatched(self.in_flight)
@@ -157,6 +190,7 @@ class Gate:
         if entry.state != STARTED:
             return
         entry.state = QUEUED
+        self._running.discard(entry)
         self.in_flight -= 1
         self.running[entry.cls] -= 1
         heapq.heappush(self._heaps.setdefault(entry.cls, []), entry)
@@ -165,7 +199,7 @@ class Gate:
     def take(self, cls: str, now: float) -> Entry:
         """A slot taken past the queue (a request that fell back here from another upstream)."""
         self._seq += 1
-        entry = Entry(cls, now, now, self._seq)
+        entry = Entry(cls, now, now, self._seq, now)
         self._start(entry, now)
         return entry
 
@@ -174,10 +208,11 @@ class Gate:
         if entry.state != STARTED:
             return
         entry.state = DONE
+        self._running.discard(entry)
         self.in_flight -= 1
         self.running[entry.cls] -= 1
-        held = now - entry.started_at
-        self.service = held if self.service is None else self.service * 0.9 + held * 0.1
+        self.forecast.observe(entry.cls, now - entry.started_at)
+        self.controller.slot_gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
 
     def cancel(self, entry: Entry) -> None:
         """The client left while waiting."""

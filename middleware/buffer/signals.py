@@ -5,8 +5,8 @@
 - vLLM: ``GET /metrics`` ``vllm:num_requests_waiting`` is its queue.
 - Ollama exposes neither: L is learned from TTFT alone.
 
-While the upstream reports requests waiting in its own queue, L does not grow. A failed or stale read
-counts as "no queue": TTFT still guards the limit.
+While the upstream reports requests waiting in its own queue, L does not grow; while it reports none, a
+slow TTFT is not taken for queueing there. A failed read means "it did not say": TTFT alone guards L.
 """
 
 from __future__ import annotations
@@ -42,14 +42,15 @@ def root_of(url: str) -> str:
 
 
 class Signals:
-    """Polls one OpenAI-compatible upstream; calls ``on_slots(n)`` and ``on_queue(waiting)``."""
+    """Polls one OpenAI-compatible upstream; calls ``on_slots(n)`` and ``on_queue(waiting)`` (None: it
+    did not say, or could not be read)."""
 
     def __init__(
         self,
         url: str,
         interval: float,
         on_slots: Callable[[int], None],
-        on_queue: Callable[[int], None],
+        on_queue: Callable[[int | None], None],
         timeout: float = 1.0,
     ) -> None:
         self.root = root_of(url)
@@ -88,9 +89,9 @@ class Signals:
                 if resp.status in (404, 501):
                     self.has_metrics = False  # llama.cpp without --metrics: rely on TTFT
                     log.info("buffer_no_upstream_metrics", url=self.root)
+                    self.on_queue(None)
                     return
                 text = (await resp.read()).decode(errors="replace") if resp.status == 200 else ""
         except (aiohttp.ClientError, TimeoutError):
             text = ""
-        waiting = queued(text)
-        self.on_queue(waiting or 0)
+        self.on_queue(queued(text))

@@ -60,11 +60,11 @@ def test_limit_does_not_grow_while_under_used() -> None:
 
 def test_limit_does_not_grow_while_the_upstream_reports_a_queue() -> None:
     c = Controller(ControllerSettings(initial=4))
-    c.hold = True
+    c.upstream_queue = 2
     for _ in range(40):
         c.sample(c.dispatched(in_flight=4), 0.05, 100)
     assert c.limit == 4
-    c.hold = False
+    c.upstream_queue = 0
     for _ in range(8):
         c.sample(c.dispatched(in_flight=4), 0.05, 100)
     assert c.limit == 5
@@ -125,3 +125,17 @@ def test_long_prompts_alone_do_not_look_congested() -> None:
 
 def test_steps_are_sized_for_one_to_sixty_four_slots() -> None:
     assert [step(n) for n in (1, 4, 8, 16, 36, 64)] == [1, 1, 1, 2, 3, 4]
+
+
+def test_a_slow_ttft_is_not_queueing_while_the_upstream_reports_an_empty_queue() -> None:
+    c = Controller(ControllerSettings(initial=4))
+    for _ in range(20):
+        c.sample(c.dispatched(in_flight=1), 0.05, 100)  # the cost model learns 50 ms
+    c.upstream_queue = 0
+    for _ in range(8):
+        c.sample(c.dispatched(in_flight=4), 0.5, 100)  # ten times slower: the proxy's CPU, say
+    assert c.limit >= 4
+    c.upstream_queue = None  # positive control: with no word from the upstream, it is taken as queueing
+    for _ in range(8):
+        c.sample(c.dispatched(in_flight=c.limit), 0.5, 100)
+    assert c.limit < 4

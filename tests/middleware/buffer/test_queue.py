@@ -13,6 +13,11 @@ def gate(limit: int = 1, bound: int = 100, reserve: dict[str, float] | None = No
     return Gate(controller, bound, reserve, jitter=0.0)
 
 
+def measured(g: Gate, seconds: float) -> None:
+    """As if requests of every class had been seen to hold their slot ``seconds``."""
+    g.forecast.mean = seconds
+
+
 def entry(result: Entry | Shed) -> Entry:
     assert isinstance(result, Entry), result
     return result
@@ -36,6 +41,18 @@ def test_queue_serves_the_earliest_deadline_first() -> None:
     assert g.pop_ready(1.0) is None  # one slot: nothing else starts
     g.finish(short, 1.5)
     assert g.pop_ready(1.5) is long_
+
+
+def test_fifo_order_serves_in_arrival_order_whatever_the_deadlines() -> None:
+    controller = Controller(ControllerSettings(initial=1, adaptive=False))
+    g = Gate(controller, 100, jitter=0.0, fifo=True)
+    running = entry(g.arrive("long", 30.0, 0.0))
+    long_ = entry(g.arrive("long", 30.0, 0.1))
+    short = entry(g.arrive("short", 2.0, 0.2))
+    g.finish(running, 1.0)
+    assert g.pop_ready(1.0) is long_
+    g.finish(long_, 2.0)
+    assert g.pop_ready(2.0) is short
 
 
 def test_equal_deadlines_are_served_in_arrival_order() -> None:
@@ -78,7 +95,7 @@ def test_request_that_cannot_start_before_its_deadline_is_shed_at_once() -> None
     entry(g.arrive("short", 4.0, 0.0))  # running
     for _ in range(3):
         entry(g.arrive("short", 4.0, 0.0))  # queued before any drain rate was measured
-    g.service = 2.0  # a request holds its slot 2 s: three ahead, it would start in 8 s
+    measured(g, 2.0)  # a request holds its slot 2 s: three ahead, it would start in 8 s
     shed = g.arrive("short", 5.0, 0.0)
     assert isinstance(shed, Shed) and shed.reason == "deadline_unreachable"
     assert 1.0 <= shed.retry_after <= 60.0
@@ -98,24 +115,38 @@ def test_edf_prediction_counts_only_the_requests_served_before_this_one() -> Non
 
 
 def test_retry_after_is_the_predicted_drain_time_clamped_to_one_to_sixty_seconds() -> None:
-    g = gate(limit=2)
-    first = entry(g.arrive("short", 10.0, 0.0))
-    g.finish(first, 4.0)  # 4 s per request, 2 slots: 2 s per queued request
-    assert g.retry_after(5) == pytest.approx(12.0)
-    assert g.retry_after(0) == pytest.approx(2.0)
-    assert g.retry_after(1000) == 60.0
-    g.service = 0.01
-    assert g.retry_after(3) == 1.0
+    g = gate(limit=1, bound=1000)
+    entry(g.arrive("short", 100.0, 0.0))  # running since 0
+    for _ in range(5):
+        entry(g.arrive("short", 100.0, 0.0))
+    measured(g, 4.0)
+    assert g.retry_after(0.0) == pytest.approx(20.0)  # the fifth waiter starts at 4 x 5 s
+    for _ in range(50):
+        entry(g.arrive("short", 1000.0, 0.0))
+    assert g.retry_after(0.0) == 60.0
+    measured(g, 0.001)
+    assert g.retry_after(0.0) == 1.0
 
 
 def test_retry_after_is_jittered_within_twenty_percent() -> None:
     values = iter([0.0, 1.0])
-    g = Gate(
-        Controller(ControllerSettings(initial=1, adaptive=False)), 10, jitter=0.2, rng=lambda: next(values)
-    )
-    g.service = 10.0
-    assert g.retry_after(0) == pytest.approx(8.0)
-    assert g.retry_after(0) == pytest.approx(12.0)
+    controller = Controller(ControllerSettings(initial=1, adaptive=False))
+    g = Gate(controller, 10, jitter=0.2, rng=lambda: next(values))
+    entry(g.arrive("short", 100.0, 0.0))
+    entry(g.arrive("short", 100.0, 0.0))
+    measured(g, 10.0)
+    assert g.retry_after(0.0) == pytest.approx(8.0)
+    assert g.retry_after(0.0) == pytest.approx(12.0)
+
+
+def test_the_forecast_knows_long_requests_hold_their_slot_longer() -> None:
+    g = gate(limit=1)
+    g.forecast.observe("short", 0.2)
+    g.forecast.observe("long", 2.0)
+    entry(g.arrive("long", 100.0, 0.0))  # running: frees at ~2 s
+    assert entry(g.arrive("short", 2.5, 0.0)).state == QUEUED
+    late = g.arrive("short", 1.5, 0.0)  # starts after the running long one: past 1.5
+    assert isinstance(late, Shed)
 
 
 def test_cancelled_waiter_leaves_the_queue_at_once() -> None:
@@ -184,3 +215,15 @@ def test_finish_is_idempotent_and_ignores_waiters() -> None:
     g.finish(running, 1.0)
     g.finish(running, 1.0)
     assert g.in_flight == 0
+
+
+def test_a_request_that_would_push_a_waiter_past_its_deadline_is_shed() -> None:
+    g = gate(limit=1)
+    entry(g.arrive("long", 100.0, 0.0))  # running
+    measured(g, 1.0)  # one start per second
+    long_ = entry(g.arrive("long", 2.5, 0.0))  # starts at ~1 s: within its 2.5 s
+    # Goes first (deadline 2.0) and pushes the long one to ~2 s, which still meets 2.5: admitted.
+    assert entry(g.arrive("short", 2.0, 0.0)).state == QUEUED
+    late = g.arrive("short", 2.2, 0.0)  # would push the long one to ~3 s, past its 2.5
+    assert isinstance(late, Shed) and late.reason == "deadline_unreachable"
+    assert long_.state == QUEUED and g.depth == 2

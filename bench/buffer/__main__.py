@@ -1,0 +1,215 @@
+"""``python -m bench.buffer``: the adaptive buffer against the 4-slot capacity fake.
+
+Open-loop Poisson load (70% short, 30% long prompts) at 0.5x, 1x, 2x and 4x the fake's capacity, with
+the buffer off and on; short-class TTFT under EDF and FCFS at 2x; L learned in Ollama mode (unknown slots)
+and after the slots change; two replicas sharing Redis; stream coalescing at 2 ms between tokens and 64
+streams. Each cell lasts a few seconds; the figures are printed, never judged. ``--seconds`` sets a cell's
+length (default 12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections import Counter
+from typing import Any
+
+from bench.buffer.probe import Shot, fake_stats
+from bench.buffer.scenarios import (
+    SLOTS,
+    Cell,
+    bodies,
+    capacity_rps,
+    coalescing_cell,
+    limit_trace,
+    load_cell,
+    rig,
+)
+from bench.load.stats import percentile
+from tests.support.redis_server import RedisServer
+
+LOADS = (0.5, 1.0, 2.0, 4.0)
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
+
+
+def ttfts(shots: list[Shot], cls: str | None = None) -> list[float]:
+    return [s.ttft for s in shots if s.status == 200 and s.ttft is not None and cls in (None, s.cls)]
+
+
+def p(values: list[float], q: float) -> float | None:
+    return percentile(values, q)
+
+
+def row(label: str, load: float, cell: Cell) -> str:
+    shots = cell.shots
+    ok = [s for s in shots if s.status == 200 and s.finished]
+    shed = [s for s in shots if s.status in (429, 503)]
+    reasons = Counter(s.code for s in shed)
+    expired = reasons.pop("expired", 0)
+    other = len(shots) - len(ok) - len(shed)
+    with_retry = sum(s.retry_after for s in shed)
+    shed_p99 = p([s.e2e for s in shed if s.code != "expired"], 99)
+    short, long_ = ttfts(ok, "short"), ttfts(ok, "long")
+    return (
+        f"{label:<10}{load:>5.1f}x {len(shots):>5} {len(ok):>5} {len(shed) - expired:>5} {expired:>4} {other:>4}"
+        f" {ms(p(ttfts(ok), 50)):>6} {ms(p(ttfts(ok), 99)):>6} {ms(p(short, 50)):>6} {ms(p(short, 99)):>6}"
+        f" {ms(p(long_, 99)):>6} {cell.slot_use:>6.0%} {ms(shed_p99):>6}"
+        f" {(f'{with_retry / len(shed):.0%}' if shed else '-'):>6}  {dict(reasons) or ''}"
+    )
+
+
+HEADER = (
+    f"{'buffer':<10}{'load':>6} {'sent':>5} {'ok':>5} {'shed':>5} {'exp':>4} {'err':>4}"
+    f" {'p50':>6} {'p99':>6} {'sh p50':>6} {'sh p99':>6} {'lg p99':>6} {'slots':>6} {'shed99':>6} {'R-A':>6}"
+)
+
+
+async def load_table(seconds: float) -> None:
+    cap = capacity_rps()
+    load = bodies()
+    print(f"capacity fake: {SLOTS} slots, {cap:.1f} req/s at 1x (70% short / 30% long); TTFT in ms")
+    print("ok = finished streams; shed = 429 at arrival; exp = 503 expired in the queue; err = other;")
+    print("sh/lg = short/long class; slots = slot-time busy during the arrivals; shed99 = time to the")
+    print("shed answer p99 (ms); R-A = shed answers carrying Retry-After and retry-after-ms in 1-60 s\n")
+    print(HEADER)
+    cells: dict[tuple[str, float], Cell] = {}
+    with rig({"enabled": False}) as r:
+        for x in LOADS:
+            # The reference cell runs three times as long: its p99 sets the budgets and the goals.
+            cells["off", x] = await load_cell(r, x * cap, seconds * (3 if x == 0.5 else 1), load)
+            print(row("off", x, cells["off", x]), flush=True)
+    ref = cells["off", 0.5].shots
+    ref_short = p(ttfts(ref, "short"), 99) or 0.1
+    # The operator's TTFT budgets, set from the unloaded reference: what the goals allow (1.5x for the
+    # short class, 2x overall), less a margin for the upstream's own prefill after the queue.
+    ref_all = p(ttfts(ref), 99) or 0.5
+    budgets = {"short": round(ref_all * 0.6, 3), "long": round(ref_all * 1.8, 3)}
+    edf = {"budgets": budgets, "default_budget": budgets["long"]}
+    with rig(edf) as r:
+        for x in LOADS:
+            cells["edf", x] = await load_cell(r, x * cap, seconds, load)
+            print(row("on (EDF)", x, cells["edf", x]), flush=True)
+    with rig({**edf, "order": "fifo"}) as r:
+        cells["fifo", 2.0] = await load_cell(r, 2.0 * cap, seconds, load)
+        print(row("on (FCFS)", 2.0, cells["fifo", 2.0]), flush=True)
+    print(f"\nbudgets from the 0.5x reference (buffer off): short {budgets['short'] * 1000:.0f} ms"
+          f" (0.6 x the TTFT p99), long {budgets['long'] * 1000:.0f} ms (1.8 x)")  # fmt: skip
+    for cls, ref_p99 in (("all", p(ttfts(ref), 99)), ("short", ref_short)):
+        pick = None if cls == "all" else cls
+        for mode in ("off", "edf"):
+            at4 = p(ttfts([s for s in cells[mode, 4.0].shots if s.finished], pick), 99)
+            ratio = f"{at4 / ref_p99:.2f}x" if at4 and ref_p99 else "-"
+            print(
+                f"  admitted TTFT p99 at 4x / at 0.5x, {cls:<5} buffer {mode:<3}: {ms(at4)} / {ms(ref_p99)} ms = {ratio}"
+            )
+    at_half = [len(cells["edf", 0.5].shots), sum(s.status in (429, 503) for s in cells["edf", 0.5].shots)]
+    print(f"  shed at 0.5x with the buffer on: {at_half[1]} of {at_half[0]}"
+          f"; TTFT p50 on - off at 0.5x: {ms((p(ttfts(cells['edf', 0.5].shots), 50) or 0) - (p(ttfts(ref), 50) or 0))} ms")  # fmt: skip
+    for x in LOADS:
+        shots = cells["edf", x].shots
+        admitted = sum(s.status == 200 for s in shots) + sum(s.code == "expired" for s in shots)
+        expired = sum(s.code == "expired" for s in shots)
+        print(
+            f"  queue expiries at {x}x: {expired} of {admitted} admitted ({expired / max(admitted, 1):.1%})"
+        )
+    edf_p50, fifo_p50 = (p(ttfts(cells[m, 2.0].shots, "short"), 50) for m in ("edf", "fifo"))
+    edf_p99, fifo_p99 = (p(ttfts(cells[m, 2.0].shots, "short"), 99) for m in ("edf", "fifo"))
+    if edf_p50 and fifo_p50 and edf_p99 and fifo_p99:
+        print(f"  short TTFT at 2x, EDF vs FCFS: p50 {ms(edf_p50)} vs {ms(fifo_p50)} ms ({1 - edf_p50 / fifo_p50:.0%} lower),"
+              f" p99 {ms(edf_p99)} vs {ms(fifo_p99)} ms ({1 - edf_p99 / fifo_p99:.0%} lower)")  # fmt: skip
+    long_waits = [
+        s.e2e for s in cells["edf", 2.0].shots if s.cls == "long" and s.ttft is None and s.status == 200
+    ]
+    print(f"  long requests at 2x that got no answer: {len(long_waits)}")
+
+
+def settle(trace: list[tuple[int, int, int]], start: int, end: int, slots: int) -> tuple[int, list[int]]:
+    """Completions after ``start`` until L stayed within +-1 of ``slots`` for the rest of the phase."""
+    phase = [(c, limit) for c, s, limit in trace if s == slots and start <= c < end]
+    last_bad = max((c for c, limit in phase if abs(limit - slots) > 1), default=None)
+    settled = (last_bad - start + 1) if last_bad is not None else 0
+    return settled, sorted({limit for _, limit in phase})
+
+
+async def convergence() -> None:
+    print("\nL in Ollama mode (slots unknown: L starts at 1), saturating closed loop of 12 clients:")
+    with rig({}, mode="ollama") as r:
+        trace = await limit_trace(r, 12, [(4, 80), (2, 50), (4, 50)])
+        stats = await fake_stats(r.fake)
+    phases = [(0, 80, 4, "4 slots from the start"), (80, 130, 2, "after 4 -> 2 slots"),
+              (130, 180, 4, "after 2 -> 4 slots")]  # fmt: skip
+    for start, end, slots, label in phases:
+        took, seen = settle(trace, start, end, slots)
+        print(f"  {label:<24}: within +-1 of {slots} after {took} completions; L values seen {seen}")
+    print(f"  upstream 503 'server busy' answers: {stats['rejected']}")
+
+
+async def replicas(seconds: float) -> None:
+    print("\nTwo Fluido replicas at 2x load in front of the 4-slot fake (L = 4 from /props):")
+    load = bodies()
+    server = RedisServer()
+    server.start()
+    try:
+        for backend in ("redis", "memory"):
+            sections: dict[str, Any] = {"limits": {"backend": backend}, "redis": {"url": server.url}}
+            with rig({}, replicas=2, **sections) as r:
+                cell = await load_cell(r, 2.0 * capacity_rps(), seconds, load)
+                stats = await fake_stats(r.fake)
+            ok = sum(s.status == 200 for s in cell.shots)
+            other = Counter(s.code for s in cell.shots if s.status != 200)
+            print(f"  {backend:<6}: fake's most running {stats['max_in_flight']}, most queued inside it"
+                  f" {stats['max_waiting']}; {ok} of {len(cell.shots)} served {dict(other) or ''}")  # fmt: skip
+    finally:
+        server.stop()
+
+
+def hold_p99(metrics: dict[str, float]) -> str:
+    buckets = sorted(
+        (float(k.split('le="')[1].split('"')[0]), v)
+        for k, v in metrics.items()
+        if k.startswith("fluido_stream_coalesce_hold_seconds_bucket")
+    )
+    total = buckets[-1][1] if buckets else 0
+    for le, count in buckets:
+        if total and count >= 0.99 * total:
+            return "<= " + ("inf" if le == float("inf") else f"{le * 1000:g} ms")
+    return "-"
+
+
+async def coalescing(seconds: float) -> None:
+    print("\nCoalescing: 64 concurrent streams of 200 tokens, 2 ms between tokens upstream:")
+    figures = {}
+    for on in (False, True):
+        got = await coalescing_cell(on, 64, seconds, 2.0)
+        shots = got["shots"]
+        tokens = len(shots) * 200
+        events = sum(s.events for s in shots)
+        figures[on] = (events / max(tokens, 1), p(ttfts(shots), 50), p(ttfts(shots), 99))
+        deltas = got["metrics"].get('fluido_stream_events_total{kind="deltas"}', 0)
+        merged = got["metrics"].get('fluido_stream_events_total{kind="events"}', 0)
+        print(f"  coalescing {'on ' if on else 'off'}: {len(shots)} streams, {events / max(len(shots), 1):.0f} text events"
+              f" per stream of 200 tokens, TTFT p50 {ms(figures[on][1])} ms p99 {ms(figures[on][2])} ms"
+              + (f"; {deltas:.0f} deltas in {merged:.0f} events, hold p99 {hold_p99(got['metrics'])}" if on else ""))  # fmt: skip
+    if figures[True][0]:
+        print(f"  SSE text events: {figures[False][0] / figures[True][0]:.1f}x fewer with coalescing")
+
+
+async def run(seconds: float) -> None:
+    await load_table(seconds)
+    await convergence()
+    await replicas(seconds)
+    await coalescing(min(seconds, 8.0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.buffer", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=12.0, help="length of each load cell")
+    args = parser.parse_args()
+    asyncio.run(run(args.seconds))
+
+
+if __name__ == "__main__":
+    main()

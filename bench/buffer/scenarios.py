@@ -1,0 +1,157 @@
+"""The benchmark's scenarios, each a few seconds against fresh processes: a capacity fake and Fluido."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bench.buffer.probe import Shot, closed_loop, fake_stats, open_loop, scrape
+from bench.load.prompts import builtin_classes
+from bench.procs import Fleet
+from middleware.classify.config import ClassifierConfig
+from middleware.classify.scorer import RuleScorer
+
+SLOTS = 4
+ITL_MS, PREFILL_MS, PREFILL_MS_PER_WORD = 10.0, 20.0, 0.2
+TOKENS = {"short": 24, "long": 100}
+MIX = {"short": 0.7, "long": 0.3}
+
+
+def prompts() -> dict[str, list[str]]:
+    """The load generator's short and long prompts that Fluido's classifier puts in the same class."""
+    scorer = RuleScorer(ClassifierConfig())
+    classes = builtin_classes()
+    return {c: [p for p in classes[c].prompts if scorer.pick(p) == c] for c in MIX}
+
+
+def bodies(count: int = 4000, seed: int = 3, tokens: dict[str, int] | None = None) -> list[tuple[str, bytes]]:
+    rng = random.Random(seed)
+    texts = prompts()
+    tokens = tokens or TOKENS
+    out = []
+    for _ in range(count):
+        cls = "short" if rng.random() < MIX["short"] else "long"
+        body = {
+            "model": "chat",
+            "messages": [{"role": "user", "content": rng.choice(texts[cls])}],
+            "max_tokens": tokens[cls],
+            "stream": True,
+        }
+        out.append((cls, orjson.dumps(body)))
+    return out
+
+
+def service_seconds(cls: str) -> float:
+    """What one request of the class holds a slot for on the fake: prefill, then its tokens."""
+    words = sum(len(t.split()) for t in prompts()[cls]) / len(prompts()[cls])
+    return (PREFILL_MS + PREFILL_MS_PER_WORD * words + ITL_MS * (TOKENS[cls] - 1)) / 1000
+
+
+def capacity_rps() -> float:
+    return SLOTS / sum(share * service_seconds(cls) for cls, share in MIX.items())
+
+
+def fake_args(mode: str = "llamacpp", slots: int = SLOTS, itl_ms: float = ITL_MS) -> list[str]:
+    return ["--mode", mode, "--slots", str(slots), "--itl-ms", str(itl_ms), "--prefill-ms", str(PREFILL_MS),
+            "--prefill-ms-per-token", str(PREFILL_MS_PER_WORD), "--model", "capacity-model"]  # fmt: skip
+
+
+def fluido_config(fake_url: str, mode: str, buffer: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    kind, url = ("ollama", fake_url) if mode == "ollama" else ("openai", fake_url + "/v1")
+    return {
+        "upstreams": {"fake": {"kind": kind, "url": url, "breaker_failures": 1000}},
+        "models": {"chat": {"targets": [{"upstream": "fake", "model": "capacity-model"}]}},
+        "cache": {"enabled": False},
+        "log": {"access_log": False},
+        "buffer": buffer,
+        **sections,
+    }
+
+
+@dataclass
+class Rig:
+    fake: str
+    fluidos: list[str]
+
+
+@contextmanager
+def rig(
+    buffer: dict[str, Any], mode: str = "llamacpp", replicas: int = 1, fake: list[str] | None = None,
+    **sections: Any,
+) -> Iterator[Rig]:  # fmt: skip
+    with Fleet() as fleet:
+        upstream = fleet.start("fake", "tests.fakes.capacity", fake or fake_args(mode), cpu=None)
+        fleet.wait_listening(upstream)
+        fake_url = f"http://127.0.0.1:{upstream.port}"
+        cfg = orjson.dumps(fluido_config(fake_url, mode, buffer, **sections)).decode()
+        fluidos = []
+        for n in range(replicas):
+            child = fleet.start(f"fluido{n}", "bench.buffer.server", ["--config", cfg], cpu=None)
+            fleet.wait_listening(child)
+            fluidos.append(f"http://127.0.0.1:{child.port}")
+        yield Rig(fake_url, fluidos)
+
+
+@dataclass
+class Cell:
+    shots: list[Shot]
+    slot_use: float  # share of slot time busy during the arrival window
+    seconds: float
+
+
+async def load_cell(r: Rig, rate: float, seconds: float, load: list[tuple[str, bytes]]) -> Cell:
+    before = await fake_stats(r.fake)
+    t0 = time.monotonic()
+    run = asyncio.create_task(open_loop(r.fluidos, rate, seconds, load))
+    await asyncio.sleep(seconds)
+    during = await fake_stats(r.fake)
+    wall = time.monotonic() - t0
+    shots = await run
+    busy = during["busy_seconds"] - before["busy_seconds"]
+    return Cell(shots, busy / (SLOTS * wall), seconds)
+
+
+async def limit_trace(r: Rig, workers: int, phases: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Saturating closed loop; for each phase (fake slots, completions): (completion, slots, L) samples."""
+    trace: list[tuple[int, int, int]] = []
+    done = 0
+    load = bodies(seed=11)
+    for slots, completions in phases:
+        await fake_stats(r.fake, {"slots": slots})
+        target = done + completions
+        stop = asyncio.Event()
+
+        async def sample(slots: int = slots, stop: asyncio.Event = stop) -> None:
+            while not stop.is_set():
+                metrics = await scrape(r.fluidos[0])
+                trace.append((done, slots, int(metrics.get('fluido_buffer_limit{upstream="fake"}', 0))))
+                await asyncio.sleep(0.02)
+
+        def count(shot: Shot) -> None:
+            nonlocal done
+            done += shot.status == 200
+
+        sampler = asyncio.create_task(sample())
+        await closed_loop(r.fluidos[0], workers, lambda _, target=target: done >= target, load, count)
+        stop.set()
+        await sampler
+    return trace
+
+
+async def coalescing_cell(coalesce: bool, streams: int, seconds: float, itl_ms: float) -> dict[str, Any]:
+    buffer = {"coalesce": coalesce, "upstreams": {"fake": {"parallel": streams, "adaptive": False}}}
+    tokens = {"short": 200, "long": 200}
+    with rig(buffer, mode="vllm", fake=fake_args("vllm", slots=streams, itl_ms=itl_ms)) as r:
+        load = bodies(seed=5, tokens=tokens)
+        await closed_loop(r.fluidos[0], 2, lambda shots: len(shots) >= 4, load)  # the upstream's pace
+        t_end = time.monotonic() + seconds
+        shots = await closed_loop(r.fluidos[0], streams, lambda s: time.monotonic() >= t_end, load)
+        metrics = await scrape(r.fluidos[0])
+    return {"shots": [s for s in shots if s.status == 200], "metrics": metrics}
