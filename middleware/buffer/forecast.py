@@ -12,7 +12,7 @@ from typing import Protocol
 
 OVERDUE = 0.1  # a request running past its class's mean is assumed this share of that mean from its end
 SMOOTHING = 0.1
-RATE_WINDOW = 10.0  # seconds over which queued arrivals per class are counted (exponential decay)
+RATE_WINDOW = 3.0  # seconds over which arrivals per class are counted (exponential decay)
 
 
 class Placed(Protocol):
@@ -30,8 +30,9 @@ class Forecast:
         self.by_class: dict[str, float] = {}
         self.rates: dict[str, tuple[float, float]] = {}  # class -> (decayed rate, when)
 
-    def queued(self, cls: str, now: float) -> None:
-        """A request of ``cls`` joined the queue (arrivals that wait are the ones that pass others)."""
+    def arrived(self, cls: str, now: float) -> None:
+        """A request of ``cls`` arrived (admitted or not: the demand, which admission must leave room for,
+        not the part of it that got in, which would let one class's admissions crowd out another's)."""
         rate, then = self.rates.get(cls, (0.0, now))
         self.rates[cls] = (rate * math.exp((then - now) / RATE_WINDOW) + 1 / RATE_WINDOW, now)
 

@@ -109,6 +109,7 @@ class Gate:
         """Start at once, queue, or shed. A started entry has ``state == STARTED``."""
         self._seq += 1
         self.budgets[cls] = budget
+        self.forecast.arrived(cls, now)
         entry = Entry(cls, now, now + budget, self._seq, now if self.fifo else now + budget)
         if self.may_start(cls) and not self._waiting_before(entry):
             self._start(entry, now)
@@ -119,7 +120,6 @@ class Gate:
             return Shed("deadline_unreachable", self.retry_after(now))
         heapq.heappush(self._heaps.setdefault(cls, []), entry)
         self.depth += 1
-        self.forecast.queued(cls, now)
         return entry
 
     def _waiting_before(self, entry: Entry) -> bool:
