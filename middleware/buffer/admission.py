@@ -77,7 +77,12 @@ class Admission:
             raise overloaded(result)
         entry = result
         if entry.state == STARTED:
-            if self.shared is None or await self._lease(entry):
+            try:
+                granted = self.shared is None or await self._lease(entry)
+            except BaseException:  # the client left while the shared count was asked
+                self.leave(entry)
+                raise
+            if granted:
                 self.on_change(self)
                 return entry
             self.gate.unstart(entry)  # room here, none across the replicas: wait like the others
