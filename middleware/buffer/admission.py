@@ -109,8 +109,18 @@ class Admission:
         self.gate.finish(entry, asyncio.get_running_loop().time())
         if entry.lease is not None and self.shared is not None:
             lease, entry.lease = entry.lease, None
-            self._spawn(self.shared.give(lease))
+            # Give the lease back first, then wake the head: the slot this replica freed is then its own
+            # head's to take, not whichever replica polls first.
+            self._spawn(self._give(lease))
+            return
         self._pump()
+
+    async def _give(self, lease: object) -> None:
+        assert self.shared is not None
+        try:
+            await self.shared.give(lease)
+        finally:
+            self._pump()
 
     def take(self, cls: str) -> Entry:
         """A slot taken past the queue, for a request another upstream's gate admitted and this one served."""
