@@ -130,16 +130,16 @@ class FakeServer:
         raise NotImplementedError
 
     # -- lifecycle -------------------------------------------------------
-    async def start(self) -> str:
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         app = web.Application()
         app.add_routes(self._routes())
         # Short shutdown: a test that leaves a slow stream open must not stall teardown.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
         return self.url
 
     async def stop(self) -> None:
