@@ -107,6 +107,10 @@ class FakeServer:
     url: str                     "http://127.0.0.1:PORT" once started
     """
 
+    # aiohttp leaves a handler running when its client leaves; a fake that must notice at once while
+    # idle (a request queued for a slot) sets this and gets CancelledError instead.
+    handler_cancellation = False
+
     def __init__(self, models: list[str], reply: str) -> None:
         self.models = list(models)
         self.reply = reply
@@ -134,7 +138,9 @@ class FakeServer:
         app = web.Application()
         app.add_routes(self._routes())
         # Short shutdown: a test that leaves a slow stream open must not stall teardown.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.5, handler_cancellation=self.handler_cancellation
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 
 
 class SlotPool:
@@ -51,9 +50,9 @@ class SlotPool:
         now = time.monotonic()
         return self._busy_s + sum(now - t for t in self._since.values())
 
-    async def acquire(self, gone: Callable[[], bool], poll_s: float = 0.02) -> int:
-        """Wait for a slot and return its id. ``gone`` is polled while queued: a client that left is
-        removed from the queue (ConnectionResetError), as the real servers do."""
+    async def acquire(self) -> int:
+        """Wait for a slot and return its id. A waiter that is cancelled (its client left: the fake's
+        handlers are cancelled on disconnect) leaves the queue at once, as in the real servers."""
         if self.running < self._limit and not self._waiters:
             self._count_in()
             return self._take_id()
@@ -61,17 +60,15 @@ class SlotPool:
         self._waiters.append(fut)
         self.max_waiting = max(self.max_waiting, len(self._waiters))
         try:
-            while not fut.done():
-                await asyncio.wait({fut}, timeout=poll_s)
-                if not fut.done() and gone():
-                    raise ConnectionResetError("client went away while queued")
+            await fut
         except BaseException:
             if fut.done() and not fut.cancelled():
                 self.running -= 1  # the slot was handed over just as we left: pass it on
                 self._wake()
             else:
                 fut.cancel()
-                self._waiters.remove(fut)
+                if fut in self._waiters:  # _wake may already have dropped it, cancelled
+                    self._waiters.remove(fut)
             raise
         return self._take_id()
 

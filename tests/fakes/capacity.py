@@ -24,7 +24,7 @@ from aiohttp import web
 
 from . import _capacity_info as info
 from . import _capacity_wire as wire
-from ._server import FakeServer, client_gone, count_words, counts_disconnects, json_response
+from ._server import FakeServer, count_words, counts_disconnects, json_response
 from ._slots import SlotPool
 
 MODES = ("vllm", "llamacpp", "ollama")
@@ -58,6 +58,8 @@ class FakeCapacity(FakeServer):
     Counters: requests_seen, rejected, completed, in_flight, waiting, max_in_flight, max_waiting,
     busy_seconds(), utilization(), served (list of Served), disconnects.
     """
+
+    handler_cancellation = True  # a queued request whose client left must leave the queue at once
 
     def __init__(
         self,
@@ -194,7 +196,7 @@ class FakeCapacity(FakeServer):
         reply = fmt.start(request, model, body, prompt) if stream else None
         if reply is not None and self.early_head:
             await reply.open()
-        slot = await self.pool.acquire(lambda: client_gone(request))
+        slot = await self.pool.acquire()
         started, first, sent, done = time.monotonic(), 0.0, 0, False
         self._decoded[slot] = 0
         try:
