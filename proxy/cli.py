@@ -80,10 +80,17 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration and summarise it")
     check.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.toml")
     check.set_defaults(handler=check_config)
+    # Listed for --help only: main() hands "bench" and its arguments to the tool's own parser.
+    commands.add_parser("bench", help="load-test and compare endpoints (fluido bench --help)", add_help=False)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from bench.load.cli import main as bench
+
+        return bench(argv[1:])
     args = parser().parse_args(argv)
     try:
         return int(args.handler(args))
