@@ -37,7 +37,7 @@ class Reply(Protocol):
     async def open(self) -> None: ...
     async def token(self, piece: str) -> None: ...
     async def error(self) -> None: ...
-    async def finish(self) -> None: ...
+    async def finish(self, reason: bool = True) -> None: ...
 
 
 class Wire(Protocol):
@@ -142,8 +142,9 @@ class _SSEReply:
         await self._event(b"[DONE]")
         await self.response.write_eof()
 
-    async def finish(self) -> None:
-        await self._event(self._chunk({}, "length" if self.cut else "stop"))
+    async def finish(self, reason: bool = True) -> None:
+        if reason:
+            await self._event(self._chunk({}, "length" if self.cut else "stop"))
         if self.usage:
             await self._event(self.head | {"choices": [], "usage": _usage(self.prompt, self.sent)})
         await self._event(b"[DONE]")
@@ -224,7 +225,7 @@ class _NDJSONReply:
         await self._line({"error": "an error was encountered while running the model: unexpected EOF"})
         await self.response.write_eof()
 
-    async def finish(self) -> None:
+    async def finish(self, reason: bool = True) -> None:  # Ollama's final line always says done
         now = time.monotonic_ns()
         prefill, decode = (self.first or now) - self.opened, now - (self.first or now)
         message = {"role": "assistant", "content": ""}

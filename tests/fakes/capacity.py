@@ -53,6 +53,7 @@ class FakeCapacity(FakeServer):
     max_queue: int | None   waiting requests beyond it get 503 (Ollama's text in ollama mode)
     early_head: bool        stream: send status and the role chunk on arrival, before the slot
                             (by default they go with the first token, as vLLM does)
+    omit_finish: bool       stream: end with data: [DONE] but no finish_reason (a truncated answer)
     fail_status, drop_after, error_after: see FakeServer (drop/error after N content tokens)
 
     Counters: requests_seen, rejected, completed, in_flight, waiting, max_in_flight, max_waiting,
@@ -85,6 +86,7 @@ class FakeCapacity(FakeServer):
         self.load_factor = 1.0
         self.max_queue = OLLAMA_MAX_QUEUE if max_queue is None and mode == "ollama" else max_queue
         self.early_head = False
+        self.omit_finish = False
         self.requests_seen = 0
         self.rejected = 0
         self.completed = 0
@@ -187,7 +189,8 @@ class FakeCapacity(FakeServer):
         model = body.get("model") or self.models[0]
         if model not in self.models:
             return fmt.not_found(model)
-        if self.max_queue is not None and self.pool.waiting >= self.max_queue:
+        would_wait = self.pool.running >= self.pool.limit or self.pool.waiting > 0
+        if would_wait and self.max_queue is not None and self.pool.waiting >= self.max_queue:
             self.rejected += 1
             return fmt.busy()
         prompt = count_words(body.get("messages"))
@@ -220,7 +223,7 @@ class FakeCapacity(FakeServer):
                 await reply.token(piece)
                 first = first or time.monotonic()
                 sent = self._decoded[slot] = i + 1
-            await reply.finish()
+            await reply.finish(reason=not self.omit_finish)
             done = True
             return reply.response
         finally:
