@@ -78,7 +78,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-usage", action="store_true", help="do not ask for stream_options.include_usage")
     p.add_argument("--seed", type=int, default=0, help="seed of the arrivals and of the prompt mix")
     p.add_argument("--out", type=Path, help="write results.json, report.md and PNG plots here")
-    p.add_argument("--plot", type=Path, metavar="DIR", help="only redraw the plots of DIR/results.json")
+    p.add_argument(
+        "--plot", type=Path, metavar="DIR", help="only redraw the plots and report.md of DIR/results.json"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -169,10 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:  # a log or a pipe: no need to squeeze the table into 80 columns
         console = Console(width=180)
-    if args.plot:
+    if args.plot:  # redraw from results.json alone: the plots, report.md and the table
         done = results.read(args.plot)
-        for path in plots.draw_all(done, args.plot if args.plot.is_dir() else args.plot.parent):
-            console.print(f"wrote {path}")
+        out = args.plot if args.plot.is_dir() else args.plot.parent
+        report.print_table(done, console)
+        _write_outputs(done, out, console, with_results=False)
         return 0
     if not args.url:
         parser().error("--url is required (or --plot DIR)")
@@ -183,11 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     report.print_table(done, console)
     if args.out:
-        written = [results.write(done, args.out), *plots.draw_all(done, args.out)]
-        written.append(report.write_markdown(done, args.out, written[1:]))
-        for path in written:
-            console.print(f"wrote {path}")
+        _write_outputs(done, args.out, console, with_results=True)
     return 0
+
+
+def _write_outputs(done: results.Results, out: Path, console: Console, with_results: bool) -> None:
+    drawn = plots.draw_all(done, out)
+    written = [results.write(done, out)] if with_results else []
+    written += [*drawn, report.write_markdown(done, out, drawn)]
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

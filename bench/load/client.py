@@ -18,6 +18,9 @@ import aiohttp
 import orjson
 
 OK, SHED, ERROR = "ok", "shed", "error"
+# The error code of a request still running when its cell ended (after the drain): the run cut it, not the
+# server, so it is counted apart from the errors.
+UNFINISHED = "unfinished_at_end"
 SHED_STATUSES = (429, 503)
 _TEXT_FIELDS = ("content", "reasoning_content", "reasoning")
 

@@ -67,14 +67,14 @@ def throughput_vs_load(results: Results, out: Path) -> Path:
         x = [s.offered_rps for _, s in cells]
         top = max(top, *x)
         left.plot(x, [s.completed_rps for _, s in cells], "-o", color=f"C{i}", markersize=4, label=name)
-        shed = [(s.shed + s.errors) / s.requests if s.requests else 0.0 for _, s in cells]
-        left.plot(x, [xi * sh for xi, sh in zip(x, shed, strict=True)], ":x", color=f"C{i}", markersize=4,
-                  label=f"{name} shed+errors")  # fmt: skip
+        missed = [(s.requests - s.ok) / s.requests if s.requests else 0.0 for _, s in cells]
+        left.plot(x, [xi * sh for xi, sh in zip(x, missed, strict=True)], ":x", color=f"C{i}", markersize=4,
+                  label=f"{name} not served")  # fmt: skip
         right.plot(x, [s.output_tps for _, s in cells], "-o", color=f"C{i}", markersize=4, label=name)
     left.plot([0, top], [0, top], color="grey", linewidth=0.8, alpha=0.6, label="offered")
     left.set_xlabel("offered load (requests/s)")
     left.set_ylabel("requests/s")
-    left.set_title("Completed (and refused) requests/s")
+    left.set_title("Completed and not served (shed, failed, cut) requests/s")
     right.set_xlabel("offered load (requests/s)")
     right.set_ylabel("output tokens/s")
     right.set_title("Output tokens/s")

@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from .client import ERROR, OK, SHED
+from .client import ERROR, OK, SHED, UNFINISHED
 from .runner import Cell
 
 
@@ -31,7 +31,8 @@ class Summary:
     requests: int
     ok: int
     shed: int
-    errors: int
+    errors: int  # failed answers (the cut ones apart)
+    unfinished: int  # still running when the cell ended: cut by the run, not failed by the server
     ttft_p50: float | None
     ttft_p90: float | None
     ttft_p99: float | None
@@ -54,7 +55,8 @@ def summarize(cell: Cell) -> Summary:
     records = cell.records
     ok = [r for r in records if r.outcome == OK]
     shed = [r for r in records if r.outcome == SHED]
-    errors = [r for r in records if r.outcome == ERROR]
+    errors = [r for r in records if r.outcome == ERROR and r.error != UNFINISHED]
+    unfinished = [r for r in records if r.error == UNFINISHED]
     ttft = [r.ttft for r in ok if r.ttft is not None]
     itl = [g for r in ok for g in r.itl]
     e2e = [r.e2e for r in ok]
@@ -73,6 +75,7 @@ def summarize(cell: Cell) -> Summary:
         ok=len(ok),
         shed=len(shed),
         errors=len(errors),
+        unfinished=len(unfinished),
         ttft_p50=percentile(ttft, 50),
         ttft_p90=percentile(ttft, 90),
         ttft_p99=percentile(ttft, 99),
