@@ -194,6 +194,7 @@ async def send(
         outcome = ERROR
         seen.error = seen.error or f"http_{status}"
     counted = seen.completion_tokens is not None
+    tokens = seen.completion_tokens if seen.completion_tokens is not None else seen.events
     return Record(
         query_class=query_class,
         sent=sent,
@@ -204,7 +205,7 @@ async def send(
         ttft=(seen.first - start) if seen.first else None,
         e2e=end - start,
         itl=tuple(seen.gaps),
-        output_tokens=seen.completion_tokens if counted else seen.events,  # type: ignore[arg-type]
+        output_tokens=tokens,
         prompt_tokens=seen.prompt_tokens,
         usage_reported=counted,
     )

@@ -116,6 +116,13 @@ def write_markdown(results: Results, out: Path, plots: list[Path]) -> Path:
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
     ]
+    summaries = results.summaries()
+    lags = [s.lag_p99 for s in summaries if s.lag_p99 is not None]
+    lines += [
+        f"Load generator: at most {max((s.client_cpu_share for s in summaries), default=0) * 100:.0f} % of "
+        f"one core" + (f", sends at most {_ms(max(lags))} ms late (p99)." if lags else "."),
+        "",
+    ]
     notes = _notes(results)
     if notes:
         lines += ["## Non-200 answers and warnings", "", *(f"- {n}" for n in notes), ""]
