@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ class Record:
     output_tokens: int
     prompt_tokens: int | None
     usage_reported: bool  # output_tokens came from the server's usage, not from counting events
+    retry_after: float | None = None  # seconds a non-200 answer asked to wait (retry-after-ms, Retry-After)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class Record:
             "output_tokens": self.output_tokens,
             "prompt_tokens": self.prompt_tokens,
             "usage_reported": self.usage_reported,
+            "retry_after": self.retry_after,
         }
 
     @classmethod
@@ -73,6 +76,7 @@ class Record:
             d["output_tokens"],
             d["prompt_tokens"],
             d["usage_reported"],
+            d.get("retry_after"),
         )
 
 
@@ -88,6 +92,7 @@ class _Progress:
     error: str = ""
     completion_tokens: int | None = None
     prompt_tokens: int | None = None
+    retry_after: float | None = None
 
     def token_event(self, now: float) -> None:
         if self.first:
@@ -169,6 +174,7 @@ async def send(
                 status = resp.status
                 if status != 200:
                     seen.error = _error_code(status, await resp.read())
+                    seen.retry_after = _retry_after(resp.headers)
                 elif stream:
                     await _read_stream(resp, seen)
                     if not seen.error and not seen.finished:
@@ -208,7 +214,18 @@ async def send(
         output_tokens=tokens,
         prompt_tokens=seen.prompt_tokens,
         usage_reported=counted,
+        retry_after=seen.retry_after,
     )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """OpenAI's SDKs read retry-after-ms first, then Retry-After in seconds (an HTTP date is not read)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return float(headers[name]) * scale
+        except (KeyError, ValueError):
+            continue
+    return None
 
 
 def _read_whole(body: Any, seen: _Progress, now: float) -> None:

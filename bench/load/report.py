@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .results import Results
-from .stats import Summary, ratio
+from .stats import Summary, by_class, ratio
 
 COLUMNS = (
     "endpoint", "model", "load", "offered r/s", "ok/shed/err/cut", "TTFT p50/p90/p99 ms", "ITL p50 ms",
@@ -89,12 +89,32 @@ def _notes(results: Results) -> list[str]:
             parts.append("codes " + ", ".join(f"{k}: {v}" for k, v in s.by_error.items()))
             if s.shed:
                 parts.append(f"shed answered in {_ms(s.shed_latency_p50, s.shed_latency_p99)} ms p50/p99")
+                parts.append(f"{s.shed_with_retry_after} of {s.shed} shed with Retry-After")
             notes.append(f"{where}: " + "; ".join(parts))
         if s.lag_p99 is not None and s.lag_p99 > 0.01:
             notes.append(
                 f"{where}: sends ran {_ms(s.lag_p99)} ms late at p99: the load generator was short of CPU"
             )
     return notes
+
+
+def _class_table(results: Results) -> list[str]:
+    """Per query class, when the run mixed several: TTFT of short questions under load is the point."""
+    if len({r.query_class for c in results.cells for r in c.records}) < 2:
+        return []
+    lines = [
+        "## By query class",
+        "",
+        "| endpoint | model | load | class | ok/shed/err+cut | TTFT p50/p99 ms | e2e p50 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cell in results.cells:
+        for f in by_class(cell):
+            where = f"| {cell.endpoint} | {cell.model} | {cell.load.name} | {f.query_class} "
+            lines.append(
+                where + f"| {f.ok}/{f.shed}/{f.errors} | {_ms(f.ttft_p50, f.ttft_p99)} | {_ms(f.e2e_p50)} |"
+            )
+    return [*lines, ""]
 
 
 def write_markdown(results: Results, out: Path, plots: list[Path]) -> Path:
@@ -123,6 +143,7 @@ def write_markdown(results: Results, out: Path, plots: list[Path]) -> Path:
         f"one core" + (f", sends at most {_ms(max(lags))} ms late (p99)." if lags else "."),
         "",
     ]
+    lines += _class_table(results)
     notes = _notes(results)
     if notes:
         lines += ["## Non-200 answers and warnings", "", *(f"- {n}" for n in notes), ""]
