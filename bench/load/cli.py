@@ -117,7 +117,7 @@ async def _first_model(endpoint: Endpoint, headers: dict[str, str]) -> str:
         return str(data[0]["id"])
 
 
-async def _run(args: argparse.Namespace, console: Console) -> results.Results:
+async def _run(args: argparse.Namespace, argv: list[str], console: Console) -> results.Results:
     key = next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     endpoints = _endpoints(args)
@@ -155,9 +155,7 @@ async def _run(args: argparse.Namespace, console: Console) -> results.Results:
             else:
                 cells += await run_levels(run_cell, endpoints, model, _loads(args), args.pause)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    config["command"] = "fluido bench " + shlex.join(
-        sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]
-    )
+    config["command"] = "fluido bench " + shlex.join(argv)
     config["settings"] = {
         "duration": duration,
         "models": models,
@@ -167,10 +165,11 @@ async def _run(args: argparse.Namespace, console: Console) -> results.Results:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:  # a log or a pipe: no need to squeeze the table into 80 columns
-        console = Console(width=180)
+        console = Console(width=200)
     if args.plot:  # redraw from results.json alone: the plots, report.md and the table
         done = results.read(args.plot)
         out = args.plot if args.plot.is_dir() else args.plot.parent
@@ -180,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.url:
         parser().error("--url is required (or --plot DIR)")
     try:
-        done = asyncio.run(_run(args, Console(stderr=True)))
+        done = asyncio.run(_run(args, argv, Console(stderr=True)))
     except (ValueError, RuntimeError, OSError, aiohttp.ClientError) as exc:
         print(f"fluido bench: {exc}", file=sys.stderr)
         return 2
