@@ -1,4 +1,4 @@
-"""``fluido bench``: load-test and compare OpenAI-compatible chat endpoints.
+"""fluido bench: load-test and compare OpenAI-compatible chat endpoints.
 
 fluido bench --url http://127.0.0.1:8080 --rate 0.5,1,2,4 --duration 60 --out results/
 fluido bench --url http://127.0.0.1:8000/v1 --compare fluido=http://127.0.0.1:8080 --concurrency 1,4,16
