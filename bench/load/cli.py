@@ -3,7 +3,7 @@
 fluido bench --url http://127.0.0.1:8080 --rate 0.5,1,2,4 --duration 60 --out results/
 fluido bench --url http://127.0.0.1:8000/v1 --compare fluido=http://127.0.0.1:8080 --concurrency 1,4,16
 fluido bench --url http://127.0.0.1:11434 --model llama3.2:1b,qwen2.5:0.5b --sweep 6
-fluido bench --plot results/          # redraw the plots from results/results.json
+fluido bench --plot results/          # redraw the plots and report.md from results/results.json
 """
 
 from __future__ import annotations
