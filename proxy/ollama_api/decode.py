@@ -20,7 +20,7 @@ import orjson
 
 from proxy.errors import InvalidRequest, ModelNotFound
 from proxy.parsing import chat_from_dict, decode_object
-from proxy.types import ChatRequest, EmbeddingRequest
+from proxy.types import JSON, ChatRequest, EmbeddingRequest
 
 # Options that are fields of the request itself, under the same name in both APIs.
 _TYPED_OPTIONS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop")
@@ -48,6 +48,7 @@ class DoorRequest:
     alias: str
     request: ChatRequest | None  # None: no messages, a request to load (or unload) the model
     unload: bool = False
+    keep_alive: JSON = None  # of a load request
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +235,7 @@ def parse_chat(body: bytes, aliases: Container[str]) -> DoorRequest:
     data = decode_object(body)
     name, alias = resolve(data.get("model"), aliases)
     if not data.get("messages"):
-        return DoorRequest(name, alias, None, _unloads(data))
+        return DoorRequest(name, alias, None, _unloads(data), data.get("keep_alive"))
     openai: dict[str, Any] = {"model": alias, "messages": _messages(data["messages"]), **_common(data)}
     if tools := data.get("tools"):
         openai["tools"] = tools
@@ -254,7 +255,7 @@ def parse_generate(body: bytes, aliases: Container[str]) -> DoorRequest:
             )
     prompt, images = data.get("prompt"), data.get("images")
     if not prompt and not images:
-        return DoorRequest(name, alias, None, _unloads(data))
+        return DoorRequest(name, alias, None, _unloads(data), data.get("keep_alive"))
     system = data.get("system")
     if system is not None and not isinstance(system, str):
         raise _fail("system must be a string", "system")

@@ -136,7 +136,12 @@ class OllamaEncoder:
             self.first = now
         if not (chunk.content or chunk.reasoning):
             return b""  # tool calls go out whole, at the end, as Ollama sends them
-        return orjson.dumps(self._piece(chunk.content, chunk.reasoning, None)) + b"\n"
+        return self._line(chunk.content, chunk.reasoning, None)
+
+    def _line(self, content: str | None, reasoning: str | None, calls: list[dict[str, Any]] | None) -> bytes:
+        body = self._piece(content, reasoning, calls)
+        body["done"] = False
+        return orjson.dumps(body) + b"\n"
 
     def _collect(self, deltas: tuple[ToolCallDelta, ...]) -> None:
         for d in deltas:
@@ -155,7 +160,7 @@ class OllamaEncoder:
                 tool_call_body(i, call_id, name, "".join(pieces))
                 for i, (call_id, name, pieces) in enumerate(self._calls[k] for k in sorted(self._calls))
             ]
-            lines = orjson.dumps(self._piece("", None, calls)) + b"\n"
+            lines = self._line("", None, calls)
         body = self._piece("", None, None)
         body["done"] = True
         body["done_reason"] = done_reason(self.finish)

@@ -66,7 +66,7 @@ def ollama_routes(
     models: Mapping[str, ModelConfig], chain: Handler, router: Router, max_body_bytes: int, content_chars: int
 ) -> tuple[list[Route], dict[tuple[str, str], ASGIApp]]:
     """The routes, and the two busiest as hot-path entries (method, path) -> handler."""
-    door = partial(OllamaGenerate, chain, models, max_body_bytes=max_body_bytes, content_chars=content_chars)
+    door = partial(OllamaGenerate, chain, router, max_body_bytes=max_body_bytes, content_chars=content_chars)
     chat = door(parse_chat, generate=False)
     generate = door(parse_generate, generate=True)
     listing = ModelRoutes(models, {name: up.adapter for name, up in router.upstreams.items()}, max_body_bytes)

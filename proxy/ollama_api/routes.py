@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable, Container
 from contextlib import aclosing
+from dataclasses import replace
 
 import structlog
 from starlette.types import Receive, Scope, Send
@@ -26,12 +27,14 @@ from proxy.asgi import (
     send_bytes,
     trace_of,
 )
-from proxy.errors import FluidoError, UpstreamError
+from proxy.errors import FluidoError, InvalidRequest, UpstreamError
 from proxy.ollama_api.decode import DoorRequest
 from proxy.ollama_api.encode import OllamaEncoder, loaded
 from proxy.ollama_api.errors import error_line, send_ollama_error
 from proxy.routes import InternalError, clip, prompt_text
 from proxy.types import Call, Completion, Handler, Stream
+from proxy.upstream.router import Router
+from proxy.upstream.warmup import Preloadable
 
 log = structlog.get_logger("fluido.ollama")
 JSON_HEADERS = encode_headers([("content-type", "application/json; charset=utf-8")])
@@ -45,7 +48,7 @@ class OllamaGenerate:
     def __init__(
         self,
         chain: Handler,
-        aliases: Container[str],
+        router: Router,
         decode: Decoder,
         *,
         generate: bool,
@@ -53,7 +56,8 @@ class OllamaGenerate:
         content_chars: int = 0,
     ) -> None:
         self.chain = chain
-        self.aliases = aliases
+        self.router = router
+        self.aliases = router.models
         self.decode = decode
         self.generate = generate
         self.max_body_bytes = max_body_bytes
@@ -71,6 +75,11 @@ class OllamaGenerate:
         trace.model = door.alias
         req = door.request
         if req is None:
+            try:
+                await self._load(door)
+            except FluidoError as exc:
+                await send_ollama_error(send, failed(trace, exc), note_headers(trace))
+                return
             body = loaded(door.name, generate=self.generate, unload=door.unload)
             await send_bytes(send, 200, body, [*JSON_HEADERS, *note_headers(trace)])
             return
@@ -107,6 +116,23 @@ class OllamaGenerate:
             await send_ollama_error(send, error, note_headers(trace))
         finally:
             watch.close()
+
+    async def _load(self, door: DoorRequest) -> None:
+        """A request with nothing to generate loads (or unloads) the alias's first model on its server."""
+        target = self.router.targets(door.alias)[0]
+        adapter = self.router.upstreams[target.upstream].adapter
+        if isinstance(adapter, Preloadable):
+            keep_alive = 0 if door.unload else door.keep_alive
+            await adapter.preload(
+                replace(target, keep_alive=keep_alive if keep_alive is not None else target.keep_alive)
+            )
+        elif door.unload:
+            raise InvalidRequest(
+                f"The model '{door.name}' is served by an upstream that keeps its models loaded; it "
+                "cannot be unloaded through Fluido.",
+                param="keep_alive",
+            )
+        # Other servers (vLLM, llama.cpp) keep their model loaded: it is there already.
 
     async def _stream(
         self, call: Call, stream: Stream, encoder: OllamaEncoder, send: Send, watch: DisconnectWatch
