@@ -15,9 +15,9 @@ from proxy.config import parse
 from tests.conftest import VLLM_MODEL, config, model_of, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
+from tests.proxy.observe.test_access import wait_records
+from tests.proxy.observe.test_metrics import samples
 from tests.proxy.ollama_api.test_ollama_client import HI
-from tests.proxy.test_metrics import samples
-from tests.proxy.test_observe import wait_records
 
 Fake = FakeOllama | FakeVLLM
 QUESTION = [{"role": "user", "content": "What is the boiling point of water?"}]
