@@ -126,6 +126,7 @@ def test_both_doors_appear_alike_in_the_access_log_and_the_metrics(upstream: Fak
         "models": {"chat": {"targets": [{"upstream": "up0", "model": model_of(upstream)}]}},
     })  # fmt: skip
     with running(cfg, log_sink=sink) as url:
+        assert httpx.head(url).status_code == 200  # Ollama clients' probe: not traffic, not logged
         assert (
             httpx.post(f"{url}/v1/chat/completions", json={"model": "chat", "messages": HI}).status_code
             == 200
