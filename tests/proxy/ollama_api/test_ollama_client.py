@@ -202,3 +202,17 @@ def test_model_management_is_refused_with_a_message(client: ollama.Client) -> No
 def test_a_load_request_is_acknowledged(client: ollama.Client) -> None:
     reply = client.generate(model="chat")
     assert reply.done is True and reply.done_reason == "load" and reply.response == ""
+
+
+def test_images_reach_each_upstream_in_its_own_terms(client: ollama.Client, upstream: Fake) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    client.chat(model="chat", messages=[{"role": "user", "content": "what is this?", "images": [png]}])
+    sent = last_chat(upstream)["messages"]
+    assert isinstance(sent, list)
+    if isinstance(upstream, FakeOllama):
+        assert sent[0] == {"role": "user", "content": "what is this?", "images": [png]}
+    else:
+        assert sent[0]["content"][1] == {
+            "type": "image_url",
+            "image_url": {"url": f"data:image/png;base64,{png}"},
+        }
