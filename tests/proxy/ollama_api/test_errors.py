@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -135,3 +136,21 @@ def test_a_rate_limit_is_a_429_with_retry_after(vllm: FakeVLLM) -> None:
         response = post(url, "/api/generate", {"model": "chat", "prompt": "hi"})
     assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
     assert set(response.json()) == {"error"}
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_client_leaving_mid_stream_cancels_the_upstream(url: str, upstream: Fake) -> None:
+    upstream.reply = " ".join(["word"] * 50)
+    upstream.delay_between = 0.3
+    with httpx.stream("POST", f"{url}/api/generate", json={"model": "chat", "prompt": "hi"}) as response:
+        assert orjson.loads(next(response.iter_lines()))["response"] == "word"
+        assert upstream.disconnects == 0
+    assert wait_for(lambda: upstream.disconnects == 1, 1.0)
