@@ -7,6 +7,7 @@ it carries what Fluido knows, and nothing it does not.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -81,18 +82,23 @@ class ModelRoutes:
             entry.update({k: found[k] for k in ("modified_at", "size", "digest", "details") if k in found})
         return entry
 
-    async def _upstream_tags(self) -> dict[str, list[JSON]]:
-        found: dict[str, list[JSON]] = {}
-        for name, catalog in self.catalogs.items():
+    async def _ask_all(self, what: str) -> dict[str, list[JSON]]:
+        """Every Ollama upstream's ``tags()`` or ``running()``, all at once; one that fails is left out."""
+
+        async def ask(name: str, catalog: Catalog) -> list[JSON] | None:
             try:
-                found[name] = await catalog.tags()
+                return await (catalog.tags() if what == "tags" else catalog.running())
             except UpstreamError as exc:
-                log.warning("ollama_tags_unavailable", upstream=name, error=exc.message)
-        return found
+                log.warning("ollama_upstream_unavailable", upstream=name, asked=what, error=exc.message)
+                return None
+
+        names = list(self.catalogs)
+        answers = await asyncio.gather(*(ask(name, self.catalogs[name]) for name in names))
+        return {name: answer for name, answer in zip(names, answers, strict=True) if answer is not None}
 
     async def tags(self, scope: Scope, receive: Receive, send: Send) -> None:
         """GET /api/tags: every alias, described by its first target where that is an Ollama server."""
-        upstream = await self._upstream_tags()
+        upstream = await self._ask_all("tags")
         entries = []
         for alias, model in self.models.items():
             first = model.targets[0]
@@ -135,12 +141,7 @@ class ModelRoutes:
     async def ps(self, scope: Scope, receive: Receive, send: Send) -> None:
         """GET /api/ps: the aliases whose models an Ollama upstream has loaded now."""
         entries = []
-        for name, catalog in self.catalogs.items():
-            try:
-                running = await catalog.running()
-            except UpstreamError as exc:
-                log.warning("ollama_ps_unavailable", upstream=name, error=exc.message)
-                continue
+        for name, running in (await self._ask_all("running")).items():
             for loaded in running:
                 if not isinstance(loaded, dict):
                     continue

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import ollama
 import pytest
 
-from tests.conftest import config, running, threaded
+from proxy.config import parse
+from tests.conftest import VLLM_MODEL, config, free_port, running, threaded, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
 
@@ -216,3 +217,17 @@ def test_images_reach_each_upstream_in_its_own_terms(client: ollama.Client, upst
             "type": "image_url",
             "image_url": {"url": f"data:image/png;base64,{png}"},
         }
+
+
+def test_list_show_and_ps_survive_an_ollama_upstream_that_is_down(vllm: FakeVLLM) -> None:
+    down = {"kind": "ollama", "url": f"http://127.0.0.1:{free_port()}"}
+    cfg = parse({
+        "upstreams": {"ollama": down, "vllm": upstream_for(vllm)},
+        "models": {"chat": {"targets": [{"upstream": "ollama", "model": "llama3.2:1b"},
+                                        {"upstream": "vllm", "model": VLLM_MODEL}]}},
+    })  # fmt: skip
+    with running(cfg) as url, ollama.Client(host=url) as client:
+        assert [m.model for m in client.list().models] == ["chat:latest"]
+        assert client.show("chat").capabilities == ["completion"]
+        assert loaded_models(client) == []
+        assert client.chat(model="chat", messages=HI).message.content == vllm.reply  # served by the fallback
