@@ -6,6 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 TORCH_VERSION ?= 2.13.0
 # llama-cpp-python compiles llama.cpp on install: use every core.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+# A portable x86-64 build (AVX2) instead of -march=native: on CPUs that report AMX, the native build's
+# repacked AMX kernels crash the embedded server on its first batched prompt.
+ifeq ($(shell uname -m),x86_64)
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+endif
 
 .PHONY: install run test bench lint clean redis-server
 

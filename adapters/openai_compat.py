@@ -6,6 +6,7 @@ usage is always asked for, so accounting is exact, and the writer drops it if th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -31,9 +32,32 @@ from proxy.types import (
 )
 from proxy.writer import message_body
 
+# Fields of Ollama's API (its door, or a client that knows Ollama) with no meaning to an OpenAI server.
+OLLAMA_ONLY = frozenset({"options", "keep_alive", "think", "truncate"})
+# Ollama options that are sampling parameters of vLLM and llama.cpp's server too, under these names.
+_SHARED_OPTIONS = {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repetition_penalty"}
+
+
+def from_ollama(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Ollama's fields as an OpenAI server's: shared sampling options and ``think``. The rest (``num_ctx``,
+    ``keep_alive``, ...) configure Ollama's own runner and are dropped."""
+    out: dict[str, Any] = {}
+    options = extra.get("options")
+    if isinstance(options, dict):
+        out.update((_SHARED_OPTIONS[k], v) for k, v in options.items() if k in _SHARED_OPTIONS)
+    think = extra.get("think")
+    if isinstance(think, bool):
+        out["chat_template_kwargs"] = {"enable_thinking": think}
+    elif isinstance(think, str):
+        out["reasoning_effort"] = think
+    return out
+
 
 def request_body(req: ChatRequest, target: Target) -> dict[str, Any]:
-    body: dict[str, Any] = {**target.options, **req.profile_extra, **req.extra}
+    extra = req.extra
+    if not OLLAMA_ONLY.isdisjoint(extra):
+        extra = {**from_ollama(extra), **{k: v for k, v in extra.items() if k not in OLLAMA_ONLY}}
+    body: dict[str, Any] = {**target.options, **req.profile_extra, **extra}
     body["model"] = target.model
     body["messages"] = [message_body(m) for m in req.messages]
     optional = {
@@ -166,7 +190,7 @@ class OpenAICompatAdapter:
 
     async def embed(self, req: EmbeddingRequest, target: Target) -> JSON:
         body = {
-            **req.extra,
+            **{k: v for k, v in req.extra.items() if k not in OLLAMA_ONLY},
             "model": target.model,
             "input": [list(i) if isinstance(i, tuple) else i for i in req.input],
         }

@@ -36,6 +36,8 @@ from proxy.config import Config
 from proxy.errors import InvalidRequest, render
 from proxy.limits import Limiter
 from proxy.observe import Dependency, LogWriter, Metrics, Observability, Readiness, configure_logging
+from proxy.ollama_api.errors import error_body, is_ollama_path
+from proxy.ollama_api.mount import ollama_routes
 from proxy.routes import ChatCompletions, Embeddings, Models, health
 from proxy.types import Middleware
 from proxy.upstream import CircuitBreaker, EmbeddedServer, Router, Upstream, warm_up
@@ -133,7 +135,7 @@ def build_middleware(
 def build_asgi_middleware(
     cfg: Config, metrics: Metrics | None, breakers: Mapping[str, CircuitBreaker], log_writer: LogWriter
 ) -> list[ASGIMiddleware]:
-    """The outer layers, outermost first: observability sees everything, authentication guards /v1."""
+    """The outer layers, outermost first: observability sees everything, authentication guards the APIs."""
     layers = []
     if metrics is not None or cfg.log.access_log:
         json_lines = log_writer if cfg.log.format == "json" else None
@@ -155,7 +157,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error = InvalidRequest(f"{request.method} {request.url.path}: {exc.detail}")
     error.status = exc.status_code
-    return Response(render(error), status_code=exc.status_code, media_type="application/json")
+    body = error_body(error) if is_ollama_path(request.url.path) else render(error)
+    return Response(body, status_code=exc.status_code, media_type="application/json")
 
 
 def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
@@ -227,6 +230,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/ready", readiness, methods=["GET"]),
     ]
+    ollama, ollama_hot = ollama_routes(cfg.models, chain, router, cfg.server.max_body_bytes, content_chars)
+    routes += ollama
     if metrics is not None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if cache is not None:
@@ -240,7 +245,11 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
             *build_asgi_middleware(cfg, metrics, breakers, log_writer),
             ASGIMiddleware(
                 HotPath,
-                routes={("POST", "/v1/chat/completions"): chat, ("POST", "/v1/embeddings"): embeddings},
+                routes={
+                    ("POST", "/v1/chat/completions"): chat,
+                    ("POST", "/v1/embeddings"): embeddings,
+                    **ollama_hot,
+                },
             ),
         ],
     )

@@ -137,7 +137,12 @@ def _model(data: dict[str, Any]) -> str:
 
 
 def parse_chat(body: bytes) -> ChatRequest:
-    data = decode_object(body)
+    return chat_from_dict(decode_object(body))
+
+
+def chat_from_dict(data: dict[str, Any]) -> ChatRequest:
+    """A decoded OpenAI-shaped body -> ChatRequest. Ollama's door builds such a body, so both doors
+    validate alike and a request and its twin through the other door become the same ChatRequest."""
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _fail("'messages' must be a non-empty list.", "messages")

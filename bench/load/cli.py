@@ -1,9 +1,9 @@
-"""``fluido bench``: load-test and compare OpenAI-compatible chat endpoints.
+"""fluido bench: load-test and compare OpenAI-compatible chat endpoints.
 
 fluido bench --url http://127.0.0.1:8080 --rate 0.5,1,2,4 --duration 60 --out results/
 fluido bench --url http://127.0.0.1:8000/v1 --compare fluido=http://127.0.0.1:8080 --concurrency 1,4,16
 fluido bench --url http://127.0.0.1:11434 --model llama3.2:1b,qwen2.5:0.5b --sweep 6
-fluido bench --plot results/          # redraw the plots from results/results.json
+fluido bench --plot results/          # redraw the plots and report.md from results/results.json
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-usage", action="store_true", help="do not ask for stream_options.include_usage")
     p.add_argument("--seed", type=int, default=0, help="seed of the arrivals and of the prompt mix")
     p.add_argument("--out", type=Path, help="write results.json, report.md and PNG plots here")
-    p.add_argument("--plot", type=Path, metavar="DIR", help="only redraw the plots of DIR/results.json")
+    p.add_argument(
+        "--plot", type=Path, metavar="DIR", help="only redraw the plots and report.md of DIR/results.json"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -115,7 +117,7 @@ async def _first_model(endpoint: Endpoint, headers: dict[str, str]) -> str:
         return str(data[0]["id"])
 
 
-async def _run(args: argparse.Namespace, console: Console) -> results.Results:
+async def _run(args: argparse.Namespace, argv: list[str], console: Console) -> results.Results:
     key = next((os.environ[v] for v in KEY_VARIABLES if os.environ.get(v)), None)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     endpoints = _endpoints(args)
@@ -153,9 +155,7 @@ async def _run(args: argparse.Namespace, console: Console) -> results.Results:
             else:
                 cells += await run_levels(run_cell, endpoints, model, _loads(args), args.pause)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    config["command"] = "fluido bench " + shlex.join(
-        sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]
-    )
+    config["command"] = "fluido bench " + shlex.join(argv)
     config["settings"] = {
         "duration": duration,
         "models": models,
@@ -165,29 +165,36 @@ async def _run(args: argparse.Namespace, console: Console) -> results.Results:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:  # a log or a pipe: no need to squeeze the table into 80 columns
-        console = Console(width=180)
-    if args.plot:
+        console = Console(width=200)
+    if args.plot:  # redraw from results.json alone: the plots, report.md and the table
         done = results.read(args.plot)
-        for path in plots.draw_all(done, args.plot if args.plot.is_dir() else args.plot.parent):
-            console.print(f"wrote {path}")
+        out = args.plot if args.plot.is_dir() else args.plot.parent
+        report.print_table(done, console)
+        _write_outputs(done, out, console, with_results=False)
         return 0
     if not args.url:
         parser().error("--url is required (or --plot DIR)")
     try:
-        done = asyncio.run(_run(args, Console(stderr=True)))
+        done = asyncio.run(_run(args, argv, Console(stderr=True)))
     except (ValueError, RuntimeError, OSError, aiohttp.ClientError) as exc:
         print(f"fluido bench: {exc}", file=sys.stderr)
         return 2
     report.print_table(done, console)
     if args.out:
-        written = [results.write(done, args.out), *plots.draw_all(done, args.out)]
-        written.append(report.write_markdown(done, args.out, written[1:]))
-        for path in written:
-            console.print(f"wrote {path}")
+        _write_outputs(done, args.out, console, with_results=True)
     return 0
+
+
+def _write_outputs(done: results.Results, out: Path, console: Console, with_results: bool) -> None:
+    drawn = plots.draw_all(done, out)
+    written = [results.write(done, out)] if with_results else []
+    written += [*drawn, report.write_markdown(done, out, drawn)]
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

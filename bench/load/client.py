@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ import aiohttp
 import orjson
 
 OK, SHED, ERROR = "ok", "shed", "error"
+# The error code of a request still running when its cell ended (after the drain): the run cut it, not the
+# server, so it is counted apart from the errors.
+UNFINISHED = "unfinished_at_end"
 SHED_STATUSES = (429, 503)
 _TEXT_FIELDS = ("content", "reasoning_content", "reasoning")
 
@@ -38,6 +42,7 @@ class Record:
     output_tokens: int
     prompt_tokens: int | None
     usage_reported: bool  # output_tokens came from the server's usage, not from counting events
+    retry_after: float | None = None  # seconds a non-200 answer asked to wait (retry-after-ms, Retry-After)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +58,7 @@ class Record:
             "output_tokens": self.output_tokens,
             "prompt_tokens": self.prompt_tokens,
             "usage_reported": self.usage_reported,
+            "retry_after": self.retry_after,
         }
 
     @classmethod
@@ -70,6 +76,7 @@ class Record:
             d["output_tokens"],
             d["prompt_tokens"],
             d["usage_reported"],
+            d.get("retry_after"),
         )
 
 
@@ -85,6 +92,7 @@ class _Progress:
     error: str = ""
     completion_tokens: int | None = None
     prompt_tokens: int | None = None
+    retry_after: float | None = None
 
     def token_event(self, now: float) -> None:
         if self.first:
@@ -166,6 +174,7 @@ async def send(
                 status = resp.status
                 if status != 200:
                     seen.error = _error_code(status, await resp.read())
+                    seen.retry_after = _retry_after(resp.headers)
                 elif stream:
                     await _read_stream(resp, seen)
                     if not seen.error and not seen.finished:
@@ -191,6 +200,7 @@ async def send(
         outcome = ERROR
         seen.error = seen.error or f"http_{status}"
     counted = seen.completion_tokens is not None
+    tokens = seen.completion_tokens if seen.completion_tokens is not None else seen.events
     return Record(
         query_class=query_class,
         sent=sent,
@@ -201,10 +211,21 @@ async def send(
         ttft=(seen.first - start) if seen.first else None,
         e2e=end - start,
         itl=tuple(seen.gaps),
-        output_tokens=seen.completion_tokens if counted else seen.events,  # type: ignore[arg-type]
+        output_tokens=tokens,
         prompt_tokens=seen.prompt_tokens,
         usage_reported=counted,
+        retry_after=seen.retry_after,
     )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """OpenAI's SDKs read retry-after-ms first, then Retry-After in seconds (an HTTP date is not read)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return float(headers[name]) * scale
+        except (KeyError, ValueError):
+            continue
+    return None
 
 
 def _read_whole(body: Any, seen: _Progress, now: float) -> None:

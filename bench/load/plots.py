@@ -23,6 +23,7 @@ from .stats import Summary, summarize
 DPI = 100
 SIZE = (9.0, 5.0)  # inches: 900 x 500 pixels
 TTFT_PNG, THROUGHPUT_PNG, CDF_PNG = "ttft_vs_load.png", "throughput_vs_load.png", "latency_cdf.png"
+TIMELINE_PNG = "ttft_over_time.png"
 
 
 def _series(results: Results) -> dict[str, list[tuple[Cell, Summary]]]:
@@ -67,14 +68,14 @@ def throughput_vs_load(results: Results, out: Path) -> Path:
         x = [s.offered_rps for _, s in cells]
         top = max(top, *x)
         left.plot(x, [s.completed_rps for _, s in cells], "-o", color=f"C{i}", markersize=4, label=name)
-        shed = [(s.shed + s.errors) / s.requests if s.requests else 0.0 for _, s in cells]
-        left.plot(x, [xi * sh for xi, sh in zip(x, shed, strict=True)], ":x", color=f"C{i}", markersize=4,
-                  label=f"{name} shed+errors")  # fmt: skip
+        missed = [(s.requests - s.ok) / s.requests if s.requests else 0.0 for _, s in cells]
+        left.plot(x, [xi * sh for xi, sh in zip(x, missed, strict=True)], ":x", color=f"C{i}", markersize=4,
+                  label=f"{name} not served")  # fmt: skip
         right.plot(x, [s.output_tps for _, s in cells], "-o", color=f"C{i}", markersize=4, label=name)
     left.plot([0, top], [0, top], color="grey", linewidth=0.8, alpha=0.6, label="offered")
     left.set_xlabel("offered load (requests/s)")
     left.set_ylabel("requests/s")
-    left.set_title("Completed (and refused) requests/s")
+    left.set_title("Completed and not served (shed, failed, cut) requests/s")
     right.set_xlabel("offered load (requests/s)")
     right.set_ylabel("output tokens/s")
     right.set_title("Output tokens/s")
@@ -116,6 +117,32 @@ def latency_cdf(results: Results, out: Path) -> Path:
     return _save(fig, out / CDF_PNG)
 
 
+def ttft_over_time(results: Results, out: Path) -> Path:
+    """Each successful request's TTFT at the time it was sent: flat means the load is held, a ramp
+    means a queue growing for as long as the level lasts."""
+    series = _series(results)
+    rows = max(len(series), 1)
+    fig, axes = plt.subplots(rows, 1, figsize=(SIZE[0], 3.2 * rows), layout="constrained", squeeze=False)
+    for row, (name, cells) in enumerate(series.items()):
+        ax = axes[row][0]
+        for j, (cell, s) in enumerate(cells):
+            ok = [r for r in cell.records if r.outcome == OK and r.ttft is not None]
+            color = plt.get_cmap("viridis")(j / max(len(cells) - 1, 1))
+            ax.scatter([r.sent for r in ok], [_ms(r.ttft) for r in ok], s=6, color=color, label=s.load)
+        ax.set_yscale("log")
+        ax.set_xlabel("sent at (s from the start of the level)")
+        ax.set_ylabel("time to first token (ms)")
+        ax.set_title(f"{name}: time to first token over each level", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, title="load", title_fontsize=7, markerscale=2)
+    return _save(fig, out / TIMELINE_PNG)
+
+
 def draw_all(results: Results, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    return [ttft_vs_load(results, out), throughput_vs_load(results, out), latency_cdf(results, out)]
+    return [
+        ttft_vs_load(results, out),
+        throughput_vs_load(results, out),
+        latency_cdf(results, out),
+        ttft_over_time(results, out),
+    ]

@@ -8,10 +8,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .results import Results
-from .stats import Summary, ratio
+from .stats import Summary, by_class, ratio
 
 COLUMNS = (
-    "endpoint", "model", "load", "offered r/s", "ok/shed/err", "TTFT p50/p90/p99 ms", "ITL p50 ms",
+    "endpoint", "model", "load", "offered r/s", "ok/shed/err/cut", "TTFT p50/p90/p99 ms", "ITL p50 ms",
     "e2e p50/p99 ms", "done r/s", "out tok/s",
 )  # fmt: skip
 RATIO_COLUMNS = ("TTFT p50 ratio", "TTFT p99 ratio", "done r/s ratio")
@@ -29,7 +29,7 @@ def _x(value: float | None) -> str:
 
 def _row(s: Summary) -> list[str]:
     return [
-        s.endpoint, s.model, s.load, f"{s.offered_rps:.2f}", f"{s.ok}/{s.shed}/{s.errors}",
+        s.endpoint, s.model, s.load, f"{s.offered_rps:.2f}", f"{s.ok}/{s.shed}/{s.errors}/{s.unfinished}",
         _ms(s.ttft_p50, s.ttft_p90, s.ttft_p99), _ms(s.itl_p50), _ms(s.e2e_p50, s.e2e_p99),
         f"{s.completed_rps:.2f}", f"{s.output_tps:.0f}",
     ]  # fmt: skip
@@ -84,18 +84,37 @@ def _notes(results: Results) -> list[str]:
     notes = []
     for s in results.summaries():
         where = f"{s.endpoint} / {s.model} / {s.load}"
-        if s.shed or s.errors:
-            statuses = ", ".join(f"{k}: {v}" for k, v in s.by_status.items() if k != 200)
-            errors = ", ".join(f"{k}: {v}" for k, v in s.by_error.items())
-            shed_ms = _ms(s.shed_latency_p50, s.shed_latency_p99)
-            notes.append(
-                f"{where}: statuses {statuses or '-'}; errors {errors}; shed answered in {shed_ms} ms p50/p99"
-            )
+        if s.shed or s.errors or s.unfinished:
+            parts = ["status " + ", ".join(f"{k}: {v}" for k, v in s.by_status.items())]
+            parts.append("codes " + ", ".join(f"{k}: {v}" for k, v in s.by_error.items()))
+            if s.shed:
+                parts.append(f"shed answered in {_ms(s.shed_latency_p50, s.shed_latency_p99)} ms p50/p99")
+                parts.append(f"{s.shed_with_retry_after} of {s.shed} shed with Retry-After")
+            notes.append(f"{where}: " + "; ".join(parts))
         if s.lag_p99 is not None and s.lag_p99 > 0.01:
             notes.append(
                 f"{where}: sends ran {_ms(s.lag_p99)} ms late at p99: the load generator was short of CPU"
             )
     return notes
+
+
+def _class_table(results: Results) -> list[str]:
+    """Per query class, when the run mixed several: TTFT of short questions under load is the point."""
+    if len({r.query_class for c in results.cells for r in c.records}) < 2:
+        return []
+    lines = [
+        "## By query class",
+        "",
+        "| endpoint | model | load | class | ok/shed/err+cut | TTFT p50/p99 ms | e2e p50 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cell in results.cells:
+        for f in by_class(cell):
+            where = f"| {cell.endpoint} | {cell.model} | {cell.load.name} | {f.query_class} "
+            lines.append(
+                where + f"| {f.ok}/{f.shed}/{f.errors} | {_ms(f.ttft_p50, f.ttft_p99)} | {_ms(f.e2e_p50)} |"
+            )
+    return [*lines, ""]
 
 
 def write_markdown(results: Results, out: Path, plots: list[Path]) -> Path:
@@ -109,13 +128,22 @@ def write_markdown(results: Results, out: Path, plots: list[Path]) -> Path:
         f"Command: `{cfg.get('command', '')}`",
         "",
         "TTFT is the time to the first generated token (not the headers); ITL the time between token "
-        "events; e2e the whole request; latencies over successful requests. 429 and 503 count as shed.",
+        "events; e2e the whole request; latencies over successful requests. 429 and 503 count as shed; 'cut' "
+        "requests were still running when their load level ended (after the drain) and were abandoned.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
     ]
+    summaries = results.summaries()
+    lags = [s.lag_p99 for s in summaries if s.lag_p99 is not None]
+    lines += [
+        f"Load generator: at most {max((s.client_cpu_share for s in summaries), default=0) * 100:.0f} % of "
+        f"one core" + (f", sends at most {_ms(max(lags))} ms late (p99)." if lags else "."),
+        "",
+    ]
+    lines += _class_table(results)
     notes = _notes(results)
     if notes:
         lines += ["## Non-200 answers and warnings", "", *(f"- {n}" for n in notes), ""]

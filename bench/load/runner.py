@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .client import Record, send
+from .client import UNFINISHED, Record, send
 from .prompts import Prompt
 from .schedule import Load, arrivals
 
@@ -159,7 +159,7 @@ class Runner:
         query_class, body = self.body(index, model)
         now = time.perf_counter()
         left = end - now
-        code = "timeout" if self.settings.timeout <= left else "unfinished_at_end"
+        code = "timeout" if self.settings.timeout <= left else UNFINISHED
         record = await send(
             session,
             endpoint.chat_url,

@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from .client import ERROR, OK, SHED
+from .client import ERROR, OK, SHED, UNFINISHED
 from .runner import Cell
 
 
@@ -31,7 +31,8 @@ class Summary:
     requests: int
     ok: int
     shed: int
-    errors: int
+    errors: int  # failed answers (the cut ones apart)
+    unfinished: int  # still running when the cell ended: cut by the run, not failed by the server
     ttft_p50: float | None
     ttft_p90: float | None
     ttft_p99: float | None
@@ -41,6 +42,7 @@ class Summary:
     e2e_p99: float | None
     shed_latency_p50: float | None  # how fast the server said no
     shed_latency_p99: float | None
+    shed_with_retry_after: int  # shed answers that said when to come back
     completed_rps: float
     output_tps: float  # output tokens per second, successful requests
     usage_share: float  # share of successful requests whose token count came from the server's usage
@@ -54,7 +56,8 @@ def summarize(cell: Cell) -> Summary:
     records = cell.records
     ok = [r for r in records if r.outcome == OK]
     shed = [r for r in records if r.outcome == SHED]
-    errors = [r for r in records if r.outcome == ERROR]
+    errors = [r for r in records if r.outcome == ERROR and r.error != UNFINISHED]
+    unfinished = [r for r in records if r.error == UNFINISHED]
     ttft = [r.ttft for r in ok if r.ttft is not None]
     itl = [g for r in ok for g in r.itl]
     e2e = [r.e2e for r in ok]
@@ -73,6 +76,7 @@ def summarize(cell: Cell) -> Summary:
         ok=len(ok),
         shed=len(shed),
         errors=len(errors),
+        unfinished=len(unfinished),
         ttft_p50=percentile(ttft, 50),
         ttft_p90=percentile(ttft, 90),
         ttft_p99=percentile(ttft, 99),
@@ -82,6 +86,7 @@ def summarize(cell: Cell) -> Summary:
         e2e_p99=percentile(e2e, 99),
         shed_latency_p50=percentile([r.e2e for r in shed], 50),
         shed_latency_p99=percentile([r.e2e for r in shed], 99),
+        shed_with_retry_after=sum(r.retry_after is not None for r in shed),
         completed_rps=len(ok) / wall,
         output_tps=sum(r.output_tokens for r in ok) / wall,
         usage_share=sum(r.usage_reported for r in ok) / len(ok) if ok else 0.0,
@@ -90,6 +95,39 @@ def summarize(cell: Cell) -> Summary:
         lag_p99=percentile([r.lag for r in records], 99) if cell.load.open_loop else None,
         client_cpu_share=cell.client_cpu / wall,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ClassFigures:
+    """One query class within a cell: short questions must not pay for long ones."""
+
+    query_class: str
+    ok: int
+    shed: int
+    errors: int  # the cut ones included
+    ttft_p50: float | None
+    ttft_p99: float | None
+    e2e_p50: float | None
+
+
+def by_class(cell: Cell) -> list[ClassFigures]:
+    figures = []
+    for name in sorted({r.query_class for r in cell.records}):
+        mine = [r for r in cell.records if r.query_class == name]
+        ok = [r for r in mine if r.outcome == OK]
+        ttft = [r.ttft for r in ok if r.ttft is not None]
+        figures.append(
+            ClassFigures(
+                query_class=name,
+                ok=len(ok),
+                shed=sum(r.outcome == SHED for r in mine),
+                errors=sum(r.outcome == ERROR for r in mine),
+                ttft_p50=percentile(ttft, 50),
+                ttft_p99=percentile(ttft, 99),
+                e2e_p50=percentile([r.e2e for r in ok], 50),
+            )
+        )
+    return figures
 
 
 def ratio(new: float | None, base: float | None) -> float | None:

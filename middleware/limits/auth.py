@@ -1,9 +1,9 @@
 """Who is calling: the API key (``Authorization: Bearer``) or, with no keys configured, the client's IP.
 
-Plain ASGI around every ``/v1`` route, so that chat, embeddings and models are guarded alike and a refused
-caller costs no body parsing. Keys are compared as SHA-256 digests in constant time, against every
-configured key, so the time taken says nothing about which key came close. ``X-Forwarded-For`` is believed
-only when the connection comes from a configured trusted proxy.
+Plain ASGI around every ``/v1`` and ``/api`` route (Ollama's door), so that chat, embeddings and models are
+guarded alike and a refused caller costs no body parsing. Keys are compared as SHA-256 digests in constant
+time, against every configured key, so the time taken says nothing about which key came close.
+``X-Forwarded-For`` is believed only when the connection comes from a configured trusted proxy.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from middleware.limits.config import KeyConfig
 from proxy.asgi import encode_headers, header, send_error, trace_of
 from proxy.errors import AuthenticationFailed
+from proxy.ollama_api.errors import is_ollama_path, send_ollama_error
 
-GUARDED = ("/v1/", "/admin/")
+GUARDED = ("/v1/", "/admin/", "/api/")
 _CHALLENGE = encode_headers([("www-authenticate", 'Bearer realm="fluido"')])
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -74,9 +75,10 @@ class Authenticate:
                     "Missing or invalid API key. Send it as 'Authorization: Bearer <key>'."
                 )
                 trace.error_type, trace.error_code = error.type, error.code or ""
-                await send_error(
-                    send, error, [*_CHALLENGE, *encode_headers([("x-request-id", trace.request_id)])]
-                )
+                headers = [*_CHALLENGE, *encode_headers([("x-request-id", trace.request_id)])]
+                # Each door answers in its own error shape.
+                reply = send_ollama_error if is_ollama_path(scope["path"]) else send_error
+                await reply(send, error, headers)
                 return
             trace.key = trace.client = name
         await self.app(scope, receive, send)

@@ -24,7 +24,8 @@ from proxy.upstream import CircuitBreaker
 log = structlog.get_logger("fluido.access")
 CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answer"
 # Probes and scrapes arrive every few seconds and say nothing about traffic: counted, not logged.
-QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+# "/" is the probe of Ollama's clients ("Ollama is running").
+QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics", "/"})
 
 
 def access_record(trace: Trace, now: float) -> dict[str, object]:

@@ -27,7 +27,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from proxy.types import Trace
 from proxy.upstream import CircuitBreaker
 
-ROUTES = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics"})
+ROUTES = frozenset(
+    {
+        "/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics",
+        # Ollama's door: the route label tells the doors apart.
+        "/", "/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/tags", "/api/show",
+        "/api/ps", "/api/version",
+    }
+)  # fmt: skip
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)

@@ -12,6 +12,9 @@ Modes: ``vllm`` (``/metrics`` with ``vllm:num_requests_running`` / ``vllm:num_re
 change the timings of a fake running as its own process:
 
     python -m tests.fakes.capacity --slots 4 --itl-ms 5 --prefill-ms 20 --port 9100
+
+In a test: ``async with FakeCapacity(4, itl_s=0.005) as fake:`` (or ``fake.start_in_thread()``), then
+``fake.slots = 2`` at any time, and ``fake.max_in_flight``, ``fake.utilization()``, ``fake.served``.
 """
 
 from __future__ import annotations

@@ -215,3 +215,15 @@ def test_runs_as_its_own_process_and_takes_settings_over_http() -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert code == 0
+
+
+async def test_the_load_factor_slows_tokens_as_slots_fill() -> None:
+    async with FakeCapacity(2, prefill_base_s=0.0, itl_s=0.01) as fake, aiohttp.ClientSession() as session:
+        url = fake.url + "/v1/chat/completions"
+        alone = await timed_stream(session, url, chat(tokens=11))
+        fake.load_factor = 3.0  # both slots busy: every token takes 3 x ITL
+        both = await asyncio.gather(*(timed_stream(session, url, chat(tokens=11)) for _ in range(2)))
+    assert alone["times"][-1] - alone["times"][0] == pytest.approx(0.1, abs=0.03)
+    for got in both:
+        assert got["times"][-1] - got["times"][0] == pytest.approx(0.3, abs=0.08)
+    assert fake.utilization() > 0

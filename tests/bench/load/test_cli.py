@@ -9,6 +9,8 @@ import pytest
 
 from bench.load.cli import main
 from proxy.cli import main as fluido
+from proxy.config import parse
+from tests.conftest import running
 from tests.fakes.capacity import FakeCapacity
 
 
@@ -93,3 +95,26 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "NAME=URL" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--rate", "1"])  # no --url
+
+
+def test_fluidos_own_429_is_counted_shed_with_its_retry_after(
+    threaded_fake: FakeCapacity, tmp_path: Path
+) -> None:
+    """Fluido in front of the fake, two requests a minute allowed: the rest are shed, and say when to retry."""
+    cfg = parse({
+        "limits": {"rpm": 2},
+        "cache": {"enabled": False},
+        "upstreams": {"fake": {"kind": "openai", "url": threaded_fake.url + "/v1"}},
+        "models": {"capacity-model": {"targets": [{"upstream": "fake", "model": "capacity-model"}]}},
+    })  # fmt: skip
+    with running(cfg) as fluido_url:
+        code = main([
+            "--url", fluido_url, "--model", "capacity-model", "--concurrency", "1", "--requests", "5",
+            "--mix", "short=1", "--out", str(tmp_path), "--quiet",
+        ])  # fmt: skip
+    assert code == 0
+    records = orjson.loads((tmp_path / "results.json").read_bytes())["cells"][0]["records"]
+    assert [r["outcome"] for r in records] == ["ok", "ok", "shed", "shed", "shed"]
+    assert all(r["status"] == 429 and 0 < r["retry_after"] <= 60 for r in records[2:])
+    assert records[0]["retry_after"] is None
+    assert "3 of 3 shed with Retry-After" in (tmp_path / "report.md").read_text()

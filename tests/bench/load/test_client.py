@@ -49,7 +49,7 @@ async def until(check: Callable[[], bool], within: float = 5.0) -> None:
 async def test_ttft_and_itl_match_the_servers_timings(fake: FakeCapacity) -> None:
     record = await call(fake, body(tokens=8))
     assert record.outcome == OK and record.status == 200 and record.error == ""
-    assert record.ttft == pytest.approx(PREFILL_S + PER_WORD_S * WORDS, abs=0.015)
+    assert record.ttft == pytest.approx(PREFILL_S + PER_WORD_S * WORDS, abs=0.02)
     assert len(record.itl) == 7
     assert sum(record.itl) / len(record.itl) == pytest.approx(ITL_S, abs=0.004)
     assert record.e2e == pytest.approx(record.ttft + 7 * ITL_S, abs=0.02)

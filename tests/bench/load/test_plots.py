@@ -46,8 +46,18 @@ def run() -> results.Results:
 
 def test_every_plot_is_a_readable_png_of_the_expected_size(run: results.Results, tmp_path: Path) -> None:
     paths = plots.draw_all(run, tmp_path)
-    assert [p.name for p in paths] == [plots.TTFT_PNG, plots.THROUGHPUT_PNG, plots.CDF_PNG]
-    expected = {plots.TTFT_PNG: (900, 500), plots.THROUGHPUT_PNG: (900, 500), plots.CDF_PNG: (900, 640)}
+    assert [p.name for p in paths] == [
+        plots.TTFT_PNG,
+        plots.THROUGHPUT_PNG,
+        plots.CDF_PNG,
+        plots.TIMELINE_PNG,
+    ]
+    expected = {
+        plots.TTFT_PNG: (900, 500),
+        plots.THROUGHPUT_PNG: (900, 500),
+        plots.CDF_PNG: (900, 640),  # one row per endpoint and model, 320 px each
+        plots.TIMELINE_PNG: (900, 640),
+    }
     for path in paths:
         assert path.stat().st_size > 10_000
         with Image.open(path) as image:
@@ -58,13 +68,14 @@ def test_every_plot_is_a_readable_png_of_the_expected_size(run: results.Results,
         assert pixels.shape[:2] == expected[path.name][::-1]
 
 
-def test_plot_redraws_from_results_json_alone(run: results.Results, tmp_path: Path) -> None:
+def test_plot_redraws_plots_and_report_from_results_json_alone(run: results.Results, tmp_path: Path) -> None:
     results.write(run, tmp_path)
     assert not list(tmp_path.glob("*.png"))
     assert main(["--plot", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
-        [plots.TTFT_PNG, plots.THROUGHPUT_PNG, plots.CDF_PNG]
+        [plots.TTFT_PNG, plots.THROUGHPUT_PNG, plots.CDF_PNG, plots.TIMELINE_PNG]
     )
+    assert "| direct | 4 req/s |" in (tmp_path / "report.md").read_text()
     again = results.read(tmp_path / "results.json")
     assert again.cells == run.cells and again.endpoints == run.endpoints
 

@@ -30,14 +30,20 @@ def test_summary_counts_shed_and_errors_apart_and_times_only_successes() -> None
         rec(ttft=0.1), rec(ttft=0.2), rec(ttft=0.3),
         rec(SHED, 429, None, 0.002, "rate_limit_exceeded"), rec(SHED, 503, None, 0.004, "ServiceUnavailable"),
         rec(ERROR, 200, 5.0, 9.0, "connection_cut"),
+        rec(ERROR, 0, None, 10.0, "unfinished_at_end"),
     )  # fmt: skip
     cell = Cell("a", "http://x/v1", "m", Load("rate", 2.0), 0.0, 2.0, 0.1, records)
     s = summarize(cell)
-    assert (s.requests, s.ok, s.shed, s.errors) == (6, 3, 2, 1)
+    assert (s.requests, s.ok, s.shed, s.errors, s.unfinished) == (7, 3, 2, 1, 1)
     assert s.ttft_p50 == pytest.approx(0.2) and s.ttft_p99 == pytest.approx(0.298)
     assert s.shed_latency_p50 == pytest.approx(0.003)
-    assert s.by_status == {200: 4, 429: 1, 503: 1}
-    assert s.by_error == {"rate_limit_exceeded": 1, "ServiceUnavailable": 1, "connection_cut": 1}
+    assert s.by_status == {0: 1, 200: 4, 429: 1, 503: 1}
+    assert s.by_error == {
+        "rate_limit_exceeded": 1,
+        "ServiceUnavailable": 1,
+        "connection_cut": 1,
+        "unfinished_at_end": 1,
+    }
     assert s.completed_rps == pytest.approx(1.5) and s.output_tps == pytest.approx(15.0)
     assert s.offered_rps == 2.0 and s.itl_p50 == pytest.approx(0.01)
 
