@@ -151,6 +151,12 @@ async def convergence() -> None:
     for start, end, slots, label in phases:
         took, seen = settle(trace, start, end, slots)
         print(f"  {label:<24}: within +-1 of {slots} after {took} completions; L values seen {seen}")
+        changes, last = [], None
+        for done, s, limit in trace:
+            if s == slots and start <= done < end and limit != last:
+                changes.append(f"{done - start}:{limit}")
+                last = limit
+        print(f"    L by completion (completion:L at each change): {' '.join(changes)}")
     print(f"  upstream 503 'server busy' answers: {stats['rejected']}")
 
 
@@ -207,18 +213,30 @@ async def coalescing(seconds: float) -> None:
             print(f"    -> {events[False] / events[True]:.1f}x fewer SSE writes with coalescing")
 
 
-async def run(seconds: float) -> None:
-    await load_table(seconds)
-    await convergence()
-    await replicas(seconds)
-    await coalescing(min(seconds, 8.0))
+SCENARIOS = ("load", "convergence", "replicas", "coalescing")
+
+
+async def run(seconds: float, only: set[str]) -> None:
+    if "load" in only:
+        await load_table(seconds)
+    if "convergence" in only:
+        await convergence()
+    if "replicas" in only:
+        await replicas(seconds)
+    if "coalescing" in only:
+        await coalescing(min(seconds, 8.0))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.buffer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.buffer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seconds", type=float, default=12.0, help="length of each load cell")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"some of {','.join(SCENARIOS)}")
     args = parser.parse_args()
-    asyncio.run(run(args.seconds))
+    asyncio.run(run(args.seconds, set(args.only.split(","))))
 
 
 if __name__ == "__main__":
