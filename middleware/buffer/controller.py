@@ -40,7 +40,7 @@ class ControllerSettings:
     tolerance: float = 1.5  # a window whose mean sample is this many times the cost model is congested
     window: int = 4  # the fewest completions judged together
     memory: int = 100  # samples the cost model remembers (its forgetting horizon)
-    max_probe_wait: int = 4  # calm windows required before trying the ceiling again, at most
+    max_probe_wait: int = 2  # calm windows required before trying the ceiling again, at most
 
 
 class PromptCost:
