@@ -1,13 +1,13 @@
 """Stream coalescing: fewer, larger SSE events while the client side is behind, and nothing held otherwise.
 
 A reader task pulls the upstream's chunks as they come; the consumer (the route writing to the client)
-takes whatever has piled up since its last write. When the consumer keeps up, each pull finds one chunk and
-passes it on as it is: no chunk is ever held to wait for another, so the first token and every later one
-leave as soon as the writer is free. When the client socket is backed up, or the process is busy with
-many streams, the chunks that arrived meanwhile leave as one event: consecutive text-only deltas of the
-same choice (and kind: content or reasoning) are merged at the JSON level, up to ``MAX_DELTAS`` deltas or
-``MAX_BYTES`` characters. Tool-call deltas, finish reasons, usage, logprobs and errors pass through
-unmerged, in order, and end the merge before them.
+takes whatever has piled up since its last write: when the client socket is backed up, or the process is
+busy with many streams, the chunks that arrived meanwhile leave as one event. Consecutive text-only deltas
+of the same choice (and kind: content or reasoning) are merged at the JSON level, up to ``MAX_DELTAS``
+deltas or ``MAX_BYTES`` characters. Beyond that, text waits for a pace of ``PACE`` (10 ms, under one
+display frame) between events, so a stream at 2 ms per token leaves in events of about five tokens. The
+first text is never held, and a tool-call delta, finish reason, usage, logprobs or error ends the wait at
+once: they pass through unmerged, in order, with whatever text was pending sent just before them.
 
 The reader task costs a little per chunk, so it runs only for streams from an upstream whose tokens come
 faster than ``FAST_GAP`` apart (measured over its recent streams), where merging pays. Every other stream is
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from proxy.types import Chunk, Stream
 
 FAST_GAP = 0.005  # seconds between chunks below which an upstream's streams are coalesced
+PACE = 0.01  # seconds: text events of a coalesced stream leave at most this often after the first
 MAX_DELTAS = 32  # deltas merged into one event at most
 MAX_BYTES = 4096  # characters merged into one event at most
 MAX_PENDING = 64  # chunks read ahead of a slow consumer before the reader waits (backpressure)
@@ -68,10 +69,13 @@ def merge(pending: deque[Chunk]) -> Chunk:
 
 
 async def coalesce(
-    stream: Stream, on_event: Callable[[int, float], None] = lambda deltas, held: None
+    stream: Stream,
+    on_event: Callable[[int, float], None] = lambda deltas, held: None,
+    pace: float = PACE,
 ) -> Stream:
     """``stream`` re-chunked as above. ``on_event(deltas, held)``: per event sent, how many deltas it
-    carries and how long its oldest one waited in this buffer."""
+    carries and how long its oldest one waited in this buffer. ``pace``: once the first text has gone
+    out, text deltas leave at most this often (0: only what piled up is merged)."""
     loop = asyncio.get_running_loop()
     pending: deque[Chunk] = deque()
     arrived: deque[float] = deque()
@@ -99,7 +103,13 @@ async def coalesce(
             finished = True
             ready.set()
 
+    def text_run() -> bool:
+        """Only mergeable text is pending, and not yet a full event of it."""
+        return len(pending) < MAX_DELTAS and all(map(mergeable, pending))
+
     reader = loop.create_task(read())
+    spoken = False  # the first text has gone out: from then on, text may wait for the pace
+    last = 0.0
     try:
         while True:
             if not pending:
@@ -108,6 +118,11 @@ async def coalesce(
                 ready.clear()
                 await ready.wait()
                 continue
+            due = last + pace
+            while spoken and not finished and text_run() and loop.time() < due:
+                ready.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ready.wait(), due - loop.time())
             before = len(pending)
             oldest = arrived[0]
             event = merge(pending)
@@ -115,7 +130,9 @@ async def coalesce(
             for _ in range(taken):
                 arrived.popleft()
             room.set()
-            on_event(taken, loop.time() - oldest)
+            last = loop.time()
+            on_event(taken, last - oldest)
+            spoken = spoken or bool(event.content or event.reasoning)
             yield event
         if failure:
             raise failure[0]

@@ -155,9 +155,10 @@ class Controller:
         if self._mean() <= self.settings.tolerance or self.upstream_queue == 0:
             return False
         # Short prompts have tiny TTFTs, so scheduling jitter alone can double them: count it as queueing
-        # only when the excess is also a fair share of the time a queued request would wait for a slot.
+        # only when the typical (median) excess is also a fair share of the time a queued request would
+        # wait for a slot. Queueing delays every request of the window; a stall of the proxy's CPU, a few.
         gap = self.slot_gap
-        return gap is None or statistics.fmean(self._excess) > JITTER_SHARE * gap
+        return gap is None or statistics.median(self._excess) > JITTER_SHARE * gap
 
     def _judge(self) -> None:
         s = self.settings

@@ -40,12 +40,12 @@ async def source(chunks: list[Chunk], sent: asyncio.Event) -> Stream:
     sent.set()
 
 
-async def consume(chunks: list[Chunk], stall_after: int | None) -> list[Chunk]:
+async def consume(chunks: list[Chunk], stall_after: int | None, pace: float = 0.0) -> list[Chunk]:
     """Pull the coalesced stream; after ``stall_after`` events, wait until the source has sent everything
     (a client socket backed up at that point)."""
     sent = asyncio.Event()
     out: list[Chunk] = []
-    async for event in coalesce(source(chunks, sent), lambda n, held: None):
+    async for event in coalesce(source(chunks, sent), lambda n, held: None, pace=pace):
         out.append(event)
         if len(out) == stall_after:
             await sent.wait()
@@ -67,11 +67,12 @@ def wire(events: list[Chunk]) -> list[dict[str, Any]]:
     return [orjson.loads(f[6:]) for e in events for f in writer.render(e).split(b"\n\n") if f]
 
 
+@pytest.mark.parametrize("pace", [0.0, 0.01], ids=["no-pace", "paced"])
 @pytest.mark.parametrize("stall_after", [None, *range(1, len(TOOL_STREAM))])
 async def test_the_sdk_reassembles_the_same_reply_wherever_the_client_falls_behind(
-    stall_after: int | None,
+    stall_after: int | None, pace: float
 ) -> None:
-    events = await consume(TOOL_STREAM, stall_after)
+    events = await consume(TOOL_STREAM, stall_after, pace)
     assert sdk_final(events).model_dump() == sdk_final(TOOL_STREAM).model_dump()
     # Tool calls, the finish and usage pass through untouched: byte-identical on the wire.
     original = [e for e in wire(TOOL_STREAM) if not _text_only(e)]
@@ -88,6 +89,30 @@ def _text_only(event: dict[str, Any]) -> bool:
         "content",
         "reasoning_content",
     }
+
+
+async def test_paced_text_leaves_in_fewer_events_but_the_first_text_and_tool_calls_never_wait() -> None:
+    stamps: list[tuple[Chunk, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def fast() -> Stream:
+        yield Chunk(role="assistant", content="")
+        for i in range(30):
+            await asyncio.sleep(0.001)  # 1 ms between tokens
+            yield Chunk(content=f"w{i} ")
+        yield Chunk(tool_calls=(ToolCallDelta(0, id="c", name="f", arguments="{}"),))
+        yield Chunk(finish_reason="tool_calls")
+
+    started = loop.time()
+    held: list[float] = []
+    async for event in coalesce(fast(), lambda n, h: held.append(h), pace=0.01):
+        stamps.append((event, loop.time() - started))
+    texts = [(e, t) for e, t in stamps if e.content]
+    assert texts[0][0].content == "w0 "  # the first token alone, at once
+    assert len(texts) < 30 / 2  # the rest merged
+    assert "".join(e.content or "" for e, _ in texts) == "".join(f"w{i} " for i in range(30))
+    assert stamps[-2][0].tool_calls and stamps[-1][0].finish_reason == "tool_calls"
+    assert max(held) < 0.1  # bounded by the pace (plus the loop's own lag on a busy machine)
 
 
 async def test_a_consumer_that_keeps_up_gets_every_chunk_as_it_came() -> None:
