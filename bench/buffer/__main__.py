@@ -133,28 +133,25 @@ async def load_table(seconds: float) -> None:
     print(f"  long requests at 2x served more than 200 ms past their budget: {over} of {len(late)}")
 
 
-def settle(trace: list[tuple[int, int, int]], start: int, end: int, slots: int) -> tuple[int, list[int]]:
-    """Completions after ``start`` until L stayed within +-1 of ``slots`` for the rest of the phase."""
-    phase = [(c, limit) for c, s, limit in trace if s == slots and start <= c < end]
-    last_bad = max((c for c, limit in phase if abs(limit - slots) > 1), default=None)
-    settled = (last_bad - start + 1) if last_bad is not None else 0
-    return settled, sorted({limit for _, limit in phase})
+def settle(trace: list[tuple[int, int]], slots: int) -> tuple[int, list[int]]:
+    """Completions until L stayed within +-1 of ``slots`` for the rest of the phase."""
+    last_bad = max((c for c, limit in trace if abs(limit - slots) > 1), default=None)
+    return (last_bad + 1 if last_bad is not None else 0), sorted({limit for _, limit in trace})
 
 
 async def convergence() -> None:
     print("\nL in Ollama mode (slots unknown: L starts at 1), saturating closed loop of 12 clients:")
+    plan = [(4, 80, "4 slots from the start"), (2, 50, "after 4 -> 2 slots"), (4, 50, "after 2 -> 4 slots")]
     with rig({}, mode="ollama") as r:
-        trace = await limit_trace(r, 12, [(4, 80), (2, 50), (4, 50)])
+        traces = await limit_trace(r, 12, [(slots, n) for slots, n, _ in plan])
         stats = await fake_stats(r.fake)
-    phases = [(0, 80, 4, "4 slots from the start"), (80, 130, 2, "after 4 -> 2 slots"),
-              (130, 180, 4, "after 2 -> 4 slots")]  # fmt: skip
-    for start, end, slots, label in phases:
-        took, seen = settle(trace, start, end, slots)
+    for (slots, _, label), trace in zip(plan, traces, strict=True):
+        took, seen = settle(trace, slots)
         print(f"  {label:<24}: within +-1 of {slots} after {took} completions; L values seen {seen}")
         changes, last = [], None
-        for done, s, limit in trace:
-            if s == slots and start <= done < end and limit != last:
-                changes.append(f"{done - start}:{limit}")
+        for done, limit in trace:
+            if limit != last:
+                changes.append(f"{done}:{limit}")
                 last = limit
         print(f"    L by completion (completion:L at each change): {' '.join(changes)}")
     print(f"  upstream 503 'server busy' answers: {stats['rejected']}")

@@ -118,31 +118,33 @@ async def load_cell(r: Rig, rate: float, seconds: float, load: list[tuple[str, b
     return Cell(shots, busy / (SLOTS * wall), seconds)
 
 
-async def limit_trace(r: Rig, workers: int, phases: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
-    """Saturating closed loop; for each phase (fake slots, completions): (completion, slots, L) samples."""
-    trace: list[tuple[int, int, int]] = []
-    done = 0
+async def limit_trace(r: Rig, workers: int, phases: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Saturating closed loop; per phase (fake slots, completions): (completions since the slots were
+    set, L) samples taken every 20 ms."""
+    traces: list[list[tuple[int, int]]] = []
     load = bodies(seed=11)
     for slots, completions in phases:
         await fake_stats(r.fake, {"slots": slots})
-        target = done + completions
+        trace: list[tuple[int, int]] = []
+        traces.append(trace)
+        done = [0]  # completions since the slots were set, shared with the sampler
         stop = asyncio.Event()
 
-        async def sample(slots: int = slots, stop: asyncio.Event = stop) -> None:
+        async def sample(trace: list[tuple[int, int]] = trace, done: list[int] = done,
+                         stop: asyncio.Event = stop) -> None:  # fmt: skip
             while not stop.is_set():
                 metrics = await scrape(r.fluidos[0])
-                trace.append((done, slots, int(metrics.get('fluido_buffer_limit{upstream="fake"}', 0))))
+                trace.append((done[0], int(metrics.get('fluido_buffer_limit{upstream="fake"}', 0))))
                 await asyncio.sleep(0.02)
 
-        def count(shot: Shot) -> None:
-            nonlocal done
-            done += shot.status == 200
+        def count(shot: Shot, done: list[int] = done) -> None:
+            done[0] += shot.status == 200
 
         sampler = asyncio.create_task(sample())
-        await closed_loop(r.fluidos[0], workers, lambda _, target=target: done >= target, load, count)
+        await closed_loop(r.fluidos[0], workers, lambda _, n=completions, d=done: d[0] >= n, load, count)
         stop.set()
         await sampler
-    return trace
+    return traces
 
 
 async def coalescing_cell(coalesce: bool, streams: int, seconds: float, itl_ms: float) -> dict[str, Any]:
