@@ -55,7 +55,9 @@ def paced(tmp_path: Path, children: list[Child]) -> Callable[..., PacedUpstream]
 
 @pytest.fixture
 def fluido(tmp_path: Path, children: list[Child]) -> Callable[..., Fluido]:
-    def start(config: Mapping[str, Any], env: Mapping[str, str] | None = None, name: str = "fluido") -> Fluido:
+    def start(
+        config: Mapping[str, Any], env: Mapping[str, str] | None = None, name: str = "fluido"
+    ) -> Fluido:
         server = Fluido(tmp_path, config, env, name=name)
         children.append(server)
         server.start()

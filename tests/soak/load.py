@@ -87,12 +87,12 @@ async def request(
     url: str,
     body: Mapping[str, Any],
     *,
-    timeout: float,
+    within: float,
     headers: Mapping[str, str] | None = None,
 ) -> Result:
-    """One chat request, classified; never raises and never outlives ``timeout``."""
+    """One chat request, classified; never raises and never outlives ``within`` seconds."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             async with session.post(f"{url}/v1/chat/completions", json=body, headers=headers) as resp:
                 if resp.status == 200 and body.get("stream"):
                     return await read_stream(resp)
@@ -105,7 +105,9 @@ async def request(
                     ok = isinstance(payload, dict) and payload.get("choices")
                     return Result(ANSWERED if ok else LOST, 200)
                 if is_error_body(payload):
-                    return Result(TYPED, resp.status, str(payload["error"].get("code") or payload["error"]["type"]))
+                    return Result(
+                        TYPED, resp.status, str(payload["error"].get("code") or payload["error"]["type"])
+                    )
                 return Result(LOST, resp.status, "untyped_error")
     except TimeoutError:
         return Result(HANG, 0, "no_answer_in_time")

@@ -13,8 +13,8 @@ from typing import Any
 
 from tests.soak.conftest import fluido_config
 from tests.soak.load import ANSWERED, Deadline, Tally, chat_body, request, scale, session, table
-from tests.support.procfs import open_fds, rss_bytes, tcp_connections
 from tests.support.processes import Fluido, PacedUpstream
+from tests.support.procfs import open_fds, rss_bytes, tcp_connections
 
 STREAMS = int(scale(40, 200))
 HOLD_S = scale(8.0, 60.0)
@@ -44,7 +44,7 @@ async def settle_to(server: Fluido, upstream: PacedUpstream, baseline: dict[str,
 
 async def idle_baseline(server: Fluido, upstream: PacedUpstream) -> dict[str, int]:
     async with session() as s:
-        first = await request(s, server.url, chat_body("warm", stream=True), timeout=30)
+        first = await request(s, server.url, chat_body("warm", stream=True), within=30)
         assert first.outcome == ANSWERED, first
     # The pooled connection of that first request expires, as every idle one does.
     assert await Deadline(20).poll(lambda: tcp_connections(server.pid, upstream.port) == 0, every=0.25)
@@ -68,7 +68,7 @@ async def test_held_streams_keep_memory_flat_and_give_back_every_descriptor_task
         n = 0
         while time.monotonic() < end:
             n += 1
-            tally.add(await request(s, server.url, chat_body(f"hold {i} {n}", stream=True), timeout=30))
+            tally.add(await request(s, server.url, chat_body(f"hold {i} {n}", stream=True), within=30))
 
     async def sample() -> None:
         while time.monotonic() < end:
