@@ -5,6 +5,7 @@ at a steady rate does, plus what a test in another process needs to see at ``GET
 
 - ``started``, ``finished``: chat requests begun, and answered to the end;
 - ``in_flight``: chat handlers running now; ``connections``: client connections open now;
+- ``bytes_sent``: stream bytes written so far (it stops growing when every reader has stalled);
 - ``cancels``: ``[marker, t]`` for each request whose client left before the end, ``t`` being when the
   fake noticed (``time.monotonic()``: one clock for every process on Linux, so a test can compare it
   with when its own client left). The marker is the last user message, which tests make unique.
@@ -12,6 +13,10 @@ at a steady rate does, plus what a test in another process needs to see at ``GET
 ``GET /_fake/received`` returns every chat and embeddings body and its headers, for tests that check
 what reached the upstream. Idle keep-alive connections are closed after ``--keepalive`` seconds, so
 "connections back to baseline" is observable within a test.
+
+With ``--piece-bytes``, a request whose marker starts with "large" gets a stream of ``tokens`` pieces of that
+size, made as they are sent (no pacing): a reply larger than every buffer between the fake and a client that
+never reads.
 
 Run: ``python -m tests.fakes.paced --port 9000 [--tokens 40] [--interval 0.1] [--keepalive 2]``.
 """
@@ -26,7 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ._server import json_response
+from ._server import counts_disconnects, json_response
 from .vllm import FakeVLLM
 
 MODEL = "paced-model"
@@ -45,15 +50,18 @@ def marker(body: Any) -> str:
 class PacedVLLM(FakeVLLM):
     """FakeVLLM at a fixed token rate, counting what a leak or cancellation check needs."""
 
-    def __init__(self, tokens: int, interval: float, first: float = 0.0) -> None:
+    def __init__(self, tokens: int, interval: float, first: float = 0.0, piece_bytes: int = 0) -> None:
         super().__init__(models=[MODEL])
         self.reply = " ".join(f"tok{i}" for i in range(tokens))
+        self.tokens = tokens
+        self.piece_bytes = piece_bytes
         self.delay_between = interval
         self.delay_first = first
         self.started = 0
         self.finished = 0
         self.in_flight = 0
         self.cancels: list[tuple[str, float]] = []
+        self.bytes_sent = 0
 
     def _routes(self) -> list[web.RouteDef]:
         return [
@@ -72,7 +80,10 @@ class PacedVLLM(FakeVLLM):
         self.in_flight += 1
         gone_before = self.disconnects
         try:
-            resp = await super()._chat(request)
+            if self.piece_bytes and tag.startswith("large"):
+                resp = await self._large(request)
+            else:
+                resp = await super()._chat(request)
         finally:
             self.in_flight -= 1
         if self.disconnects > gone_before:
@@ -80,6 +91,31 @@ class PacedVLLM(FakeVLLM):
         else:
             self.finished += 1
         return resp
+
+    @counts_disconnects
+    async def _large(self, request: web.Request) -> web.StreamResponse:
+        """A stream of ``tokens`` pieces of ``piece_bytes`` each, made as they are sent: replies far larger
+        than any buffer on the way, without holding them in memory here."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        head = {"id": "chatcmpl-large", "object": "chat.completion.chunk", "created": 0, "model": MODEL}
+
+        def frame(delta: dict[str, str], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return b"data: " + orjson.dumps(head | {"choices": [choice]}) + b"\n\n"
+
+        await self._write(resp, frame({"role": "assistant", "content": ""}))
+        piece = "x" * (self.piece_bytes - 1)
+        for i in range(self.tokens):
+            await self._write(resp, frame({"content": f"{i % 10}{piece}"}))
+        await self._write(resp, frame({}, "stop"))
+        await self._write(resp, b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
+        await super()._write(resp, data)
+        self.bytes_sent += len(data)  # counted once written: a stalled reader stops the count
 
     async def _stats(self, request: web.Request) -> web.Response:
         server = self._runner.server if self._runner is not None else None
@@ -91,6 +127,7 @@ class PacedVLLM(FakeVLLM):
                 "connections": len(server.connections) if server is not None else 0,
                 "cancels": self.cancels,
                 "disconnects": self.disconnects,
+                "bytes_sent": self.bytes_sent,
             }
         )
 
@@ -115,8 +152,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between streamed pieces")
     parser.add_argument("--first", type=float, default=0.0, help="seconds before the first byte")
     parser.add_argument("--keepalive", type=float, default=2.0, help="idle connections closed after this")
+    parser.add_argument("--piece-bytes", type=int, default=0, help="> 0: large pieces, made as they are sent")
     args = parser.parse_args()
-    fake = PacedVLLM(args.tokens, args.interval, args.first)
+    fake = PacedVLLM(args.tokens, args.interval, args.first, args.piece_bytes)
     import uvloop
 
     uvloop.run(serve(args.port, fake, args.keepalive))

@@ -122,9 +122,18 @@ class Child:
 class PacedUpstream(Child):
     """``tests.fakes.paced``: an OpenAI-compatible upstream streaming at a fixed rate."""
 
-    def __init__(self, logs: Path, tokens: int = 40, interval: float = 0.1, keepalive: float = 2.0) -> None:
-        super().__init__("upstream", logs)
+    def __init__(
+        self,
+        logs: Path,
+        tokens: int = 40,
+        interval: float = 0.1,
+        keepalive: float = 2.0,
+        piece_bytes: int = 0,
+        name: str = "upstream",
+    ) -> None:
+        super().__init__(name, logs)
         self.options = ["--tokens", str(tokens), "--interval", str(interval), "--keepalive", str(keepalive)]
+        self.options += ["--piece-bytes", str(piece_bytes)]
 
     @property
     def url(self) -> str:
