@@ -145,7 +145,7 @@ TABLE_HEAD = (
 
 
 def table(title: str, tallies: list[Tally]) -> str:
-    return "\n".join([f"\n{title}", TABLE_HEAD, *(t.row() for t in tallies)])
+    return "\n".join([f"\n{title}", TABLE_HEAD, *(t.row() for t in tallies if t.sent)])
 
 
 class Deadline:
@@ -169,3 +169,78 @@ class Deadline:
 def session(limit: int = 0) -> aiohttp.ClientSession:
     """A client session with no pool limit: every simulated client has its own connection."""
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, force_close=True))
+
+
+class Load:
+    """``clients`` loops sending requests until closed; each result counts in the phase it started in.
+
+    ``body(n)`` makes the n-th request's body. Phases end on conditions (``run_phase`` waits for a number of
+    results, ``recover`` for the first answer), each bounded by a deadline.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        clients: int,
+        body: Callable[[int], Mapping[str, Any]],
+        headers: Mapping[str, str] | None = None,
+        within: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.clients = clients
+        self.body = body
+        self.headers = headers
+        self.within = within
+        self.current = Tally("start")
+        self.tallies: list[Tally] = [self.current]
+        self._sent = 0
+        self._stop = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Load:
+        self._session = session()
+        self._tasks = [asyncio.create_task(self._client()) for _ in range(self.clients)]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop = True
+        # Every request has its own deadline, so the clients end within it.
+        await asyncio.wait_for(asyncio.gather(*self._tasks), self.within + 10)
+        assert self._session is not None
+        await self._session.close()
+
+    async def _client(self) -> None:
+        assert self._session is not None
+        while not self._stop:
+            self._sent += 1
+            tally = self.current
+            result = await request(
+                self._session, self.url, self.body(self._sent), within=self.within, headers=self.headers
+            )
+            tally.add(result)
+            if result.outcome != ANSWERED:
+                await asyncio.sleep(0.05)  # a failing client retries at a human pace, not in a busy loop
+
+    def begin(self, name: str) -> Tally:
+        self.current = Tally(name)
+        self.tallies.append(self.current)
+        return self.current
+
+    async def run_phase(self, name: str, results: int, limit_s: float = 60.0) -> Tally:
+        tally = self.begin(name)
+        assert await Deadline(limit_s).poll(lambda: tally.sent >= results), f"{name}: {tally.outcomes}"
+        return tally
+
+    async def recover(self, name: str, limit_s: float = 60.0) -> float:
+        """Begin phase ``name`` and wait for its first answer; the seconds it took."""
+        tally = self.begin(name)
+        start = time.monotonic()
+        assert await Deadline(limit_s).poll(lambda: tally.outcomes[ANSWERED] > 0), f"{name}: {tally.outcomes}"
+        return time.monotonic() - start
+
+    def totals(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for t in self.tallies:
+            total.update(t.outcomes)
+        return total

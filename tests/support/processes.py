@@ -41,7 +41,10 @@ def toml_text(data: Mapping[str, Any], prefix: str = "") -> str:
         return "[" + ", ".join(value(x) for x in v) + "]"
 
     lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, Mapping)]
-    text = (f"[{prefix}]\n" if prefix and lines else "") + "".join(line + "\n" for line in lines)
+    # An empty table is still written: its presence can mean something ([upstreams.x.embedded]).
+    text = (f"[{prefix}]\n" if prefix and (lines or not data) else "") + "".join(
+        line + "\n" for line in lines
+    )
     for k, v in data.items():
         if isinstance(v, Mapping):
             text += toml_text(v, f"{prefix}.{k}" if prefix else k)
