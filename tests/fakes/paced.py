@@ -132,7 +132,8 @@ class PacedVLLM(FakeVLLM):
         )
 
     async def _received(self, request: web.Request) -> web.Response:
-        return json_response({"bodies": self.requests, "headers": self.headers})
+        headers = [{str(k): v for k, v in h.items()} for h in self.headers]  # aiohttp's keys are istr
+        return json_response({"bodies": self.requests, "headers": headers})
 
 
 async def serve(port: int, fake: PacedVLLM, keepalive: float) -> None:
