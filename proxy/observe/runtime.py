@@ -22,8 +22,6 @@ from proxy.errors import PermissionDenied
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-
-
 def snapshot() -> dict[str, int]:
     """Live tasks, threads, open descriptors and resident memory of this process."""
     try:

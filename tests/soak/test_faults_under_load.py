@@ -163,9 +163,9 @@ def embedded_config(port: int) -> dict[str, Any]:
 async def test_the_embedded_model_server_killed_is_restarted_by_its_supervisor(
     fluido: Callable[..., Fluido],
 ) -> None:
-    """The supervisor (proxy/embedded.py) launches ``python -m llama_cpp.server``; here that command finds a
-    stand-in speaking the same API (tests/support/llama_standin), because llama.cpp's CPU build crashes on
-    some machines and would compete for the cores. Launch, health checks and restart are the real ones."""
+    """The supervisor (proxy/upstream/embedded.py) launches ``python -m llama_cpp.server``; here that command
+    finds a stand-in speaking the same API (tests/support/llama_standin), because llama.cpp's CPU build
+    crashes on some machines and would compete for the cores. Launch, health checks and restart are real."""
     path = os.pathsep.join([str(STANDIN), str(REPO), os.environ.get("PYTHONPATH", "")])
     server = fluido(embedded_config(free_port()), env={"PYTHONPATH": path})
 
