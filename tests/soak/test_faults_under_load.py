@@ -79,6 +79,7 @@ async def test_redis_killed_and_restarted_mid_load(
         limits={"backend": "redis", "fail": "open"},
         cache={"backend": "redis"},
         redis={"url": redis_server.url, "timeout": 0.5},
+        ready={"cache_seconds": 0.5},
     )
     server = fluido(config, env={"FAULT_KEY": KEY})
 
@@ -119,7 +120,7 @@ async def test_the_chroma_server_killed_and_restarted_mid_load(
         "port": chroma.port,
         "embedding_cache": str(tmp_path / "embeddings.sqlite"),
     }
-    server = fluido(fluido_config(upstream.url, cache={"semantic": semantic}))
+    server = fluido(fluido_config(upstream.url, cache={"semantic": semantic}, ready={"cache_seconds": 0.5}))
     assert await Deadline(180).poll(lambda: dependency_ok(server, "chroma"), every=0.5)
 
     def body(n: int) -> dict[str, Any]:
