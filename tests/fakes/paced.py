@@ -11,14 +11,14 @@ at a steady rate does, plus what a test in another process needs to see at ``GET
   with when its own client left). The marker is the last user message, which tests make unique.
 
 ``GET /_fake/received`` returns every chat and embeddings body and its headers, for tests that check
-what reached the upstream. Idle keep-alive connections are closed after ``--keepalive`` seconds, so
-"connections back to baseline" is observable within a test.
+what reached the upstream. Idle keep-alive connections are closed after ``--keepalive`` seconds (5 by default,
+as uvicorn does for vLLM), and a handler is cancelled the moment its client leaves.
 
 With ``--piece-bytes``, a request whose marker starts with "large" gets a stream of ``tokens`` pieces of that
 size, made as they are sent (no pacing): a reply larger than every buffer between the fake and a client that
 never reads.
 
-Run: ``python -m tests.fakes.paced --port 9000 [--tokens 40] [--interval 0.1] [--keepalive 2]``.
+Run: ``python -m tests.fakes.paced --port 9000 [--tokens 40] [--interval 0.1] [--keepalive 5]``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ class PacedVLLM(FakeVLLM):
             web.get("/_fake/received", self._received),
         ]
 
+    async def _sleep(self, request: web.Request, seconds: float) -> None:
+        # The server cancels a handler whose client left (handler_cancellation): no need to poll for it,
+        # which with hundreds of streams would keep this process too busy to notice anything promptly.
+        await asyncio.sleep(seconds)
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()  # aiohttp keeps the body: the vLLM handler reads it again
         try:
@@ -84,10 +89,13 @@ class PacedVLLM(FakeVLLM):
                 resp = await self._large(request)
             else:
                 resp = await super()._chat(request)
+        except asyncio.CancelledError:
+            self.cancels.append((tag, time.monotonic()))  # the client left while we waited
+            raise
         finally:
             self.in_flight -= 1
         if self.disconnects > gone_before:
-            self.cancels.append((tag, time.monotonic()))
+            self.cancels.append((tag, time.monotonic()))  # the client left while we wrote
         else:
             self.finished += 1
         return resp
@@ -139,7 +147,9 @@ class PacedVLLM(FakeVLLM):
 async def serve(port: int, fake: PacedVLLM, keepalive: float) -> None:
     app = web.Application()
     app.add_routes(fake._routes())
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, keepalive_timeout=keepalive)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=0.5, keepalive_timeout=keepalive, handler_cancellation=True
+    )
     fake._runner = runner
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
@@ -152,7 +162,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between streamed pieces")
     parser.add_argument("--first", type=float, default=0.0, help="seconds before the first byte")
-    parser.add_argument("--keepalive", type=float, default=2.0, help="idle connections closed after this")
+    parser.add_argument("--keepalive", type=float, default=5.0, help="idle connections closed after this")
     parser.add_argument("--piece-bytes", type=int, default=0, help="> 0: large pieces, made as they are sent")
     args = parser.parse_args()
     fake = PacedVLLM(args.tokens, args.interval, args.first, args.piece_bytes)

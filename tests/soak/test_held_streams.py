@@ -30,7 +30,7 @@ def holdings(server: Fluido, upstream: PacedUpstream) -> dict[str, int]:
 
 
 async def settle_to(server: Fluido, upstream: PacedUpstream, baseline: dict[str, int]) -> dict[str, int]:
-    """Poll until what Fluido holds is back to ``baseline`` (idle upstream connections expire in ~2 s)."""
+    """Poll until what Fluido holds is back to ``baseline`` (idle upstream connections expire within ~5 s)."""
     now: dict[str, int] = {}
 
     def back() -> bool:

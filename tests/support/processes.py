@@ -130,7 +130,7 @@ class PacedUpstream(Child):
         logs: Path,
         tokens: int = 40,
         interval: float = 0.1,
-        keepalive: float = 2.0,
+        keepalive: float = 5.0,
         piece_bytes: int = 0,
         name: str = "upstream",
     ) -> None:

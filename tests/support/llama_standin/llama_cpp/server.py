@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     fake = PacedVLLM(tokens=8, interval=0.05)
     fake.models = [args.model_alias]
-    uvloop.run(serve(args.port, fake, keepalive=2.0))
+    uvloop.run(serve(args.port, fake, keepalive=5.0))
 
 
 if __name__ == "__main__":
