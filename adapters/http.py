@@ -26,6 +26,7 @@ class Decoder(Protocol):
 
 _JSON_HEADERS = {"content-type": "application/json"}
 _ERROR_BODY_LIMIT = 64 * 1024
+IDLE_CONNECTION_SECONDS = 4.0
 
 
 class UpstreamHTTP:
@@ -44,7 +45,11 @@ class UpstreamHTTP:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 base_url=self.cfg.url + "/",
-                connector=aiohttp.TCPConnector(limit=self.cfg.max_connections, keepalive_timeout=30),
+                # Idle connections are dropped before uvicorn's default 5 s keep-alive (vLLM, llama.cpp's
+                # Python server) closes them: reusing one the server is closing fails the request.
+                connector=aiohttp.TCPConnector(
+                    limit=self.cfg.max_connections, keepalive_timeout=IDLE_CONNECTION_SECONDS
+                ),
                 # Only connecting is bounded here; first-token, idle and total limits are the router's.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.connect_timeout),
                 headers=self._headers,

@@ -32,8 +32,10 @@ from proxy.asgi import HotPath
 from proxy.chain import build_chain
 from proxy.config import Config
 from proxy.errors import InvalidRequest, render
+from proxy.http_protocol import HEADER_TIMEOUT_STATE
 from proxy.limits import Limiter
 from proxy.observe import Dependency, LogWriter, Metrics, Observability, Readiness, configure_logging
+from proxy.observe.runtime import Runtime
 from proxy.ollama_api.errors import error_body, is_ollama_path
 from proxy.ollama_api.mount import ollama_routes
 from proxy.routes import ChatCompletions, Embeddings, Models, health
@@ -152,7 +154,7 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     breakers = {name: up.breaker for name, up in upstreams.items()}
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, float]]:
         log_writer.start()
         warming = asyncio.create_task(warm_up(cfg.models, upstreams))
         # Everything built so far lives as long as the process: keep it out of every garbage collection.
@@ -160,7 +162,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         # The semantic index loads an embedding model: in the background, and used once it is ready.
         indexing = asyncio.create_task(attach_semantic_index(cache, cfg.cache.semantic)) if cache else None
         try:
-            yield
+            # The lifespan state reaches every connection's protocol: the header deadline is enforced there.
+            yield {HEADER_TIMEOUT_STATE: cfg.server.header_timeout}
         finally:
             for task in (warming, indexing):
                 if task is not None:
@@ -192,21 +195,24 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     if cache is not None and cfg.cache.semantic.enabled:
         dependencies["chroma"] = Dependency(cache.ping_index, required=False)
     readiness = Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds, dependencies)
-    chat = ChatCompletions(chain, cfg.server.max_body_bytes, content_chars)
-    embeddings = Embeddings(router, cfg.server.max_body_bytes)
+    body_timeout = cfg.server.body_timeout
+    runtime = Runtime({key.name for key in cfg.keys.values() if key.admin}, keyed=bool(cfg.keys))
+    chat = ChatCompletions(chain, cfg.server.max_body_bytes, content_chars, body_timeout)
+    embeddings = Embeddings(router, cfg.server.max_body_bytes, body_timeout)
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", Models(cfg), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", readiness, methods=["GET"]),
+        Route("/admin/runtime", runtime, methods=["GET"]),
     ]
     ollama, ollama_hot = ollama_routes(cfg.models, chain, router, cfg.server.max_body_bytes, content_chars)
     routes += ollama
     if metrics is not None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if cache is not None:
-        purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes)
+        purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes, body_timeout)
         routes.append(Route("/admin/cache/purge", purge, methods=["POST"]))
     app = Starlette(
         routes=routes,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import BodyTooLarge, FluidoError, render
+from proxy.errors import BodyTooLarge, FluidoError, RequestTimeout, render
 from proxy.types import Trace
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -60,10 +60,20 @@ def trace_of(scope: Scope) -> Trace:
     return trace
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, within: float | None = None) -> bytes:
+    """The whole request body, at most ``limit`` bytes, arrived within ``within`` seconds."""
     length = header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    try:
+        async with asyncio.timeout(within):
+            return await _receive_body(receive, limit)
+    except TimeoutError:
+        # A client trickling its body holds a connection and a buffer: cut it off, and say so.
+        raise RequestTimeout(f"The request body did not arrive within {within:g} seconds.") from None
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:

@@ -33,6 +33,8 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
+    header_timeout: float = 10.0  # seconds for a request's headers to arrive, from its first byte
+    body_timeout: float = 30.0  # seconds for a request's whole body to arrive, once its headers have
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,8 @@ def _server(r: Reader) -> ServerConfig:
         port=r.integer("port", d.port, 1, 65535),
         workers=r.integer("workers", d.workers, 1, 256),
         max_body_bytes=r.integer("max_body_bytes", d.max_body_bytes, 1024),
+        header_timeout=r.number("header_timeout", d.header_timeout),
+        body_timeout=r.number("body_timeout", d.body_timeout),
     )
     r.done()
     return cfg

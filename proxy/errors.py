@@ -5,6 +5,7 @@
     ├── AuthenticationFailed      401 authentication_error
     ├── PermissionDenied          403 permission_denied
     ├── ModelNotFound             404 model_not_found
+    ├── RequestTimeout            408 request_timeout (headers or body too slow to arrive)
     ├── BodyTooLarge              413 request_too_large
     ├── RateLimited               429 rate_limit_exceeded (+ Retry-After)
     ├── StoreUnavailable          503 a store is down (limits failing closed, a cache purge)
@@ -67,6 +68,15 @@ class ModelNotFound(FluidoError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class RequestTimeout(FluidoError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}  # the rest of a late body is not worth waiting for
 
 
 class BodyTooLarge(FluidoError):

@@ -56,15 +56,18 @@ def prompt_text(req: ChatRequest) -> str:
 class ChatCompletions:
     """POST /v1/chat/completions, as a plain ASGI app: it owns the commit point and the disconnect watch."""
 
-    def __init__(self, chain: Handler, max_body_bytes: int, content_chars: int = 0) -> None:
+    def __init__(
+        self, chain: Handler, max_body_bytes: int, content_chars: int = 0, body_timeout: float | None = None
+    ) -> None:
         self.chain = chain
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.content_chars = content_chars  # > 0: keep this much prompt and completion text for the log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace = trace_of(scope)
         try:
-            req = parse_chat(await read_body(scope, receive, self.max_body_bytes))
+            req = parse_chat(await read_body(scope, receive, self.max_body_bytes, self.body_timeout))
         except ClientGone:
             return
         except FluidoError as exc:
@@ -155,14 +158,15 @@ class ChatCompletions:
 class Embeddings:
     """POST /v1/embeddings: routed like chat, never streamed."""
 
-    def __init__(self, router: Router, max_body_bytes: int) -> None:
+    def __init__(self, router: Router, max_body_bytes: int, body_timeout: float | None = None) -> None:
         self.router = router
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace = trace_of(scope)
         try:
-            req = parse_embedding(await read_body(scope, receive, self.max_body_bytes))
+            req = parse_embedding(await read_body(scope, receive, self.max_body_bytes, self.body_timeout))
             trace.model = req.model
             result = await self.router.embed(req, trace)
         except ClientGone:
