@@ -120,6 +120,18 @@ def parse_completion(data: Any) -> Completion:
     return Completion(choices=tuple(choices), usage=parse_usage(data.get("usage")))
 
 
+def _tool_call_deltas(raw: list[Any]) -> tuple[ToolCallDelta, ...]:
+    return tuple(
+        ToolCallDelta(
+            index=t.get("index", i),
+            id=t.get("id"),
+            name=(t.get("function") or {}).get("name"),
+            arguments=(t.get("function") or {}).get("arguments") or "",
+        )
+        for i, t in enumerate(raw)
+    )
+
+
 def parse_chunks(data: Any) -> list[Chunk]:
     """One SSE event -> normalized chunks (one per choice, then one for usage if present)."""
     if not isinstance(data, dict):
@@ -128,29 +140,24 @@ def parse_chunks(data: Any) -> list[Chunk]:
         message, _ = error_message(data)
         raise UpstreamError(f"The upstream failed mid-stream: {message or 'unknown error'}")
     chunks = []
+    # Called once per token: most events are one choice with a content delta, so the rarer fields
+    # (tool calls, usage) are only looked at when present.
     for c in data.get("choices") or ():
         delta = c.get("delta") or {}
-        calls = tuple(
-            ToolCallDelta(
-                index=t.get("index", i),
-                id=t.get("id"),
-                name=(t.get("function") or {}).get("name"),
-                arguments=(t.get("function") or {}).get("arguments") or "",
-            )
-            for i, t in enumerate(delta.get("tool_calls") or ())
-        )
+        raw_calls = delta.get("tool_calls")
         chunks.append(
             Chunk(
                 index=c.get("index", 0),
                 role=delta.get("role"),
                 content=delta.get("content"),
-                reasoning=_reasoning(delta),
-                tool_calls=calls,
+                reasoning=delta.get("reasoning_content") or delta.get("reasoning"),
+                tool_calls=_tool_call_deltas(raw_calls) if raw_calls else (),
                 finish_reason=c.get("finish_reason"),
                 logprobs=c.get("logprobs"),
             )
         )
-    if usage := parse_usage(data.get("usage")):
+    raw_usage = data.get("usage")
+    if raw_usage is not None and (usage := parse_usage(raw_usage)):
         chunks.append(Chunk(usage=usage))
     return chunks
 

@@ -70,7 +70,7 @@ def profile(pid: int, port: int, mode: str, seconds: float, out: Path, n: int) -
     uvloop.run(load(port, mode == "stream", 2.0))  # warm
     recorders = [
         subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--rate", "400", "--nonblocking", "--duration",
+            [spy, "record", "--pid", str(pid), "--rate", "400", "--nonblocking", "--gil", "--duration",
              str(int(seconds)), "--format", fmt, "--output", str(path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

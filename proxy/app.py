@@ -28,7 +28,7 @@ from middleware.cache import (
 )
 from middleware.classify import Classify, Compact, TokenCounter, Tokenizer, build_classifier
 from middleware.limits import Authenticate, MemoryLimiter, RateLimit, RedisLimiter
-from proxy.asgi import HotPath
+from proxy.asgi import App
 from proxy.chain import build_chain
 from proxy.config import Config
 from proxy.errors import InvalidRequest, render
@@ -214,21 +214,16 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     if cache is not None:
         purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes, body_timeout)
         routes.append(Route("/admin/cache/purge", purge, methods=["POST"]))
-    app = Starlette(
+    app = App(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[
-            *build_asgi_middleware(cfg, metrics, breakers, log_writer),
-            ASGIMiddleware(
-                HotPath,
-                routes={
-                    ("POST", "/v1/chat/completions"): chat,
-                    ("POST", "/v1/embeddings"): embeddings,
-                    **ollama_hot,
-                },
-            ),
-        ],
+        middleware=build_asgi_middleware(cfg, metrics, breakers, log_writer),
+        hot_routes={
+            ("POST", "/v1/chat/completions"): chat,
+            ("POST", "/v1/embeddings"): embeddings,
+            **ollama_hot,
+        },
     )
     app.state.router = router
     app.state.metrics = metrics

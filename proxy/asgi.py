@@ -8,7 +8,9 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import BodyTooLarge, FluidoError, RequestTimeout, render
@@ -153,11 +155,7 @@ def failed(trace: Trace, error: FluidoError) -> FluidoError:
 
 
 class HotPath:
-    """Sends the busiest endpoints straight to their handler, past Starlette's routing and exception layers.
-
-    Those layers wrap ``send`` too, and a stream calls it once per chunk. The endpoints keep their routes,
-    so everything else about them (405s, listings) is unchanged.
-    """
+    """Sends the busiest endpoints straight to their handler; everything else to ``app``."""
 
     def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], ASGIApp]) -> None:
         self.app = app
@@ -168,3 +166,25 @@ class HotPath:
             await handler(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+class App(Starlette):
+    """Starlette, with the busiest endpoints behind the app's own middleware only.
+
+    Starlette's routing, exception and server-error layers each wrap ``send``, and a stream calls it once
+    per chunk. The hot endpoints catch their own errors and answer them in OpenAI's shape, so those layers
+    have nothing to add there: the hot endpoints get the user middleware (observability, authentication)
+    and nothing else. They keep their routes, so everything else about them (405s, listings) is unchanged.
+    """
+
+    def __init__(self, *, hot_routes: Mapping[tuple[str, str], ASGIApp], **kwargs: Any) -> None:
+        self.hot_routes = hot_routes
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        hot = {}
+        for route, handler in self.hot_routes.items():
+            for cls, args, kwargs in reversed(self.user_middleware):
+                handler = cls(handler, *args, **kwargs)
+            hot[route] = handler
+        return HotPath(super().build_middleware_stack(), hot)

@@ -12,8 +12,8 @@ call, so the limits hold across any number of replicas.
 
 from __future__ import annotations
 
+import itertools
 import time
-import uuid
 from collections.abc import Callable, Sequence
 
 from proxy.limits import WINDOW, Bucket, Grant, RateLimits, budget
@@ -27,6 +27,8 @@ class MemoryLimiter:
         self.clock = clock
         self._levels: dict[str, tuple[float, float]] = {}  # bucket key -> (level, when)
         self._leases: dict[str, dict[str, float]] = {}  # bucket key -> lease -> expiry
+        # Leases only need to be unique within this process's limiter: a counter, not a random id.
+        self._lease_ids = itertools.count(1)
 
     def _level(self, key: str, capacity: int, now: float) -> float:
         level, when = self._levels.get(key, (capacity, now))
@@ -59,7 +61,7 @@ class MemoryLimiter:
                 budget(first.tpm, self._level(buckets[0].name + ":t", first.tpm, now)) if first.tpm else None
             )
             return Grant(False, retry_after=retry, refused_by=refused, requests=requests, tokens=tokens_left)
-        lease = uuid.uuid4().hex
+        lease = f"{next(self._lease_ids):x}"
         for b in buckets:
             if b.limits.rpm:
                 self._levels[b.name + ":r"] = (self._level(b.name + ":r", b.limits.rpm, now) - 1, now)
