@@ -68,12 +68,14 @@ def profile(pid: int, port: int, mode: str, seconds: float, out: Path, n: int) -
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     raw, speedscope = out / f"{mode}.txt", out / f"{mode}.speedscope.json"
     uvloop.run(load(port, mode == "stream", 2.0))  # warm
+    # --gil: only samples holding the GIL, i.e. Python work; waiting (for the loop, a lock) is not CPU.
+    base = [spy, "record", "--pid", str(pid), "--rate", "400", "--nonblocking", "--gil"]
     recorders = [
         subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--rate", "400", "--nonblocking", "--gil", "--duration",
-             str(int(seconds)), "--format", fmt, "--output", str(path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [*base, "--duration", str(int(seconds)), "--format", fmt, "--output", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for fmt, path in (("raw", raw), ("speedscope", speedscope))
     ]
     done = uvloop.run(load(port, mode == "stream", seconds))

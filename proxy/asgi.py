@@ -91,20 +91,32 @@ async def _receive_body(receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
+# Most replies from a fast upstream (or the cache) are done within this: they never pay for a watcher
+# task. A client that leaves sooner is noticed when the watcher starts, since the disconnect waits for it.
+WATCH_DELAY_SECONDS = 0.05
+
+
 class DisconnectWatch:
     """Cancels the request's task the moment its client disconnects, so the upstream call stops too.
 
     Start it once the body is read: from then on the only message ``receive`` can deliver is the
     disconnect. Mark it ``finished`` before the last send, so a disconnect after that cancels nothing.
+    The watching task starts only if the request is still going after ``WATCH_DELAY_SECONDS``.
     """
 
-    __slots__ = ("_task", "_watcher", "finished", "gone")
+    __slots__ = ("_receive", "_start", "_task", "_watcher", "finished", "gone")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, delay: float = WATCH_DELAY_SECONDS) -> None:
         self.gone = False
         self.finished = False
         self._task = asyncio.current_task()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._receive = receive
+        self._watcher: asyncio.Task[None] | None = None
+        self._start = asyncio.get_running_loop().call_later(delay, self._begin)
+
+    def _begin(self) -> None:
+        if not self.finished:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(self._receive))
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -121,7 +133,9 @@ class DisconnectWatch:
 
     def close(self) -> None:
         self.finished = True
-        self._watcher.cancel()
+        self._start.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 def encode_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

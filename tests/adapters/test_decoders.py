@@ -72,6 +72,12 @@ def test_ndjson_yields_a_last_line_without_newline_at_finish() -> None:
 def test_sse_events_read_one_whole_event_per_read() -> None:
     """The usual case, one event per read, takes a shortcut that must give what the line walk gives."""
     decoder = SSEDecoder()
-    reads = [b'data: {"a":1}\n\n', b"data: two\ndata: lines\n\n", b'data: {"b"', b":2}\n\n", b"data: x\r\n\r\n"]
+    reads = [
+        b'data: {"a":1}\n\n',
+        b"data: two\ndata: lines\n\n",
+        b'data: {"b"',
+        b":2}\n\n",
+        b"data: x\r\n\r\n",
+    ]
     out = [event for read in reads for event in decoder.feed(read)]
     assert out == [b'{"a":1}', b"two\nlines", b'{"b":2}', b"x"]
