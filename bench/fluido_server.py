@@ -41,15 +41,29 @@ ROUTING_ONLY = {
 }
 
 
-def full_chain(semantic: bool) -> dict[str, Any]:
+# One part of the full chain left out (``--without``), to see what it costs.
+WITHOUT = {
+    "key": {},
+    "access_log": {"log": {"access_log": False}},
+    "metrics": {"metrics": {"enabled": False}},
+    "classifier": {"classifier": {"enabled": False}},
+    "compaction": {"classifier": {"compaction": False}},
+    "cache": {"cache": {"enabled": False}},
+}
+
+
+def full_chain(semantic: bool, without: str = "") -> dict[str, Any]:
     shipped = tomllib.loads(CONFIG_TOML.read_text(encoding="utf-8"))
     data = {section: shipped.get(section, {}) for section in CHAIN_SECTIONS}
+    for section, values in WITHOUT.get(without, {}).items():
+        data[section] = {**data[section], **values}
     semantic_cfg: dict[str, Any] = {**data["cache"].get("semantic", {}), "enabled": semantic}
     if semantic:  # its Chroma directory and embedding cache go to a scratch directory, not the repository
         scratch = Path(tempfile.mkdtemp(prefix="fluido-bench-semantic-"))
         semantic_cfg |= {"path": str(scratch / "chroma"), "embedding_cache": str(scratch / "emb.sqlite")}
     data["cache"] = {**data["cache"], "semantic": semantic_cfg}
-    data["keys"] = {"bench": {"key_env": "BENCH_KEY", **KEY_LIMITS}}
+    if without != "key":
+        data["keys"] = {"bench": {"key_env": "BENCH_KEY", **KEY_LIMITS}}
     return data
 
 
@@ -59,11 +73,12 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="the upstream's /v1 base URL")
     parser.add_argument("--features", choices=("routing", "full", "default"), default="default")
     parser.add_argument("--semantic", action="store_true", help="full: with the semantic cache (its model)")
+    parser.add_argument("--without", choices=WITHOUT, default="", help="full: leave this part out")
     parser.add_argument("--cache-redis", help="keep the response cache in this Redis (default: in memory)")
     args = parser.parse_args()
     data: dict[str, Any] = {
         "routing": ROUTING_ONLY,
-        "full": full_chain(args.semantic) if args.features == "full" else {},
+        "full": full_chain(args.semantic, args.without) if args.features == "full" else {},
         "default": {},
     }[args.features]
     data |= {

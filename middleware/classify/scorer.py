@@ -11,6 +11,7 @@ paste for ``long``; ``short`` otherwise. It costs microseconds. The optional emb
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import re
 from collections.abc import Mapping
@@ -25,6 +26,9 @@ SHORT_CHARS = 120
 WINDOW_CHARS = 1600  # how much of a long turn is read: the cost stays flat however long the prompt
 # Ties go to the class whose profile costs the least to get wrong for a small GPU.
 PRIORITY = ("code", "reasoning", "long", "short")
+# Classes of recent short texts are remembered (at most REMEMBERED * REMEMBERED_CHARS characters).
+REMEMBERED = 4096
+REMEMBERED_CHARS = 2000
 
 
 def last_user_text(req: ChatRequest) -> str:
@@ -58,6 +62,8 @@ class RuleScorer:
         self._rank = {c: -i for i, c in enumerate(self.order)}
         # Stems match at a word's start: " stem" in the space-joined words. Built once, not per request.
         self._stems = {name: (w, tuple(" " + stem for stem in stems)) for name, (w, stems) in STEMS.items()}
+        # A text's class never changes: repeated questions (retries, cache hits) are not scored again.
+        self._remembered = functools.lru_cache(maxsize=REMEMBERED)(self.pick)
 
     def scores(self, full: str) -> dict[str, float]:
         # The start says what is asked, the end often repeats it; a long middle is pasted material, read
@@ -110,7 +116,8 @@ class RuleScorer:
         return best if scores[best] > 0 else self.default
 
     async def classify(self, req: ChatRequest) -> str:
-        return self.pick(last_user_text(req))
+        text = last_user_text(req)
+        return self._remembered(text) if len(text) <= REMEMBERED_CHARS else self.pick(text)
 
 
 def apply_profile(req: ChatRequest, profile: Profile) -> ChatRequest:

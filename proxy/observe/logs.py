@@ -21,9 +21,10 @@ import structlog
 from proxy.config import LogConfig
 
 # While records keep coming, the writer wakes this often and writes what gathered, in one write: nothing
-# signals it per record, because waking a thread per record (and handing the GIL over) cost more than
-# rendering the record did. When a wake finds nothing, it sleeps until the next record signals it.
+# signals it per record, because waking a thread (and handing the GIL over) cost more than rendering the
+# record did. After IDLE_POLLS wakes that found nothing, it sleeps until the next record signals it.
 LINGER_SECONDS = 0.02
+IDLE_POLLS = 50
 
 
 class LogWriter:
@@ -73,8 +74,12 @@ class LogWriter:
 
     def _run(self) -> None:
         lines = self._lines
+        quiet = 0  # wakes in a row that found nothing to write
         while True:
-            if not lines and not self._stopping:
+            if lines or self._stopping:
+                quiet = 0
+            elif (quiet := quiet + 1) > IDLE_POLLS:
+                quiet = 0
                 self._wake.clear()
                 self._idle = True
                 # Checked again after announcing the wait: a line appended in between is not missed,
