@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import re
 import time
@@ -91,8 +92,9 @@ async def _receive_body(receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
-# Most replies from a fast upstream (or the cache) are done within this: they never pay for a watcher
-# task. A client that leaves sooner is noticed when the watcher starts, since the disconnect waits for it.
+# Most whole replies from a fast upstream (or the cache) are done within this: they never pay for a
+# watcher task. A client that leaves sooner is noticed when the watcher starts, since the disconnect waits
+# for it. Streams are watched from the start: a client that leaves one must stop it at once.
 WATCH_DELAY_SECONDS = 0.05
 
 
@@ -101,7 +103,7 @@ class DisconnectWatch:
 
     Start it once the body is read: from then on the only message ``receive`` can deliver is the
     disconnect. Mark it ``finished`` before the last send, so a disconnect after that cancels nothing.
-    The watching task starts only if the request is still going after ``WATCH_DELAY_SECONDS``.
+    With a ``delay``, the watching task starts only if the request is still going by then.
     """
 
     __slots__ = ("_receive", "_start", "_task", "_watcher", "finished", "gone")
@@ -112,7 +114,11 @@ class DisconnectWatch:
         self._task = asyncio.current_task()
         self._receive = receive
         self._watcher: asyncio.Task[None] | None = None
-        self._start = asyncio.get_running_loop().call_later(delay, self._begin)
+        self._start: asyncio.TimerHandle | None = None
+        if delay > 0:
+            self._start = asyncio.get_running_loop().call_later(delay, self._begin)
+        else:
+            self._begin()
 
     def _begin(self) -> None:
         if not self.finished:
@@ -133,7 +139,8 @@ class DisconnectWatch:
 
     def close(self) -> None:
         self.finished = True
-        self._start.cancel()
+        if self._start is not None:
+            self._start.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
 
@@ -157,10 +164,16 @@ async def send_error(send: Send, error: FluidoError, headers: list[tuple[bytes, 
     await send_bytes(send, error.status, render(error), [JSON_TYPE, *headers, *extra])
 
 
+@functools.lru_cache(maxsize=256)
+def _note_header(key: str) -> bytes:
+    # Note names come from Fluido's own code (and adapters' fixed meta keys): a small, bounded set.
+    return f"x-fluido-{key.replace('_', '-')}".encode("latin-1")
+
+
 def note_headers(trace: Trace) -> list[tuple[bytes, bytes]]:
-    pairs = [("x-request-id", trace.request_id), *trace.headers.items()]
-    pairs += [(f"x-fluido-{key.replace('_', '-')}", value) for key, value in trace.notes.items()]
-    return encode_headers(pairs)
+    headers = encode_headers([("x-request-id", trace.request_id), *trace.headers.items()])
+    headers += [(_note_header(k), v.encode("latin-1", errors="replace")) for k, v in trace.notes.items()]
+    return headers
 
 
 def failed(trace: Trace, error: FluidoError) -> FluidoError:

@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.asgi import (
     JSON_TYPE,
+    WATCH_DELAY_SECONDS,
     ClientGone,
     DisconnectWatch,
     encode_headers,
@@ -79,7 +80,7 @@ class ChatCompletions:
         if self.content_chars:
             trace.prompt = clip(prompt_text(req), self.content_chars)
         call = Call(req, trace)
-        watch = DisconnectWatch(receive)
+        watch = DisconnectWatch(receive, 0.0 if req.stream else WATCH_DELAY_SECONDS)
         try:
             reply = await self.chain(call)
             if isinstance(reply, Completion):
