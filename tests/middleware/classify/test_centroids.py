@@ -12,7 +12,7 @@ import pytest
 from middleware.classify.centroids import CentroidClassifier
 from proxy.parsing import parse_chat
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "query_classes.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "data" / "query_classes.tuning.jsonl"
 
 
 @pytest.fixture(scope="module")
