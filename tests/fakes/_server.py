@@ -102,6 +102,8 @@ class FakeServer:
     tool_calls: list[dict] | None  reply is a tool call: [{"name", "arguments": dict}]
     split_writes: bool           write each frame in 1-3 byte pieces (partial-line decoders)
     requests: list[dict]         JSON bodies received on chat/embed endpoints, in order
+    hits: list[str]              every request received, any path, as "METHOD /path", in order
+                                 (health and model-list probes included)
     headers: list[dict]          request headers of those same calls
     disconnects: int             clients that went away before their response finished
     url: str                     "http://127.0.0.1:PORT" once started
@@ -123,6 +125,7 @@ class FakeServer:
         self.tool_calls: list[dict[str, Any]] | None = None
         self.split_writes = False
         self.requests: list[dict[str, Any]] = []
+        self.hits: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
         self.url = ""
@@ -135,7 +138,7 @@ class FakeServer:
 
     # -- lifecycle -------------------------------------------------------
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
-        app = web.Application()
+        app = web.Application(middlewares=[self._hit])
         app.add_routes(self._routes())
         # Short shutdown: a test that leaves a slow stream open must not stall teardown.
         self._runner = web.AppRunner(
@@ -179,6 +182,14 @@ class FakeServer:
         self._loop = self._thread = None
 
     # -- request helpers -------------------------------------------------
+    @web.middleware
+    async def _hit(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # Recorded before the handler runs, whatever the path: a probe that 404s still touched us.
+        self.hits.append(f"{request.method} {request.path}")
+        return await handler(request)
+
     def _record(self, request: web.Request, body: dict[str, Any]) -> None:
         self.requests.append(body)
         self.headers.append(dict(request.headers))
