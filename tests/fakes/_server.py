@@ -91,6 +91,9 @@ class FakeServer:
     models: list[str]            served model names
     reply: str                   text the model answers; streamed word by word
     delay_first: float           seconds before the first byte (status line included)
+    gate: threading.Event | None when an Event, chat and embed calls with messages or input wait,
+                                 once recorded, until it is set: a request held in flight for exactly as
+                                 long as a test needs (Ollama's empty preload is not held)
     delay_between: float         seconds between streamed pieces
     fail_status: int | None      answer every chat/embed call with this status and
                                  the upstream's own error body
@@ -117,6 +120,7 @@ class FakeServer:
         self.models = list(models)
         self.reply = reply
         self.delay_first = 0.0
+        self.gate: threading.Event | None = None
         self.delay_between = 0.0
         self.fail_status: int | None = None
         self.drop_after: int | None = None
@@ -193,6 +197,14 @@ class FakeServer:
     def _record(self, request: web.Request, body: dict[str, Any]) -> None:
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+
+    async def _first_byte(self, request: web.Request, body: dict[str, Any]) -> None:
+        """What comes before the first byte of an answer: the gate, then ``delay_first``."""
+        gate = self.gate
+        if gate is not None and (body.get("messages") or body.get("input")):
+            while not gate.is_set():
+                await self._sleep(request, _POLL_S)  # notices a vanished client meanwhile
+        await self._sleep(request, self.delay_first)
 
     async def _sleep(self, request: web.Request, seconds: float) -> None:
         """Sleep, but notice a vanished client promptly instead of at the next write."""
