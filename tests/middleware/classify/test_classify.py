@@ -15,7 +15,7 @@ from middleware.classify.config import ClassifierConfig, Profile
 from middleware.classify.scorer import RuleScorer, apply_profile
 from proxy.config import parse
 from proxy.parsing import parse_chat
-from tests.conftest import OLLAMA_MODEL, VLLM_MODEL, running, upstream_for
+from tests.conftest import OLLAMA_MODEL, VLLM_MODEL, chats, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
 
@@ -167,7 +167,8 @@ def test_classes_are_noted_and_profiles_reach_each_upstream_in_its_terms(
                           "messages": [{"role": "user", "content": "fix this:\n```py\nprint(x\n```"}]})  # fmt: skip
         metrics = httpx.get(f"{url}/metrics").text
     assert short.headers["x-fluido-query-class"] == "short" and short.headers["x-fluido-upstream"] == "ollama"
-    assert ollama.requests[-1]["options"] == {"num_predict": 64, "temperature": 0.3, "top_k": 20}
+    (sent,) = chats(ollama)
+    assert sent["options"] == {"num_predict": 64, "temperature": 0.3, "top_k": 20}
     assert code.headers["x-fluido-query-class"] == "code" and code.headers["x-fluido-upstream"] == "vllm"
     assert code.headers["x-fluido-routed-from"] == "chat" and code.json()["model"] == "coder"
     assert vllm.requests[-1]["max_tokens"] == 512 and vllm.requests[-1]["priority"] == 1
