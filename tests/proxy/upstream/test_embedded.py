@@ -91,7 +91,8 @@ def test_with_ollama_serving_the_child_is_never_started(ollama: FakeOllama) -> N
         assert finished["embedded_running"] == [], "start-up found Ollama serving and launched nothing"
         assert not [e for e in log_events(sink) if e["event"].startswith("embedded_")], "never even tried"
         assert children_serving(port) == [] and not listening(port)
-    assert ollama.requests[0] == {"model": "llama3.2:1b", "keep_alive": -1}, "the model was preloaded first"
+    preloads = [body for body in ollama.requests if "messages" not in body]
+    assert preloads == [{"model": "llama3.2:1b", "keep_alive": -1}], "the model was preloaded at start-up"
 
 
 def test_with_ollama_down_the_child_starts_in_the_background_at_startup() -> None:
