@@ -37,7 +37,7 @@ def cached(
     }
     if redis is not None:
         data["cache"] = {**cache, "backend": "redis"}
-        data["redis"] = {"url": redis.url, "timeout": 0.3}
+        data["redis"] = {"url": redis.url, "timeout": 2.0}  # generous: a loaded machine is not an outage
     if keys is not None:
         data["keys"] = keys
     return parse(data, ENV)
