@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,17 +21,3 @@ def wait_until(condition: Callable[[], T], what: str, within: float = 10.0) -> T
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         time.sleep(INTERVAL_S)
-
-
-async def async_wait_until(condition: Callable[[], T | Awaitable[T]], what: str, within: float = 10.0) -> T:
-    """``wait_until`` for async tests: the event loop keeps running between polls."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(INTERVAL_S)
