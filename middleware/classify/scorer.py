@@ -18,11 +18,25 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from middleware.classify.config import ClassifierConfig, Profile
-from middleware.classify.signals import LENGTH_UNITS, MARKS, PATTERNS, PHRASES, PUNCTUATION, STEMS, WORDS
+from middleware.classify.signals import (
+    COUNTING,
+    LENGTH_UNITS,
+    MARKS,
+    NUMBER_WORDS,
+    NUMBERS,
+    PAGE_COUNTS,
+    PAGE_UNITS,
+    PATTERNS,
+    PHRASES,
+    PUNCTUATION,
+    STEMS,
+    WORDS,
+)
 from proxy.types import Call, ChatRequest, Handler, Reply
 
 LONG_PASTE_CHARS = (600, 1500)  # a pasted document: evidence for long, unless it is code
 SHORT_CHARS = 120
+WORD_PROBLEM_CHARS = 300  # longer texts with numbers in them are reports, logs and data, not word problems
 WINDOW_CHARS = 1600  # how much of a long turn is read: the cost stays flat however long the prompt
 # Ties go to the class whose profile costs the least to get wrong for a small GPU.
 PRIORITY = ("code", "reasoning", "long", "short")
@@ -78,6 +92,9 @@ class RuleScorer:
         spaced = " " + " ".join(words)
         distinct = set(words)
         scores = dict.fromkeys(self.order, 0.0)
+        if any(c.isdigit() for c in text) or not NUMBER_WORDS.isdisjoint(distinct):
+            weight, counting = COUNTING
+            scores["reasoning"] += weight * min(2, sum(1 for phrase in counting if phrase in spaced))
         for name, (weight, most, vocabulary) in WORDS.items():
             scores[name] += weight * min(most, len(vocabulary & distinct))
         # map() over a bound __contains__ runs the substring searches without a Python frame per search.
@@ -97,12 +114,21 @@ class RuleScorer:
                     if found == most:
                         break
                 scores[name] += weight * found
+        if len(full) <= 2 * WORD_PROBLEM_CHARS:
+            pattern, weight, most = NUMBERS
+            weight /= 1 if len(full) <= WORD_PROBLEM_CHARS else 2
+            scores["reasoning"] += weight * sum(1 for _ in itertools.islice(pattern.finditer(text), most))
         if "```" in full or "~~~" in full:
             scores["code"] += 6
         if LENGTH_UNITS & distinct and any(
             b in LENGTH_UNITS and a.isdigit() and len(a) >= 3 for a, b in itertools.pairwise(words)
         ):
-            scores["long"] += 5  # "1000 words", "3 pages": an asked-for length
+            scores["long"] += 5  # "1000 words": an asked-for length
+        if PAGE_UNITS & distinct and any(
+            b in PAGE_UNITS and (a.isdigit() or a in NUMBER_WORDS or a in PAGE_COUNTS)
+            for a, b in itertools.pairwise(words)
+        ):
+            scores["long"] += 3  # "two pages", "1 page": an asked-for length
         if scores["code"] < 4:
             scores["long"] += sum(2 for limit in LONG_PASTE_CHARS if len(full) > limit)
         if len(full) < SHORT_CHARS:

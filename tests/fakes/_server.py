@@ -91,6 +91,9 @@ class FakeServer:
     models: list[str]            served model names
     reply: str                   text the model answers; streamed word by word
     delay_first: float           seconds before the first byte (status line included)
+    gate: threading.Event | None when an Event, chat and embed calls with messages or input wait,
+                                 once recorded, until it is set: a request held in flight for exactly as
+                                 long as a test needs (Ollama's empty preload is not held)
     delay_between: float         seconds between streamed pieces
     fail_status: int | None      answer every chat/embed call with this status and
                                  the upstream's own error body
@@ -102,6 +105,8 @@ class FakeServer:
     tool_calls: list[dict] | None  reply is a tool call: [{"name", "arguments": dict}]
     split_writes: bool           write each frame in 1-3 byte pieces (partial-line decoders)
     requests: list[dict]         JSON bodies received on chat/embed endpoints, in order
+    hits: list[str]              every request received, any path, as "METHOD /path", in order
+                                 (health and model-list probes included)
     headers: list[dict]          request headers of those same calls
     disconnects: int             clients that went away before their response finished
     url: str                     "http://127.0.0.1:PORT" once started
@@ -115,6 +120,7 @@ class FakeServer:
         self.models = list(models)
         self.reply = reply
         self.delay_first = 0.0
+        self.gate: threading.Event | None = None
         self.delay_between = 0.0
         self.fail_status: int | None = None
         self.drop_after: int | None = None
@@ -123,6 +129,7 @@ class FakeServer:
         self.tool_calls: list[dict[str, Any]] | None = None
         self.split_writes = False
         self.requests: list[dict[str, Any]] = []
+        self.hits: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
         self.url = ""
@@ -135,7 +142,7 @@ class FakeServer:
 
     # -- lifecycle -------------------------------------------------------
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
-        app = web.Application()
+        app = web.Application(middlewares=[self._hit])
         app.add_routes(self._routes())
         # Short shutdown: a test that leaves a slow stream open must not stall teardown.
         self._runner = web.AppRunner(
@@ -179,9 +186,25 @@ class FakeServer:
         self._loop = self._thread = None
 
     # -- request helpers -------------------------------------------------
+    @web.middleware
+    async def _hit(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # Recorded before the handler runs, whatever the path: a probe that 404s still touched us.
+        self.hits.append(f"{request.method} {request.path}")
+        return await handler(request)
+
     def _record(self, request: web.Request, body: dict[str, Any]) -> None:
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+
+    async def _first_byte(self, request: web.Request, body: dict[str, Any]) -> None:
+        """What comes before the first byte of an answer: the gate, then ``delay_first``."""
+        gate = self.gate
+        if gate is not None and (body.get("messages") or body.get("input")):
+            while not gate.is_set():
+                await self._sleep(request, _POLL_S)  # notices a vanished client meanwhile
+        await self._sleep(request, self.delay_first)
 
     async def _sleep(self, request: web.Request, seconds: float) -> None:
         """Sleep, but notice a vanished client promptly instead of at the next write."""

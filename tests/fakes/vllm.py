@@ -110,7 +110,7 @@ class FakeVLLM(FakeServer):
         stream = bool(body.get("stream"))
         if body.get("stream_options") and not stream:  # empty {} passes, as in vLLM
             return _error(400, STREAM_OPTIONS_ERROR, "stream_options")
-        await self._sleep(request, self.delay_first)
+        await self._first_byte(request, body)
         if self.fail_status is not None:
             return _error(self.fail_status, HTTPStatus(self.fail_status).phrase)
         model, err = self._check_model(body)
@@ -227,7 +227,7 @@ class FakeVLLM(FakeServer):
         body = await self._parse(request)
         if isinstance(body, web.Response):
             return body
-        await self._sleep(request, self.delay_first)
+        await self._first_byte(request, body)
         if self.fail_status is not None:
             return _error(self.fail_status, HTTPStatus(self.fail_status).phrase)
         model, err = self._check_model(body)
