@@ -27,6 +27,10 @@ class Decoder(Protocol):
 _JSON_HEADERS = {"content-type": "application/json"}
 _ERROR_BODY_LIMIT = 64 * 1024
 IDLE_CONNECTION_SECONDS = 4.0
+# error.type values that say "your request is wrong": OpenAI's and llama.cpp's, vLLM's exception name.
+# llama-cpp-python's server reports its own validation failures as 500 "internal_server_error", the same
+# type as a crash: those cannot be told apart from outages without reading the message, which we never do.
+REQUEST_ERROR_TYPES = frozenset({"invalid_request_error", "BadRequestError"})
 
 
 class UpstreamHTTP:
@@ -120,17 +124,36 @@ def error_message(payload: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+def error_type(payload: Any) -> str | None:
+    """The ``error.type`` an OpenAI-shaped error body declares, if any."""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    kind = err.get("type") if isinstance(err, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 async def raise_for_status(name: str, resp: aiohttp.ClientResponse) -> None:
     status = resp.status
     if status < 400:
         return
     raw = await resp.content.read(_ERROR_BODY_LIMIT)
+    kind = None
     try:
-        message, param = error_message(orjson.loads(raw))
+        payload = orjson.loads(raw)
+        message, param = error_message(payload)
+        kind = error_type(payload)
     except orjson.JSONDecodeError:
         message, param = raw.decode(errors="replace").strip() or None, None
-    text = f"Upstream '{name}' answered {status}: {message or resp.reason or 'no reason given'}"
+    # An upstream's text is never parroted whole: it may echo the request back (a huge prompt, a key).
+    reason = clip(message or resp.reason or "no reason given", 300)
+    text = f"Upstream '{name}' answered {status}: {reason}"
+    if status >= 500 and kind in REQUEST_ERROR_TYPES:
+        # A 5xx whose structured body says the request was invalid is the request's error, not an outage.
+        raise UpstreamRejected(text, status=400, param=param)
     raise error_for_status(status, text, param)
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def error_for_status(status: int, message: str, param: str | None = None) -> UpstreamError:

@@ -15,6 +15,9 @@
         ├── UpstreamUnavailable   503 (queue full, every target down, circuit open)
         └── UpstreamTimeout       504
 
+An UpstreamError is a ``fault`` of the upstream (refused or reset connections, timeouts, 5xx, broken streams)
+unless the upstream said the request itself was wrong: only faults count towards opening its circuit.
+
 The body is OpenAI's ``{"error": {"message", "type", "param", "code"}}`` so that the official SDK raises
 its matching typed exception. Foreign exceptions are translated where they enter (``adapters/http.py``).
 """
@@ -113,14 +116,18 @@ class UpstreamError(FluidoError):
     type = "upstream_error"
     code = "upstream_error"
     retryable = True
+    fault = True  # the upstream's own failure, which counts towards opening its circuit
 
 
 class UpstreamRejected(UpstreamError):
     """The upstream answered with its own 4xx, passed on with that status.
 
     Usually the client's to fix (no fallback); a model missing on one upstream (404) or an upstream's own
-    rate limit (429) may be served by the next target, so those are retryable.
+    rate limit (429) may be served by the next target, so those are retryable. Never a fault: the upstream
+    answered, and it was this request it refused.
     """
+
+    fault = False
 
     def __init__(
         self,

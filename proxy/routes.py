@@ -74,6 +74,12 @@ class ChatCompletions:
         except FluidoError as exc:
             await send_error(send, failed(trace, exc), note_headers(trace))
             return
+        except Exception:
+            # A bug in validation: still an OpenAI-shaped reply, never a plain-text 500.
+            log.exception("request_parsing_failed")
+            error = failed(trace, InternalError("Fluido failed to read the request."))
+            await send_error(send, error, note_headers(trace))
+            return
         trace.model, trace.stream = req.model, req.stream
         if (control := header(scope, b"cache-control")) is not None:
             trace.cache_control = control.decode("latin-1").lower()
@@ -120,7 +126,7 @@ class ChatCompletions:
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
-                raise UpstreamError("The upstream sent an empty stream.") from None
+                raise UpstreamError("The upstream ended the stream before the reply was complete.") from None
             writer = SSEWriter(
                 id=f"chatcmpl-{trace.request_id}", created=int(time.time()), model=req.model,
                 include_usage=req.include_usage,
@@ -174,6 +180,15 @@ class Embeddings:
             return
         except FluidoError as exc:
             await send_error(send, failed(trace, exc), note_headers(trace))
+            return
+        except Exception:
+            log.exception("request_failed")
+            error = failed(trace, InternalError("Fluido failed to handle the request."))
+            await send_error(send, error, note_headers(trace))
+            return
+        if not isinstance(result, dict):
+            error = failed(trace, UpstreamError("The upstream's embedding reply is not a JSON object."))
+            await send_error(send, error, note_headers(trace))
             return
         if isinstance(usage := result.get("usage"), dict) and isinstance(usage.get("prompt_tokens"), int):
             trace.usage = Usage(usage["prompt_tokens"], 0)

@@ -105,6 +105,10 @@ class Metrics:
         self.upstream_errors = Counter(
             "fluido_upstream_errors", "Failed upstream attempts, by kind.", ["upstream", "kind"], registry=r
         )
+        self.stream_errors = Counter(
+            "fluido_stream_errors", "Streams that began (200) and ended with an error event, not [DONE].",
+            ["model", "code"], registry=r,
+        )  # fmt: skip
         self.fallbacks = Counter(
             "fluido_fallbacks", "Requests served after moving past a failed target.", ["model"], registry=r
         )
@@ -185,6 +189,8 @@ class Metrics:
             child(self.rate_limited, model, limit).inc()
         for name, kind in trace.upstream_failures:
             child(self.upstream_errors, self.upstream_label(name), kind).inc()
+        if trace.status == 200 and trace.error_type:
+            child(self.stream_errors, model, trace.error_code or trace.error_type).inc()
         if "fallbacks" in notes and trace.status == 200:
             child(self.fallbacks, model).inc()
 

@@ -8,7 +8,7 @@ import hashlib
 import math
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -102,6 +102,10 @@ class FakeServer:
     malformed_after: int | None  stream: after N pieces send one non-JSON line, go on
     error_after: int | None      stream: after N pieces send the upstream's in-band
                                  error and end (non-stream: HTTP 500)
+    end_after: int | None        stream: after N pieces end the response cleanly but
+                                 unfinished: vLLM sends [DONE] with no finish_reason (as
+                                 llama-cpp-python does when another request interrupts a
+                                 stream), Ollama closes with no done:true line
     tool_calls: list[dict] | None  reply is a tool call: [{"name", "arguments": dict}]
     split_writes: bool           write each frame in 1-3 byte pieces (partial-line decoders)
     requests: list[dict]         JSON bodies received on chat/embed endpoints, in order
@@ -126,6 +130,7 @@ class FakeServer:
         self.drop_after: int | None = None
         self.malformed_after: int | None = None
         self.error_after: int | None = None
+        self.end_after: int | None = None
         self.tool_calls: list[dict[str, Any]] | None = None
         self.split_writes = False
         self.requests: list[dict[str, Any]] = []
@@ -245,8 +250,10 @@ class FakeServer:
         tail: Callable[[], list[bytes]],
         error: list[bytes],
         malformed: bytes,
+        cut: Sequence[bytes] = (),
     ) -> web.StreamResponse:
-        """Send head, pieces (with the fault switches applied), then tail()."""
+        """Send head, pieces (with the fault switches applied), then tail(); ``cut`` ends an unfinished
+        stream (end_after)."""
         resp = web.StreamResponse(headers={"Content-Type": content_type})
         request[_RESPONSE] = resp
         await resp.prepare(request)
@@ -258,6 +265,11 @@ class FakeServer:
                 return resp
             if i == self.malformed_after:
                 await self._write(resp, malformed)
+            if i == self.end_after:
+                for frame in cut:
+                    await self._write(resp, frame)
+                await resp.write_eof()
+                return resp
             if i == self.error_after:
                 for frame in error:
                     await self._write(resp, frame)
