@@ -3,6 +3,7 @@ and upstream HTTP statuses become Fluido errors (by type and status, never by me
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ class Decoder(Protocol):
 _JSON_HEADERS = {"content-type": "application/json"}
 _ERROR_BODY_LIMIT = 64 * 1024
 IDLE_CONNECTION_SECONDS = 4.0
+_LARGE_BODY = 1024 * 1024  # aiohttp warns that bytes past this may hold the event loop while written
 # error.type values that say "your request is wrong": OpenAI's and llama.cpp's, vLLM's exception name.
 # llama-cpp-python's server reports its own validation failures as 500 "internal_server_error", the same
 # type as a crash: those cannot be told apart from outages without reading the message, which we never do.
@@ -65,7 +67,7 @@ class UpstreamHTTP:
     async def post_json(self, path: str, body: Any) -> Any:
         """POST JSON, return the decoded 2xx reply or raise the matching UpstreamError."""
         try:
-            async with self.session.post(path.lstrip("/"), data=orjson.dumps(body)) as resp:
+            async with self.session.post(path.lstrip("/"), data=_payload(body)) as resp:
                 await raise_for_status(self.name, resp)
                 return orjson.loads(await resp.read())
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
@@ -78,7 +80,7 @@ class UpstreamHTTP:
         aiohttp close the connection instead of pooling it: the upstream sees the disconnect and stops.
         """
         try:
-            async with self.session.post(path.lstrip("/"), data=orjson.dumps(body)) as resp:
+            async with self.session.post(path.lstrip("/"), data=_payload(body)) as resp:
                 await raise_for_status(self.name, resp)
                 async for data in resp.content.iter_any():
                     for frame in decoder.feed(data):
@@ -99,6 +101,12 @@ class UpstreamHTTP:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _payload(body: Any) -> bytes | io.BytesIO:
+    """The JSON body; a large one as a file, which aiohttp writes in pieces instead of all at once."""
+    data = orjson.dumps(body)
+    return io.BytesIO(data) if len(data) >= _LARGE_BODY else data
 
 
 def translate(name: str, exc: Exception) -> UpstreamError:

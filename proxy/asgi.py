@@ -14,7 +14,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import BodyTooLarge, FluidoError, RequestTimeout, render
+from proxy.errors import BodyTooLarge, FluidoError, RequestTimeout, UnsupportedEncoding, render
 from proxy.types import Trace
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -65,6 +65,9 @@ def trace_of(scope: Scope) -> Trace:
 
 async def read_body(scope: Scope, receive: Receive, limit: int, within: float | None = None) -> bytes:
     """The whole request body, at most ``limit`` bytes, arrived within ``within`` seconds."""
+    encoding = header(scope, b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        raise UnsupportedEncoding("Compressed request bodies are not accepted; send the JSON uncompressed.")
     length = header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")

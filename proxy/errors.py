@@ -7,6 +7,7 @@
     ├── ModelNotFound             404 model_not_found
     ├── RequestTimeout            408 request_timeout (headers or body too slow to arrive)
     ├── BodyTooLarge              413 request_too_large
+    ├── UnsupportedEncoding       415 unsupported_encoding (a compressed request body)
     ├── RateLimited               429 rate_limit_exceeded (+ Retry-After)
     ├── StoreUnavailable          503 a store is down (limits failing closed, a cache purge)
     └── UpstreamError             502 upstream_error          retryable: the next target may serve
@@ -86,6 +87,12 @@ class BodyTooLarge(FluidoError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class UnsupportedEncoding(FluidoError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_encoding"
 
 
 class RateLimited(FluidoError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -140,3 +141,12 @@ def test_deep_nesting_beyond_the_json_parsers_own_limit_is_a_400(fluido: httpx.C
     raw = b'{"model": "chat", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     r = fluido.post("/v1/chat/completions", content=raw)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings"])
+def test_a_compressed_body_is_a_415_saying_so(fluido: httpx.Client, path: str) -> None:
+    raw = gzip.compress(json.dumps({"model": "chat", "messages": HI, "input": "x"}).encode())
+    r = fluido.post(
+        path, content=raw, headers={"content-type": "application/json", "content-encoding": "gzip"}
+    )
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_encoding"
