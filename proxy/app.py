@@ -27,7 +27,16 @@ from middleware.cache import (
     attach_semantic_index,
 )
 from middleware.classify import Classify, Compact, TokenCounter, Tokenizer, build_classifier
-from middleware.limits import Authenticate, MemoryLimiter, RateLimit, RedisLimiter
+from middleware.limits import (
+    ADMIN_PREFIXES,
+    GUARDED,
+    AdminOnly,
+    Authenticate,
+    KeyMatcher,
+    MemoryLimiter,
+    RateLimit,
+    RedisLimiter,
+)
 from proxy.asgi import App
 from proxy.chain import build_chain
 from proxy.config import Config
@@ -36,6 +45,7 @@ from proxy.http_protocol import HEADER_TIMEOUT_STATE
 from proxy.limits import Limiter
 from proxy.observe import Dependency, LogWriter, Metrics, Observability, Readiness, configure_logging
 from proxy.observe.runtime import Runtime
+from proxy.observe.metrics_port import MetricsListener
 from proxy.ollama_api.errors import error_body, is_ollama_path
 from proxy.ollama_api.mount import ollama_routes
 from proxy.routes import ChatCompletions, Embeddings, Models, health
@@ -128,9 +138,39 @@ def build_asgi_middleware(
                 json_lines=json_lines,
             )
         )
+    # /metrics joins the key-guarded operator routes when the config asks for it (on its own port, the
+    # listener checks the key itself).
+    metrics_route = ("/metrics",) if cfg.metrics.require_key and not cfg.metrics.port else ()
+    operator = ADMIN_PREFIXES + metrics_route
     if cfg.keys or cfg.limits.trusted_proxies:
-        layers.append(ASGIMiddleware(Authenticate, keys=cfg.keys, trusted_proxies=cfg.limits.trusted_proxies))
+        guarded = GUARDED + metrics_route
+        layers.append(
+            ASGIMiddleware(
+                Authenticate, keys=cfg.keys, trusted_proxies=cfg.limits.trusted_proxies, guarded=guarded
+            )
+        )
+    layers.append(ASGIMiddleware(AdminOnly, keys=cfg.keys, prefixes=operator))
     return layers
+
+
+def build_metrics_listener(
+    cfg: Config, metrics: Metrics, breakers: Mapping[str, CircuitBreaker]
+) -> MetricsListener:
+    """/metrics on its own port, behind an admin key if the config says so."""
+
+    def render_metrics() -> tuple[bytes, str]:
+        metrics.set_circuits(breakers)
+        return metrics.render()
+
+    authorized = None
+    if cfg.metrics.require_key:
+        matcher = KeyMatcher(cfg.keys)
+
+        def authorized(authorization: bytes | None) -> bool:
+            name = matcher.match(authorization)
+            return name is not None and cfg.keys[name].admin
+
+    return MetricsListener(cfg.server.host, cfg.metrics.port, render_metrics, authorized)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -153,9 +193,13 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         log_writer.on_drop = metrics.log_dropped.inc
     breakers = {name: up.breaker for name, up in upstreams.items()}
 
+    listener = build_metrics_listener(cfg, metrics, breakers) if metrics and cfg.metrics.port else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, float]]:
         log_writer.start()
+        if listener is not None:
+            await listener.start()
         warming = asyncio.create_task(warm_up(cfg.models, upstreams))
         # Everything built so far lives as long as the process: keep it out of every garbage collection.
         gc.freeze()
@@ -178,6 +222,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
                     await up.launcher.stop()
             if limiter is not None:
                 await limiter.close()
+            if listener is not None:
+                await listener.stop()
             log_writer.close()
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -209,7 +255,7 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     ]
     ollama, ollama_hot = ollama_routes(cfg.models, chain, router, cfg.server.max_body_bytes, content_chars)
     routes += ollama
-    if metrics is not None:
+    if metrics is not None and listener is None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if cache is not None:
         purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes, body_timeout)

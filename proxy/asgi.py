@@ -148,8 +148,22 @@ class DisconnectWatch:
             self._watcher.cancel()
 
 
+# What may appear in a response header: a token for the name; visible ASCII and spaces for the value.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+_HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
+MAX_HEADER_VALUE = 256
+
+
 def encode_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1", errors="replace")) for k, v in pairs]
+    """Response headers, made safe whatever their values hold: control characters (CR and LF above all,
+    which would split the header) and non-ASCII are replaced, long values cut, odd names dropped."""
+    encoded = []
+    for name, value in pairs:
+        if not _HEADER_NAME.fullmatch(name):
+            continue
+        clean = _HEADER_UNSAFE.sub("?", value[:MAX_HEADER_VALUE])
+        encoded.append((name.encode("ascii"), clean.encode("ascii")))
+    return encoded
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
