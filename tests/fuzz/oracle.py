@@ -113,6 +113,38 @@ def embeddings_success(reply: Reply) -> str | None:
     return None
 
 
+def ollama_error(reply: Reply) -> str | None:
+    """Ollama's error shape, ``{"error": "..."}``, which its clients read."""
+    try:
+        body = _json(reply)
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        return f"error reply is not JSON: {exc}"
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str) or not body["error"]:
+        return f"error reply is not Ollama's shape: {body!r:.200}"
+    return None
+
+
+def ollama_success(reply: Reply) -> str | None:
+    """One JSON object with ``done: true``, or NDJSON lines of which only the last is done (and no error)."""
+    if reply.content_type == "application/x-ndjson":
+        try:
+            lines = [orjson.loads(line) for line in reply.body.split(b"\n") if line.strip()]
+        except orjson.JSONDecodeError as exc:
+            return f"stream line is not JSON: {exc}"
+        if not lines or any("error" in line for line in lines):
+            return f"stream_error: {lines[-1] if lines else None!r:.200}"
+        if lines[-1].get("done") is not True or any(line.get("done") for line in lines[:-1]):
+            return "stream_error: not exactly one done line, at the end"
+        return None
+    try:
+        body = _json(reply)
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        return f"reply is not JSON: {exc}"
+    if not isinstance(body, dict) or body.get("done") is not True:
+        return f"reply is not done: {body!r:.200}"
+    return None
+
+
 def judge(reply: Reply, success: Any, error: Any, transport: str = "normal") -> tuple[str, str | None]:
     """(verdict, what is wrong or None). ``success`` and ``error`` check a 2xx and a 4xx reply."""
     if reply.hung:

@@ -12,7 +12,14 @@ import orjson
 from hypothesis import strategies as st
 
 from tests.fuzz.cases import Case, spoiled
-from tests.fuzz.oracle import Reply, chat_success, embeddings_success, openai_error
+from tests.fuzz.oracle import (
+    Reply,
+    chat_success,
+    embeddings_success,
+    ollama_error,
+    ollama_success,
+    openai_error,
+)
 from tests.fuzz.schema import SchemaStrategies, load_schema
 
 HI = [{"role": "user", "content": "hi"}]
@@ -111,6 +118,43 @@ def embedding_bodies(aliases: Sequence[str]) -> st.SearchStrategy[dict[str, Any]
     )
 
 
+def ollama_hand_cases(aliases: Sequence[str], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The fields Ollama's door reads, each in a shape it does not take."""
+    odd: list[Any] = [None, [], [[1]], {}, {"a": 1}, "", "x", -1, 1.5, True]
+    fields = ("think", "keep_alive", "options", "format", "stream", "images", "system", "template", "tools")
+    return [{"model": alias, **base, key: value} for alias in aliases for key in fields for value in odd]
+
+
+def ollama_bodies(aliases: Sequence[str], generate: bool) -> st.SearchStrategy[dict[str, Any]]:
+    """Ollama's /api/chat and /api/generate bodies, the fields its API documents."""
+    text = st.text(max_size=24)
+    message = st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant", "tool"]), "content": text},
+        optional={
+            "images": st.lists(st.sampled_from(["iVBORw0KGgo=", "AAAA"]), max_size=1),
+            "thinking": text,
+        },
+    )
+    options = st.fixed_dictionaries(
+        {},
+        optional={
+            "temperature": st.floats(0, 2), "top_k": st.integers(0, 100), "top_p": st.floats(0, 1),
+            "num_predict": st.integers(-2, 64), "num_ctx": st.integers(0, 8192), "seed": st.integers(0, 2**31),
+            "stop": st.lists(text, max_size=2),
+        },
+    )  # fmt: skip
+    common = {
+        "stream": st.booleans(), "options": options, "format": st.sampled_from(["json", {"type": "object"}, ""]),
+        "keep_alive": st.sampled_from(["5m", 0, -1, "1h"]), "think": st.booleans(),
+    }  # fmt: skip
+    first = {
+        "model": st.sampled_from(list(aliases)),
+        **({"prompt": text} if generate else {"messages": st.lists(message, min_size=1, max_size=3)}),
+    }
+    extra = {"system": text, "raw": st.booleans(), "suffix": text} if generate else {"tools": st.just([])}
+    return st.fixed_dictionaries(first, optional={**common, **extra})
+
+
 def routes(aliases: Sequence[str]) -> list[FuzzRoute]:
     """Every route the fuzzer covers, for a Fluido whose model aliases are ``aliases``."""
     # Mostly a configured alias (the request gets through), sometimes any name (a 404).
@@ -123,4 +167,19 @@ def routes(aliases: Sequence[str]) -> list[FuzzRoute]:
     return [
         FuzzRoute("/v1/chat/completions", chat, chat_success, hand=chat_hand_cases(aliases)),
         FuzzRoute("/v1/embeddings", embedding_bodies(aliases), embeddings_success, hand=embed_hand),
+        # Ollama's door: its own shapes of success and error.
+        FuzzRoute(
+            "/api/chat",
+            ollama_bodies(aliases, generate=False),
+            ollama_success,
+            ollama_error,
+            hand=ollama_hand_cases(aliases, {"messages": HI}),
+        ),
+        FuzzRoute(
+            "/api/generate",
+            ollama_bodies(aliases, generate=True),
+            ollama_success,
+            ollama_error,
+            hand=ollama_hand_cases(aliases, {"prompt": "hi"}),
+        ),
     ]

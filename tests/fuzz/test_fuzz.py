@@ -21,7 +21,7 @@ from tests.fuzz.target import ALIASES, fakes, fuzz_config
 from tests.fuzz.wire import HANG_SECONDS, send
 
 ROUTES = {route.path: route for route in routes(ALIASES)}
-EXAMPLES = {"/v1/chat/completions": 300, "/v1/embeddings": 80}
+EXAMPLES = {"/v1/chat/completions": 300, "/v1/embeddings": 80, "/api/chat": 80, "/api/generate": 60}
 
 
 LOG = io.BytesIO()  # Fluido's log: a failure shows the exception behind it

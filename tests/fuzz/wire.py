@@ -27,7 +27,7 @@ def send(client: httpx.Client, case: Case) -> Reply:
         r = client.request(case.method, case.path, content=content, headers=list(case.headers))
     except httpx.TimeoutException:
         return Reply(0, {}, b"", hung=True)
-    except httpx.RemoteProtocolError:
+    except httpx.TransportError:  # closed or reset without a (complete) reply
         return Reply(0, {}, b"")
     return Reply(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
 

@@ -62,6 +62,10 @@ def test_no_client_key_leaks_into_logs_metrics_replies_or_upstream_requests(
                     keep(client.post("/v1/chat/completions", json=body, headers=auth))
             keep(client.post("/v1/embeddings", json={"model": "chat", "input": "hi"}, headers=auth))
             keep(client.get("/v1/models", headers=auth))
+            for model in ("chat", "local"):  # Ollama's door
+                keep(client.post("/api/chat", json={"model": model, "messages": HI}, headers=auth))
+                keep(client.post("/api/generate", json={"model": model, "prompt": "hi"}, headers=auth))
+            keep(client.get("/api/tags", headers=auth))
             keep(client.post("/admin/cache/purge", headers=auth))
             keep(client.post("/v1/chat/completions", content=b"{", headers=auth))  # a 400
             # The key where it does not belong: other headers, a lowercase scheme, the body itself.
