@@ -44,8 +44,8 @@ from proxy.errors import InvalidRequest, render
 from proxy.http_protocol import HEADER_TIMEOUT_STATE
 from proxy.limits import Limiter
 from proxy.observe import Dependency, LogWriter, Metrics, Observability, Readiness, configure_logging
-from proxy.observe.runtime import Runtime
 from proxy.observe.metrics_port import MetricsListener
+from proxy.observe.runtime import Runtime
 from proxy.ollama_api.errors import error_body, is_ollama_path
 from proxy.ollama_api.mount import ollama_routes
 from proxy.routes import ChatCompletions, Embeddings, Models, health

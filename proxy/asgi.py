@@ -154,16 +154,18 @@ _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
 MAX_HEADER_VALUE = 256
 
 
+def header_value(value: str) -> bytes:
+    """A header value made safe whatever it holds: control characters (CR and LF above all, which would
+    split the header) and non-ASCII replaced, a long value cut. Clean short values take the quick path."""
+    if len(value) <= MAX_HEADER_VALUE and value.isascii() and value.isprintable():
+        return value.encode("ascii")
+    return _HEADER_UNSAFE.sub("?", value[:MAX_HEADER_VALUE]).encode("ascii")
+
+
 def encode_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    """Response headers, made safe whatever their values hold: control characters (CR and LF above all,
-    which would split the header) and non-ASCII are replaced, long values cut, odd names dropped."""
-    encoded = []
-    for name, value in pairs:
-        if not _HEADER_NAME.fullmatch(name):
-            continue
-        clean = _HEADER_UNSAFE.sub("?", value[:MAX_HEADER_VALUE])
-        encoded.append((name.encode("ascii"), clean.encode("ascii")))
-    return encoded
+    """Response headers with safe values (``header_value``); a name that is not a token is dropped."""
+    valid = _HEADER_NAME.fullmatch
+    return [(name.encode("ascii"), header_value(value)) for name, value in pairs if valid(name)]
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -189,7 +191,7 @@ def _note_header(key: str) -> bytes:
 
 def note_headers(trace: Trace) -> list[tuple[bytes, bytes]]:
     headers = encode_headers([("x-request-id", trace.request_id), *trace.headers.items()])
-    headers += [(_note_header(k), v.encode("latin-1", errors="replace")) for k, v in trace.notes.items()]
+    headers += [(_note_header(k), header_value(v)) for k, v in trace.notes.items()]
     return headers
 
 
