@@ -94,11 +94,10 @@ def request_body(
     if req.n != 1:
         raise InvalidRequest("Ollama upstreams return one choice; 'n' must be 1.", param="n")
     tool_names = {t.id: t.name for m in req.messages for t in m.tool_calls}
-    options: dict[str, Any] = {
-        **target.options,
-        **req.profile_ollama_options,
-        **(req.extra.get("options") or {}),
-    }
+    client_options = req.extra.get("options") or {}
+    if not isinstance(client_options, dict):
+        raise InvalidRequest("'options' must be an object of Ollama options.", param="options")
+    options: dict[str, Any] = {**target.options, **req.profile_ollama_options, **client_options}
     options.update((k, v) for k, v in req.extra.items() if k in OPTION_EXTRAS)
     sampling = {
         "num_predict": req.max_tokens,

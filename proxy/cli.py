@@ -46,7 +46,7 @@ def serve(args: argparse.Namespace) -> int:
         port=server.port,
         workers=server.workers,
         loop="uvloop",
-        http="httptools",
+        http="proxy.http_protocol:HeaderDeadlineProtocol",
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=30,

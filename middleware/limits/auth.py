@@ -44,13 +44,11 @@ def forwarded_client(peer: str, forwarded_for: bytes | None, trusted: Sequence[N
     return hops[0] if hops else peer
 
 
-class Authenticate:
-    """Sets the request's client (key name or IP); answers 401 when keys are configured and none matches."""
+class KeyMatcher:
+    """The configured key an ``Authorization: Bearer`` header carries, if any, found in constant time."""
 
-    def __init__(self, app: ASGIApp, keys: Mapping[str, KeyConfig], trusted_proxies: Sequence[str]) -> None:
-        self.app = app
+    def __init__(self, keys: Mapping[str, KeyConfig]) -> None:
         self.digests = [(key.digest, key.name) for key in keys.values()]
-        self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     def match(self, authorization: bytes | None) -> str | None:
         if authorization is None or authorization[:7].lower() != b"bearer ":
@@ -62,8 +60,28 @@ class Authenticate:
                 found = name
         return found
 
+
+class Authenticate:
+    """Sets the request's client (key name or IP); answers 401 when keys are configured and none matches."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Mapping[str, KeyConfig],
+        trusted_proxies: Sequence[str],
+        guarded: tuple[str, ...] = GUARDED,
+    ) -> None:
+        self.app = app
+        self.matcher = KeyMatcher(keys)
+        self.digests = self.matcher.digests
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+        self.guarded = guarded
+
+    def match(self, authorization: bytes | None) -> str | None:
+        return self.matcher.match(authorization)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(GUARDED):
+        if scope["type"] != "http" or not scope["path"].startswith(self.guarded):
             await self.app(scope, receive, send)
             return
         trace = trace_of(scope)

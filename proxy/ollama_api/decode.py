@@ -217,7 +217,7 @@ def _common(data: dict[str, Any]) -> dict[str, Any]:
         body["keep_alive"] = keep_alive
     think = data.get("think")
     if think is not None:
-        if not isinstance(think, bool) and think not in _THINK_LEVELS:
+        if not isinstance(think, bool) and not (isinstance(think, str) and think in _THINK_LEVELS):
             raise _fail('think must be true, false, "high", "medium" or "low"', "think")
         body["think"] = think
     return body

@@ -96,7 +96,7 @@ class FakeOllama(FakeServer):
         if not isinstance(body, dict):
             return _error(400, "json: cannot unmarshal into Go value of type api.ChatRequest")
         self._record(request, body)
-        await self._sleep(request, self.delay_first)
+        await self._first_byte(request, body)
         if self.fail_status is not None:
             # Ollama's bodies are {"error": str}; reuse its real texts where it has them.
             known = {500: RUNNER_EOF, 503: QUEUE_FULL}.get(self.fail_status)
