@@ -65,9 +65,6 @@ class EmbeddedServer:
             # several users, every stream but the last would be cut. Requests wait their turn instead.
             "--interrupt_requests", "False",
             "--verbose", "False",
-            # By default a new request makes the running stream send a bare [DONE] and stop: a second
-            # user would silently truncate the first one's answer. The buffer queues it instead.
-            "--interrupt_requests", "False",
         ]  # fmt: skip
 
     def launchable(self) -> bool:
