@@ -2,8 +2,9 @@
 
 Where it sits: after the cache and RAG (a hit never queues), right before the router.
 
-Which upstream's slot a request holds: the router serves an alias from its first target whose circuit is
-not open, so the buffer queues the request at that upstream's gate. If that attempt fails before the first
+Which upstream's slot a request holds: the router serves an alias from its first target whose circuit lets
+a request through (closed, or half-open with no probe running), so the buffer queues the request at that
+upstream's gate. If that attempt fails before the first
 byte and the router falls back to a later target, the request has already waited its turn once; waiting
 again at the next gate would double its wait, so instead the slot moves: the first gate's slot is given
 back and the serving upstream's gate counts the request past its queue (``take``), so the serving
@@ -67,7 +68,7 @@ class Buffer:
         if not targets:
             return None
         for target in targets:
-            if self.breakers[target.upstream].state != "open":
+            if self.breakers[target.upstream].available():
                 return target.upstream
         raise overloaded(Shed("upstream_unavailable", self.cooldowns[targets[0].upstream]))
 

@@ -32,6 +32,15 @@ class CircuitBreaker:
             return "half_open"
         return "open"
 
+    def available(self) -> bool:
+        """Whether ``allow`` would let a request through now, without taking the half-open probe."""
+        if self._opened_at is None:
+            return True
+        now = self._clock()
+        if now - self._opened_at < self._cooldown:
+            return False
+        return self._probe_at is None or now - self._probe_at >= self._cooldown
+
     def allow(self) -> bool:
         if self._opened_at is None:
             return True

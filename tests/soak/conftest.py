@@ -17,12 +17,15 @@ def fluido_config(upstream_url: str, **sections: Any) -> dict[str, Any]:
     """Fluido as shipped (access log, metrics, classifier, exact cache), in front of one upstream.
 
     The semantic cache is off unless a test turns it on: it loads an embedding model, which is not what
-    these tests measure. The connection pool is sized for the test's concurrency.
+    these tests measure. So is the adaptive buffer: the paced upstream has no capacity limit, and these
+    tests count slots, leases and tasks of the other layers (the buffer has its own tests against the
+    capacity fake). The connection pool is sized for the test's concurrency.
     """
     upstream = {"kind": "openai", "url": upstream_url + "/v1", "max_connections": 1024}
     upstream |= sections.pop("upstream", {})
     config: dict[str, Any] = {
         "cache": {"semantic": {"enabled": False}},
+        "buffer": {"enabled": False},
         "upstreams": {"paced": upstream},
         "models": {"chat": {"targets": [{"upstream": "paced", "model": MODEL}]}},
     }

@@ -66,3 +66,15 @@ def test_a_probe_that_never_reports_stops_blocking_after_a_cooldown() -> None:
     assert breaker.allow()
     clock.now = 20
     assert breaker.allow()
+
+
+def test_available_says_what_allow_would_without_taking_the_probe() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(1, 10.0, clock=lambda: now[0])
+    assert breaker.available()
+    breaker.failure()
+    assert not breaker.available()
+    now[0] = 10.0
+    assert breaker.available() and breaker.available()  # asking twice takes nothing
+    assert breaker.allow()  # the probe goes
+    assert not breaker.available()  # while it runs, nothing else would be let through
