@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from middleware.rag.config import ModelRagConfig, RagConfig, parse_model_rag, parse_rag
 from proxy.config_cache import CacheConfig, parse_cache
 from proxy.config_limits import (
     KeyConfig,
@@ -84,6 +85,7 @@ class UpstreamConfig:
 class ModelConfig:
     alias: str
     targets: tuple[Target, ...]
+    rag: ModelRagConfig | None = None  # context injected into every request to this alias
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,7 @@ class Config:
     keys: Mapping[str, KeyConfig] = field(default_factory=dict)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    rag: RagConfig = field(default_factory=RagConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
 
@@ -239,8 +242,11 @@ def _model(alias: str, r: Reader, upstreams: Mapping[str, UpstreamConfig]) -> Mo
     targets = tuple(
         _target(Reader(t, f"{r.path}.targets[{i}]", r.problems), upstreams) for i, t in enumerate(raw)
     )
+    rag = (
+        parse_model_rag(Reader(r.table_of("rag"), f"{r.path}.rag", r.problems)) if "rag" in r.table else None
+    )
     r.done()
-    return ModelConfig(alias=alias, targets=targets)
+    return ModelConfig(alias=alias, targets=targets, rag=rag)
 
 
 def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Config:
@@ -273,12 +279,18 @@ def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Con
         ]
     classifier = parse_classifier(Reader(root.table_of("classifier"), "classifier", problems), models)
     cache = parse_cache(Reader(root.table_of("cache"), "cache", problems))
+    rag = parse_rag(Reader(root.table_of("rag"), "rag", problems))
+    problems += [
+        f"models.{alias}.rag: needs [rag] enabled = true"
+        for alias, model in models.items()
+        if model.rag is not None and not rag.enabled
+    ]
     root.done()
     if problems:
         raise ConfigError(problems)
     return Config(
         server=server, log=log, metrics=metrics, ready=ready, limits=limits, redis=redis, keys=keys,
-        classifier=classifier, cache=cache, upstreams=upstreams, models=models,
+        classifier=classifier, cache=cache, rag=rag, upstreams=upstreams, models=models,
     )  # fmt: skip
 
 
