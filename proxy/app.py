@@ -21,6 +21,7 @@ from middleware.auth import Authenticate
 from middleware.cache import Purge, ResponseCache, attach_semantic_index
 from middleware.classify import Classifier, Classify, RuleScorer
 from middleware.compact import Compact
+from middleware.rag import Rag
 from middleware.rate_limit import RateLimit
 from proxy.asgi import HotPath
 from proxy.breaker import CircuitBreaker
@@ -99,12 +100,27 @@ def build_token_counter(cfg: Config, upstreams: Mapping[str, Upstream]) -> Token
     return TokenCounter(tokenizers) if tokenizers else None
 
 
+def build_rag(cfg: Config) -> Rag | None:
+    """Retrieval and injection when ``[rag]`` is enabled; each alias's context window comes from its first
+    target: the embedded server's n_ctx, or the largest num_ctx allowed for an Ollama model."""
+    if not cfg.rag.enabled:
+        return None
+    windows = {}
+    for alias, model in cfg.models.items():
+        first = model.targets[0]
+        embedded = cfg.upstreams[first.upstream].embedded
+        windows[alias] = embedded.n_ctx if embedded is not None else first.max_context
+    rag_models = {alias: m.rag for alias, m in cfg.models.items() if m.rag is not None}
+    return Rag(cfg.rag, cfg.keys, rag_models, windows, cfg.server.max_body_bytes)
+
+
 def build_middleware(
     cfg: Config,
     limiter: Limiter | None,
     metrics: Metrics | None,
     cache: ResponseCache | None,
     upstreams: Mapping[str, Upstream],
+    rag: Rag | None = None,
 ) -> list[Middleware]:
     """The chain, outermost first. Each entry is present only when enabled in the config."""
     chain: list[Middleware] = []
@@ -115,8 +131,12 @@ def build_middleware(
         chain.append(Classify(build_classifier(cfg.classifier), cfg.classifier.profiles))
         if cfg.classifier.compaction:
             chain.append(Compact(cfg.classifier.profiles, build_token_counter(cfg, upstreams)))
+    if rag is not None:
+        chain.append(rag.version)  # the cache's key covers the stores' generations ...
     if cache is not None:
         chain.append(cache)
+    if rag is not None:
+        chain.append(rag.inject)  # ... of the context injected here, after a miss
     return chain
 
 
@@ -154,7 +174,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     limiter = build_limiter(cfg)
     router = Router(cfg.models, upstreams, limiter)
     cache = build_cache(cfg, metrics)
-    chain = build_chain(build_middleware(cfg, limiter, metrics, cache, upstreams), router)
+    rag = build_rag(cfg)
+    chain = build_chain(build_middleware(cfg, limiter, metrics, cache, upstreams, rag), router)
     log_writer = configure_logging(cfg.log, log_sink)
     if metrics is not None:
         log_writer.on_drop = metrics.log_dropped.inc
@@ -168,6 +189,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         gc.freeze()
         # The semantic index loads an embedding model: in the background, and used once it is ready.
         indexing = asyncio.create_task(attach_semantic_index(cache, cfg.cache.semantic)) if cache else None
+        if rag is not None:
+            rag.start()  # loads its model in the background; chat goes on without context until then
         try:
             yield
         finally:
@@ -178,6 +201,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
                         await task
             if cache is not None:
                 await cache.close()
+            if rag is not None:
+                await rag.close()
             for up in upstreams.values():
                 await up.adapter.close()
                 if up.launcher is not None:
@@ -200,6 +225,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         dependencies["cache_redis"] = Dependency(cache.store.ping, required=False)
     if cache is not None and cfg.cache.semantic.enabled:
         dependencies["chroma"] = Dependency(cache.ping_index, required=False)
+    if rag is not None:
+        dependencies["rag_chroma"] = Dependency(rag.ping, required=False)
     readiness = Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds, dependencies)
     chat = ChatCompletions(chain, cfg.server.max_body_bytes, content_chars)
     embeddings = Embeddings(router, cfg.server.max_body_bytes)
@@ -212,6 +239,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     ]
     if metrics is not None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    if rag is not None:
+        routes += rag.api.routes()
     if cache is not None:
         purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes)
         routes.append(Route("/admin/cache/purge", purge, methods=["POST"]))

@@ -5,6 +5,7 @@
     ├── AuthenticationFailed      401 authentication_error
     ├── PermissionDenied          403 permission_denied
     ├── ModelNotFound             404 model_not_found
+    ├── NotFound                  404 not_found (a file, a vector store)
     ├── BodyTooLarge              413 request_too_large
     ├── RateLimited               429 rate_limit_exceeded (+ Retry-After)
     ├── StoreUnavailable          503 a store is down (limits failing closed, a cache purge)
@@ -67,6 +68,12 @@ class ModelNotFound(FluidoError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class NotFound(FluidoError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
 
 
 class BodyTooLarge(FluidoError):
