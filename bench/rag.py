@@ -101,7 +101,7 @@ async def ranked_chunks(
     return out
 
 
-async def quality(cfg: RagConfig, data: Path) -> tuple[str, RagConfig]:
+async def quality(cfg: RagConfig, data: Path) -> RagConfig:
     retrieval = await asyncio.to_thread(build_retrieval, cfg)
     retrieval.start()
     try:
@@ -159,7 +159,7 @@ async def quality(cfg: RagConfig, data: Path) -> tuple[str, RagConfig]:
             print(f"  {label:<36} {t_ndcg:>12.4f} {t_rec:>7.4f}   {h_ndcg:>16.4f} {h_rec:>7.4f}")
         all_ndcg = {label: score(run, qrels, sorted(queries))[0] for label, run in runs.items()}
         print("\n  all train claims, nDCG@10: " + ", ".join(f"{k} {v:.4f}" for k, v in all_ndcg.items()))
-        return report.store_id, tuned
+        return tuned
     finally:
         await retrieval.close()
 
@@ -171,14 +171,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="the SciFact folder (BEIR format)")
     parser.add_argument("--path", help="where the store lives (kept); default: a temporary folder")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP latency part")
+    parser.add_argument("--http-only", action="store_true", help="only the HTTP latency, on --path's store")
     args = parser.parse_args()
+    from bench.rag_http import latency
+
     with tempfile.TemporaryDirectory(prefix="fluido-bench-rag-") as tmp:
         cfg = RagConfig(enabled=True, path=args.path or tmp, candidates=DEPTH)
-        store_id, tuned = asyncio.run(quality(cfg, args.data))
+        if not args.http_only:
+            cfg = asyncio.run(quality(cfg, args.data))
         if not args.no_http:
-            from bench.rag_http import latency
-
-            latency(dataclasses.replace(tuned, candidates=RagConfig().candidates), store_id, args.data)
+            latency(dataclasses.replace(cfg, candidates=RagConfig().candidates), STORE, args.data)
 
 
 if __name__ == "__main__":
