@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from adapters.ollama import OllamaAdapter
 from adapters.openai_compat import OpenAICompatAdapter
-from proxy.config import UpstreamConfig
+from proxy.config_upstreams import UpstreamConfig
 from proxy.types import Adapter
 
 

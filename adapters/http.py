@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from proxy.config import UpstreamConfig
+from proxy.config_upstreams import UpstreamConfig
 from proxy.errors import (
     UpstreamError,
     UpstreamRejected,

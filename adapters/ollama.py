@@ -18,7 +18,7 @@ import orjson
 from adapters.context import ContextSizer
 from adapters.decoders import NDJSONDecoder
 from adapters.http import UpstreamHTTP
-from proxy.config import UpstreamConfig
+from proxy.config_upstreams import UpstreamConfig
 from proxy.errors import InvalidRequest, UpstreamError
 from proxy.tokens import estimate_prompt_tokens
 from proxy.types import (

@@ -13,7 +13,7 @@ import orjson
 
 from adapters.decoders import SSEDecoder
 from adapters.http import UpstreamHTTP, error_message
-from proxy.config import UpstreamConfig
+from proxy.config_upstreams import UpstreamConfig
 from proxy.errors import UpstreamError
 from proxy.types import (
     JSON,
@@ -29,20 +29,7 @@ from proxy.types import (
     ToolCallDelta,
     Usage,
 )
-from proxy.writer import tool_calls_body
-
-
-def message_body(m: Message) -> dict[str, Any]:
-    body: dict[str, Any] = {**m.extra, "role": m.role, "content": m.content}
-    if m.name is not None:
-        body["name"] = m.name
-    if m.tool_calls:
-        body["tool_calls"] = tool_calls_body(m.tool_calls)
-    if m.tool_call_id is not None:
-        body["tool_call_id"] = m.tool_call_id
-    if m.reasoning_content is not None:
-        body["reasoning_content"] = m.reasoning_content
-    return body
+from proxy.writer import message_body
 
 
 def request_body(req: ChatRequest, target: Target) -> dict[str, Any]:

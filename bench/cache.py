@@ -87,7 +87,8 @@ def semantic() -> None:
     if not PARAPHRASES.exists():
         print("\nsemantic cache: tests/data/paraphrases.jsonl is missing")
         return
-    from proxy.semantic import Embedder, SemanticIndex
+    from middleware.cache.semantic import SemanticIndex
+    from proxy.services.embedder import Embedder
 
     pairs = [
         orjson.loads(line) for line in PARAPHRASES.read_text(encoding="utf-8").splitlines() if line.strip()

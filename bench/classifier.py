@@ -18,9 +18,8 @@ from pathlib import Path
 
 import orjson
 
-from middleware.classify import RuleScorer
-from proxy.compaction import compact
-from proxy.config_profiles import ClassifierConfig
+from middleware.classify import ClassifierConfig, RuleScorer
+from middleware.classify.compaction import compact
 from proxy.tokens import estimate_message_tokens
 from proxy.types import Message
 
@@ -78,7 +77,7 @@ def main() -> None:
     print(f"Labelled set: {len(rows)} prompts, {len({r['lang'] for r in rows})} languages\n")
     accuracy("fast scorer (rules)", scorer.pick, rows)
     try:
-        from middleware.centroids import CentroidClassifier
+        from middleware.classify.centroids import CentroidClassifier
 
         started = time.perf_counter()
         centroids = CentroidClassifier({}, "short")

@@ -15,9 +15,8 @@ import time
 
 import uvloop
 
-from proxy.config_limits import RateLimits, RedisConfig
-from proxy.limiter import Bucket, Limiter, MemoryLimiter
-from proxy.redis_limiter import RedisLimiter
+from middleware.limits import MemoryLimiter, RedisConfig, RedisLimiter
+from proxy.limits import Bucket, Limiter, RateLimits
 
 ROUNDS = {"memory": 20_000, "redis": 5_000}
 BUCKETS = [

@@ -17,31 +17,27 @@ from starlette.routing import Route
 
 from adapters import adapter_for
 from adapters.openai_compat import OpenAICompatAdapter
-from middleware.auth import Authenticate
-from middleware.cache import Purge, ResponseCache, attach_semantic_index
-from middleware.classify import Classifier, Classify, RuleScorer
-from middleware.compact import Compact
+from middleware.cache import (
+    CachePurge,
+    CacheStore,
+    MemoryStore,
+    Purge,
+    RedisStore,
+    ResponseCache,
+    attach_semantic_index,
+)
+from middleware.classify import Classify, Compact, TokenCounter, Tokenizer, build_classifier
+from middleware.limits import Authenticate, MemoryLimiter, RateLimit, RedisLimiter
 from middleware.rag import Rag
-from middleware.rate_limit import RateLimit
 from proxy.asgi import HotPath
-from proxy.breaker import CircuitBreaker
-from proxy.cache_store import CacheStore, MemoryStore, RedisStore
 from proxy.chain import build_chain
 from proxy.config import Config
-from proxy.config_profiles import ClassifierConfig
-from proxy.embedded import EmbeddedServer
 from proxy.errors import InvalidRequest, render
-from proxy.limiter import Limiter, MemoryLimiter
-from proxy.logs import LogWriter, configure_logging
-from proxy.metrics import Metrics
-from proxy.observe import Observability
-from proxy.ready import Dependency, Readiness
-from proxy.redis_limiter import RedisLimiter
-from proxy.router import Router, Upstream
-from proxy.routes import CachePurge, ChatCompletions, Embeddings, Models, health
-from proxy.tokens import TokenCounter, Tokenizer
+from proxy.limits import Limiter
+from proxy.observe import Dependency, LogWriter, Metrics, Observability, Readiness, configure_logging
+from proxy.routes import ChatCompletions, Embeddings, Models, health
 from proxy.types import Middleware
-from proxy.warmup import warm_up
+from proxy.upstream import CircuitBreaker, EmbeddedServer, Router, Upstream, warm_up
 
 
 def build_upstreams(cfg: Config) -> dict[str, Upstream]:
@@ -67,14 +63,6 @@ def build_limiter(cfg: Config) -> Limiter | None:
     if cfg.limits.backend == "redis":
         return RedisLimiter(cfg.redis, cfg.limits.lease_seconds)
     return MemoryLimiter(cfg.limits.lease_seconds)
-
-
-def build_classifier(cfg: ClassifierConfig) -> Classifier:
-    if cfg.mode == "embeddings":
-        from middleware.centroids import CentroidClassifier  # loads a model: only when asked for
-
-        return CentroidClassifier(cfg.examples, cfg.default)
-    return RuleScorer(cfg)
 
 
 def build_cache(cfg: Config, metrics: Metrics | None) -> ResponseCache | None:
@@ -110,8 +98,8 @@ def build_rag(cfg: Config) -> Rag | None:
         first = model.targets[0]
         embedded = cfg.upstreams[first.upstream].embedded
         windows[alias] = embedded.n_ctx if embedded is not None else first.max_context
-    rag_models = {alias: m.rag for alias, m in cfg.models.items() if m.rag is not None}
-    return Rag(cfg.rag, cfg.keys, rag_models, windows, cfg.server.max_body_bytes)
+    admins = {name: key.admin for name, key in cfg.keys.items()}
+    return Rag(cfg.rag, admins, cfg.rag.models, windows, cfg.server.max_body_bytes)
 
 
 def build_middleware(

@@ -131,6 +131,17 @@ async def send_error(send: Send, error: FluidoError, headers: list[tuple[bytes, 
     await send_bytes(send, error.status, render(error), [JSON_TYPE, *headers, *extra])
 
 
+def note_headers(trace: Trace) -> list[tuple[bytes, bytes]]:
+    pairs = [("x-request-id", trace.request_id), *trace.headers.items()]
+    pairs += [(f"x-fluido-{key.replace('_', '-')}", value) for key, value in trace.notes.items()]
+    return encode_headers(pairs)
+
+
+def failed(trace: Trace, error: FluidoError) -> FluidoError:
+    trace.error_type, trace.error_code = error.type, error.code or ""
+    return error
+
+
 class HotPath:
     """Sends the busiest endpoints straight to their handler, past Starlette's routing and exception layers.
 

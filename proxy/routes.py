@@ -12,24 +12,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from middleware.cache import Purge
 from proxy.asgi import (
     JSON_TYPE,
     ClientGone,
     DisconnectWatch,
     encode_headers,
+    failed,
     header,
+    note_headers,
     read_body,
     send_bytes,
     send_error,
     trace_of,
 )
-from proxy.cache_store import CacheUnavailable
 from proxy.config import Config
-from proxy.errors import FluidoError, InvalidRequest, PermissionDenied, StoreUnavailable, UpstreamError
-from proxy.parsing import decode_object, parse_chat, parse_embedding
-from proxy.router import Router
-from proxy.types import Call, ChatRequest, Completion, Handler, Message, Stream, Trace, Usage
+from proxy.errors import FluidoError, UpstreamError
+from proxy.parsing import parse_chat, parse_embedding
+from proxy.types import Call, ChatRequest, Completion, Handler, Message, Stream, Usage
+from proxy.upstream.router import Router
 from proxy.writer import DONE, SSEWriter, completion_json, error_frame
 
 log = structlog.get_logger("fluido.routes")
@@ -40,17 +40,6 @@ SSE_HEADERS = encode_headers(
 
 class InternalError(FluidoError):
     """A bug in Fluido; the details go to the log, not to the client."""
-
-
-def note_headers(trace: Trace) -> list[tuple[bytes, bytes]]:
-    pairs = [("x-request-id", trace.request_id), *trace.headers.items()]
-    pairs += [(f"x-fluido-{key.replace('_', '-')}", value) for key, value in trace.notes.items()]
-    return encode_headers(pairs)
-
-
-def failed(trace: Trace, error: FluidoError) -> FluidoError:
-    trace.error_type, trace.error_code = error.type, error.code or ""
-    return error
 
 
 def clip(text: str, limit: int) -> str:
@@ -203,34 +192,3 @@ class Models:
 async def health(request: Request) -> Response:
     """GET /health: liveness only; never touches a dependency."""
     return Response(b'{"status":"ok"}', media_type="application/json")
-
-
-class CachePurge:
-    """POST /admin/cache/purge: empties one cache namespace, or all of it."""
-
-    def __init__(self, purge: Purge, max_body_bytes: int) -> None:
-        self.purge = purge
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        trace = trace_of(scope)
-        try:
-            body = await read_body(scope, receive, self.max_body_bytes)
-            if not self.purge.allowed(trace.key, trace.client):
-                raise PermissionDenied("Purging the cache needs an admin API key.")
-            namespace = decode_object(body).get("namespace") if body.strip() else None
-            if namespace is not None and not isinstance(namespace, str):
-                raise InvalidRequest("'namespace' must be a string.", param="namespace")
-            removed = await self.purge.purge(namespace)
-        except ClientGone:
-            return
-        except FluidoError as exc:
-            await send_error(send, failed(trace, exc), note_headers(trace))
-            return
-        except CacheUnavailable:
-            error = StoreUnavailable(
-                "The cache store cannot be reached; nothing was purged.", code="cache_unavailable"
-            )
-            await send_error(send, failed(trace, error), note_headers(trace))
-            return
-        await send_bytes(send, 200, orjson.dumps({"purged": removed, "namespace": namespace}), [JSON_TYPE])

@@ -28,6 +28,20 @@ def tool_calls_body(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
     ]
 
 
+def message_body(m: Message) -> dict[str, Any]:
+    """A request message in OpenAI's wire shape, extras included: what the upstream and the cache key see."""
+    body: dict[str, Any] = {**m.extra, "role": m.role, "content": m.content}
+    if m.name is not None:
+        body["name"] = m.name
+    if m.tool_calls:
+        body["tool_calls"] = tool_calls_body(m.tool_calls)
+    if m.tool_call_id is not None:
+        body["tool_call_id"] = m.tool_call_id
+    if m.reasoning_content is not None:
+        body["reasoning_content"] = m.reasoning_content
+    return body
+
+
 def _message(m: Message) -> dict[str, Any]:
     body: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.tool_calls:

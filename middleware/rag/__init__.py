@@ -15,7 +15,6 @@ from middleware.rag.backend import RagUnavailable
 from middleware.rag.config import ModelRagConfig, RagConfig
 from middleware.rag.inject import Holder, RagInject, RagVersion
 from middleware.rag.retrieval import Retrieval
-from proxy.config_limits import KeyConfig
 
 log = structlog.get_logger("fluido.rag")
 
@@ -28,7 +27,7 @@ class Rag:
     def __init__(
         self,
         cfg: RagConfig,
-        keys: Mapping[str, KeyConfig],
+        keys: Mapping[str, bool],
         models: Mapping[str, ModelRagConfig],
         context_windows: Mapping[str, int],
         max_body_bytes: int,

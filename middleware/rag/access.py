@@ -10,27 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from proxy.config_limits import KeyConfig
-
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class Access:
-    def __init__(self, keys: Mapping[str, KeyConfig], readers: Mapping[str, tuple[str, ...]]) -> None:
-        self.keys = keys
+    def __init__(self, keys: Mapping[str, bool], readers: Mapping[str, tuple[str, ...]]) -> None:
+        self.keys = keys  # API key name -> whether it is an admin key
         self.readers = readers
 
     def may_write(self, key: str | None, client: str) -> bool:
         if self.keys:
-            found = self.keys.get(key or "")
-            return found is not None and found.admin
+            return self.keys.get(key or "", False)
         return client in LOOPBACK
 
     def may_read(self, key: str | None, store_id: str, store_name: str) -> bool:
         if not self.keys or key is None:
             return True
-        found = self.keys.get(key)
-        if found is not None and found.admin:
+        if self.keys.get(key, False):
             return True
         allowed = self.readers.get(key)
         return allowed is None or "*" in allowed or store_id in allowed or store_name in allowed

@@ -14,6 +14,20 @@ MODEL_MAX_TOKENS = 254
 
 
 @dataclass(frozen=True, slots=True)
+class ModelRagConfig:
+    """``[models.<alias>.rag]``: context injected into every chat request to the alias."""
+
+    stores: tuple[str, ...] = ()  # store ids or names
+    top_k: int = 4
+    budget_tokens: int = 1024  # at most this many tokens of context, and never more than fits
+    min_score: float = 0.3  # passages below this cosine similarity to the query are not injected
+    where: str = "system"  # "system": in the system message; "before_last_user": just before that turn
+    query_turns: int = 1  # the query is the last N user turns
+    context_window: int = 0  # the upstream's context in tokens; 0 = from the target (n_ctx, max_context)
+    reserve_tokens: int = 512  # kept for the answer when the request sets no max_tokens
+
+
+@dataclass(frozen=True, slots=True)
 class RagConfig:
     enabled: bool = False
     path: str = ".fluido/rag"  # the embedded Chroma's directory and the BM25 indexes ...
@@ -38,20 +52,8 @@ class RagConfig:
     # Which API keys may read (search, inject) which store, by key name: ["*"] for every store. Keys not
     # named here read every store; admin keys always may. Only admin keys write.
     readers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRagConfig:
-    """``[models.<alias>.rag]``: context injected into every chat request to the alias."""
-
-    stores: tuple[str, ...] = ()  # store ids or names
-    top_k: int = 4
-    budget_tokens: int = 1024  # at most this many tokens of context, and never more than fits
-    min_score: float = 0.3  # passages below this cosine similarity to the query are not injected
-    where: str = "system"  # "system": in the system message; "before_last_user": just before that turn
-    query_turns: int = 1  # the query is the last N user turns
-    context_window: int = 0  # the upstream's context in tokens; 0 = from the target (n_ctx, max_context)
-    reserve_tokens: int = 512  # kept for the answer when the request sets no max_tokens
+    # [models.<alias>.rag], by alias: what chat requests to that alias get injected.
+    models: Mapping[str, ModelRagConfig] = field(default_factory=dict)
 
 
 def parse_rag(r: Reader) -> RagConfig:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from middleware.centroids import bundled_minilm_path, load_minilm
 from middleware.rag.backend import ChromaBackend
 from middleware.rag.chunking import Chunker, ChunkSpec, load_tokenizer
 from middleware.rag.config import RagConfig
-from middleware.rag.embedding import MiniLMVectors
 from middleware.rag.retrieval import Retrieval
+from proxy.services.embedder import Embedder, bundled_minilm_path
 
 
 def build_retrieval(cfg: RagConfig) -> Retrieval:
     Path(cfg.path).mkdir(parents=True, exist_ok=True)
     chunker = Chunker(load_tokenizer(bundled_minilm_path()), ChunkSpec(cfg.chunk_tokens, cfg.chunk_overlap))
-    return Retrieval(cfg, ChromaBackend(cfg), MiniLMVectors(load_minilm()), chunker)
+    # Its own embedder (the shared class, its own model and thread): a long ingest batch must not hold up
+    # the semantic cache's look-ups. Query vectors are cached in memory and in SQLite next to the stores.
+    embedder = Embedder(cache_path=Path(cfg.path) / "query-embeddings.sqlite")
+    return Retrieval(cfg, ChromaBackend(cfg), embedder, chunker)

@@ -28,11 +28,11 @@ from middleware.rag import catalog, snapshot
 from middleware.rag.backend import ChromaBackend, RagUnavailable, chunks_collection
 from middleware.rag.chunking import Chunker
 from middleware.rag.config import RagConfig
-from middleware.rag.embedding import Vectors
 from middleware.rag.fusion import rrf
 from middleware.rag.ingest import Document, chunk_ids, plan
 from middleware.rag.lexical import Analyzer, top
 from middleware.rag.snapshot import Snapshot, attributes_of
+from proxy.services.embedder import Embedder
 
 T = TypeVar("T")
 log = structlog.get_logger("fluido.rag")
@@ -60,10 +60,10 @@ class Passage:
 class Retrieval:
     """The stores of one process: ingestion, deletion and search."""
 
-    def __init__(self, cfg: RagConfig, backend: ChromaBackend, vectors: Vectors, chunker: Chunker) -> None:
+    def __init__(self, cfg: RagConfig, backend: ChromaBackend, embedder: Embedder, chunker: Chunker) -> None:
         self.cfg = cfg
         self.backend = backend
-        self.vectors = vectors
+        self.embedder = embedder
         self.chunker = chunker
         self.analyzer = Analyzer()
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="fluido-rag")
@@ -122,7 +122,7 @@ class Retrieval:
             return [(p.record, False) for p in work]
         pieces = await self.cpu(lambda: [self.chunker.split(p.doc.text, p.doc.spec) for p in changed])
         texts = [t for chunks in pieces for t in chunks]
-        vectors = await self.cpu(self.vectors.encode, texts, self.cfg.batch_size) if texts else None
+        vectors = await self.embedder.embed_many(texts, self.cfg.batch_size) if texts else None
         ids, metas, stale, records = [], [], [], []
         for p, chunks in zip(changed, pieces, strict=True):
             record = p.with_chunks(len(chunks))
@@ -273,7 +273,7 @@ class Retrieval:
     ) -> list[Passage]:
         """The ``k`` best passages of these stores for ``query``. Raises StoreMissing, RagUnavailable."""
         snaps = [await self.snapshot(s) for s in store_ids]
-        qvec = await self.cpu(self.vectors.query, query)
+        qvec = np.asarray(await self.embedder.embed(query), dtype=np.float32)
         depth = max(self.cfg.candidates, k)
         dense: list[tuple[str, str]] = []  # (store, chunk), best first
         cosine: dict[tuple[str, str], float] = {}
@@ -399,6 +399,7 @@ class Retrieval:
                 await task
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.backend.close()
+        self.embedder.close()
 
 
 def _fetch(

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from middleware.centroids import bundled_minilm_path
 from middleware.rag.chunking import Chunker, ChunkSpec, load_tokenizer
+from proxy.services.embedder import bundled_minilm_path
 
 SENTENCE = "Helium keeps the Zorblax reactor at four kelvin during the night shift. "
 

@@ -6,17 +6,17 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from middleware.centroids import bundled_minilm_path, load_minilm
 from middleware.rag.backend import ChromaBackend, chunks_collection
 from middleware.rag.chunking import Chunker, ChunkSpec, load_tokenizer
 from middleware.rag.config import RagConfig
-from middleware.rag.embedding import MiniLMVectors
 from middleware.rag.filters import compile_filter
 from middleware.rag.ingest import Document
 from middleware.rag.retrieval import Retrieval, StoreMissing
+from proxy.services.embedder import Embedder, bundled_minilm_path, load_minilm
 
 DOCS = [
     Document(
@@ -38,14 +38,19 @@ DOCS = [
 
 
 @pytest.fixture(scope="module")
-def parts() -> tuple[MiniLMVectors, Chunker]:
-    return MiniLMVectors(load_minilm()), Chunker(load_tokenizer(bundled_minilm_path()), ChunkSpec(254, 48))
+def parts() -> tuple[Any, Chunker]:
+    """The model (loaded once per module) and the chunker; each Retrieval gets an embedder of its own."""
+    return load_minilm(), Chunker(load_tokenizer(bundled_minilm_path()), ChunkSpec(254, 48))
+
+
+def make(cfg: RagConfig, parts: tuple[Any, Chunker]) -> Retrieval:
+    return Retrieval(cfg, ChromaBackend(cfg), Embedder(model=parts[0]), parts[1])
 
 
 @pytest.fixture
-async def retrieval(tmp_path: Path, parts: tuple[MiniLMVectors, Chunker]) -> AsyncIterator[Retrieval]:
+async def retrieval(tmp_path: Path, parts: tuple[Any, Chunker]) -> AsyncIterator[Retrieval]:
     cfg = RagConfig(enabled=True, path=str(tmp_path / "rag"))
-    r = Retrieval(cfg, ChromaBackend(cfg), *parts)
+    r = make(cfg, parts)
     yield r
     await r.close()
 
@@ -160,17 +165,15 @@ async def test_a_dropped_store_is_gone(retrieval: Retrieval) -> None:
         await retrieval.resolve("kb")
 
 
-async def test_a_restart_loads_the_saved_bm25_index(
-    tmp_path: Path, parts: tuple[MiniLMVectors, Chunker]
-) -> None:
+async def test_a_restart_loads_the_saved_bm25_index(tmp_path: Path, parts: tuple[Any, Chunker]) -> None:
     cfg = RagConfig(enabled=True, path=str(tmp_path / "rag"))
-    first = Retrieval(cfg, ChromaBackend(cfg), *parts)
+    first = make(cfg, parts)
     store = await first.create_store("kb", {})
     await first.ingest(store.id, DOCS)
     await first.prepare(store.id)
     await first.close()
     assert (tmp_path / "rag" / "bm25" / store.id / "chunks.json").exists()
-    second = Retrieval(cfg, ChromaBackend(cfg), *parts)
+    second = make(cfg, parts)
     try:
         assert (await found(second, store.id, "potassium", "bm25"))[0] == "bananas"
     finally:

@@ -1,0 +1,150 @@
+"""Query classes: every chat request gets one (short, long, code, reasoning, or a configured one), and the
+class's generation profile fills in what the client left unset.
+
+The default scorer reads the last user turn and the request's shape with precompiled patterns: code
+fences, stack traces, file names and language keywords for ``code``; math notation, "prove" and "step by
+step" (in several languages) for ``reasoning``; an asked-for length, a document to summarise or a long
+paste for ``long``; ``short`` otherwise. It costs microseconds. The optional embeddings mode
+(``centroids.py``) compares the turn with example prompts instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from collections.abc import Mapping
+from typing import Protocol
+
+from middleware.classify.config import ClassifierConfig, Profile
+from middleware.classify.signals import LENGTH_UNITS, MARKS, PATTERNS, PHRASES, PUNCTUATION, STEMS, WORDS
+from proxy.types import Call, ChatRequest, Handler, Reply
+
+LONG_PASTE_CHARS = (600, 1500)  # a pasted document: evidence for long, unless it is code
+SHORT_CHARS = 120
+WINDOW_CHARS = 1600  # how much of a long turn is read: the cost stays flat however long the prompt
+# Ties go to the class whose profile costs the least to get wrong for a small GPU.
+PRIORITY = ("code", "reasoning", "long", "short")
+
+
+def last_user_text(req: ChatRequest) -> str:
+    for message in reversed(req.messages):
+        if message.role == "user":
+            if isinstance(message.content, str):
+                return message.content
+            if isinstance(message.content, list):
+                return "\n".join(str(p.get("text", "")) for p in message.content if p.get("type") == "text")
+    return ""
+
+
+class Classifier(Protocol):
+    """Gives a request its query class."""
+
+    async def classify(self, req: ChatRequest) -> str: ...
+
+
+class RuleScorer:
+    """The fast default: evidence per class from words, phrases and structure; the highest score wins."""
+
+    def __init__(self, cfg: ClassifierConfig) -> None:
+        self.default = cfg.default
+        self.patterns = {name: list(found) for name, found in PATTERNS.items()}
+        for name, extra in cfg.signals.items():
+            flags = re.IGNORECASE | re.MULTILINE
+            self.patterns.setdefault(name, []).extend(
+                (re.compile(p, flags), cfg.signal_weight, 1) for p in extra
+            )
+        self.order = [*PRIORITY, *(c for c in self.patterns if c not in PRIORITY)]
+
+    def scores(self, full: str) -> dict[str, float]:
+        # The start says what is asked, the end often repeats it; a long middle is pasted material, read
+        # only for code fences. So the cost stays flat however long the prompt.
+        text = (
+            full
+            if len(full) <= WINDOW_CHARS
+            else full[: WINDOW_CHARS * 3 // 4] + "\n" + full[-WINDOW_CHARS // 4 :]
+        )
+        lower = text.lower()
+        words = lower.translate(PUNCTUATION).split()
+        spaced = " " + " ".join(words)
+        distinct = set(words)
+        scores = dict.fromkeys(self.order, 0.0)
+        for name, (weight, most, vocabulary) in WORDS.items():
+            scores[name] += weight * min(most, len(vocabulary & distinct))
+        for name, (weight, stems) in STEMS.items():
+            if any(" " + stem in spaced for stem in stems):
+                scores[name] += weight
+        for name, (weight, phrases) in PHRASES.items():
+            scores[name] += weight * min(2, sum(1 for phrase in phrases if phrase in spaced))
+        for name, (weight, most, marks) in MARKS.items():
+            scores[name] += weight * min(most, sum(1 for mark in marks if mark in lower))
+        for name, patterns in self.patterns.items():
+            for pattern, weight, most in patterns:
+                found = 0
+                for _ in pattern.finditer(text):
+                    found += 1
+                    if found == most:
+                        break
+                scores[name] += weight * found
+        if "```" in full or "~~~" in full:
+            scores["code"] += 6
+        if LENGTH_UNITS & distinct and any(
+            b in LENGTH_UNITS and a.isdigit() and len(a) >= 3 for a, b in itertools.pairwise(words)
+        ):
+            scores["long"] += 5  # "1000 words", "3 pages": an asked-for length
+        if scores["code"] < 4:
+            scores["long"] += sum(2 for limit in LONG_PASTE_CHARS if len(full) > limit)
+        if len(full) < SHORT_CHARS:
+            scores["short"] += 1
+        return scores
+
+    def pick(self, text: str) -> str:
+        scores = self.scores(text)
+        best = max(self.order, key=lambda c: (scores[c], -self.order.index(c)))
+        return best if scores[best] > 0 else self.default
+
+    async def classify(self, req: ChatRequest) -> str:
+        return self.pick(last_user_text(req))
+
+
+def apply_profile(req: ChatRequest, profile: Profile) -> ChatRequest:
+    """Fill in what the client left unset; a cap lowers even what it set."""
+    max_tokens = req.max_tokens if req.max_tokens is not None else profile.max_tokens
+    if profile.max_tokens_cap is not None:
+        max_tokens = min(max_tokens or profile.max_tokens_cap, profile.max_tokens_cap)
+    return dataclasses.replace(
+        req,
+        model=profile.model or req.model,
+        max_tokens=max_tokens,
+        temperature=req.temperature if req.temperature is not None else profile.temperature,
+        profile_ollama_options=profile.ollama_options,
+        profile_extra=profile.extra,
+    )
+
+
+class Classify:
+    """The chain link: classify, note the class, apply its profile (which may route to another alias)."""
+
+    def __init__(self, classifier: Classifier, profiles: Mapping[str, Profile]) -> None:
+        self.classifier = classifier
+        self.profiles = profiles
+
+    async def __call__(self, call: Call, next: Handler) -> Reply:
+        query_class = await self.classifier.classify(call.request)
+        call.notes["query_class"] = query_class
+        profile = self.profiles.get(query_class)
+        if profile is not None:
+            routed_from = call.request.model
+            call.request = apply_profile(call.request, profile)
+            if call.request.model != routed_from:
+                call.notes["routed_from"] = routed_from
+        return await next(call)
+
+
+def build_classifier(cfg: ClassifierConfig) -> Classifier:
+    """The configured mode's classifier. The embeddings mode loads a model: imported only when asked for."""
+    if cfg.mode == "embeddings":
+        from middleware.classify.centroids import CentroidClassifier
+
+        return CentroidClassifier(cfg.examples, cfg.default)
+    return RuleScorer(cfg)

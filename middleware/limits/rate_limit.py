@@ -1,0 +1,120 @@
+"""Requests per minute, tokens per minute and concurrent requests, per API key (or client IP), optionally per
+model alias.
+
+Tokens are reserved before the call (the prompt's estimate plus ``max_tokens``) and settled when the reply
+ends, stream or not, error or disconnect included: unused tokens go back, tokens used beyond the reservation
+are charged, and the concurrency slot is released. Every answer carries OpenAI's ``x-ratelimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from middleware.limits.config import KeyConfig, LimitsConfig
+from proxy.errors import RateLimited, StoreUnavailable
+from proxy.limits import Bucket, Budget, Grant, Limiter, LimiterUnavailable
+from proxy.tokens import estimate_prompt_tokens
+from proxy.types import Call, Completion, Handler, Reply, Stream
+
+log = structlog.get_logger("fluido.rate_limit")
+_NAMES = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "concurrent requests"}
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's reset format: "1.5s", "6m0s"."""
+    if seconds < 60:
+        return f"{math.ceil(seconds * 1000) / 1000:g}s"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s"
+
+
+def _set_headers(headers: dict[str, str], kind: str, budget: Budget | None) -> None:
+    if budget is not None:
+        headers[f"x-ratelimit-limit-{kind}"] = str(budget.limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(budget.remaining)
+        headers[f"x-ratelimit-reset-{kind}"] = duration(budget.reset)
+
+
+class RateLimit:
+    """The chain link that enforces per-client limits."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        cfg: LimitsConfig,
+        keys: Mapping[str, KeyConfig],
+        on_unavailable: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.limiter = limiter
+        self.cfg = cfg
+        self.keys = keys
+        self.on_unavailable = on_unavailable
+
+    def buckets(self, call: Call) -> list[Bucket]:
+        trace = call.trace
+        if trace.key is None:
+            scope = f"ip:{trace.client}"
+            return [Bucket(scope, scope, self.cfg.client)] if self.cfg.client.any else []
+        key, scope = self.keys[trace.key], f"key:{trace.key}"
+        buckets = [Bucket(scope, scope, key.limits)] if key.limits.any else []
+        per_model = key.models.get(call.request.model)
+        if per_model is not None and per_model.any:
+            buckets.append(Bucket(scope, f"{scope}:model:{call.request.model}", per_model))
+        return buckets
+
+    async def __call__(self, call: Call, next: Handler) -> Reply:
+        buckets = self.buckets(call)
+        if not buckets:
+            return await next(call)
+        reserved = estimate_prompt_tokens(call.request) + (
+            call.request.max_tokens or self.cfg.default_max_tokens
+        )
+        try:
+            grant = await self.limiter.acquire(buckets, reserved)
+        except LimiterUnavailable as exc:
+            self.on_unavailable()
+            log.warning("rate_limiter_unavailable", error=str(exc), fail=self.cfg.fail)
+            if self.cfg.fail == "closed":
+                raise StoreUnavailable(
+                    "Rate limits cannot be checked right now; retry shortly.", code="rate_limiter_unavailable"
+                ) from None
+            return await next(call)
+        _set_headers(call.trace.headers, "requests", grant.requests)
+        _set_headers(call.trace.headers, "tokens", grant.tokens)
+        if not grant.allowed:
+            call.notes["rate_limited"] = grant.refused_by
+            limit, wait = _NAMES.get(grant.refused_by, grant.refused_by), duration(grant.retry_after)
+            raise RateLimited(
+                f"Rate limit reached for {limit} ({call.trace.client}). Retry in {wait}.",
+                retry_after=grant.retry_after,
+            )
+        try:
+            reply = await next(call)
+        except BaseException:
+            await self._settle(grant, reserved, 0)  # nothing was generated: every token goes back
+            raise
+        if isinstance(reply, Completion):
+            await self._settle(grant, reserved, reply.usage.total_tokens if reply.usage else reserved)
+            return reply
+        return self._settling(reply, grant, reserved)
+
+    async def _settling(self, stream: Stream, grant: Grant, reserved: int) -> Stream:
+        used = reserved  # without a usage report the reservation stands
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    used = chunk.usage.total_tokens
+                yield chunk
+        finally:
+            await stream.aclose()
+            await self._settle(grant, reserved, used)
+
+    async def _settle(self, grant: Grant, reserved: int, used: int) -> None:
+        try:
+            await self.limiter.settle(grant, reserved, used)
+        except LimiterUnavailable as exc:
+            self.on_unavailable()
+            log.warning("rate_limiter_unavailable", error=str(exc), during="settle")

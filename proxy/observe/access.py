@@ -1,0 +1,131 @@
+"""The outermost layer: one access record and one set of metrics per request, whatever way it ends.
+
+It is plain ASGI (not Starlette's BaseHTTPMiddleware, which breaks contextvars) so it sees the real status,
+the first body byte and the end of every response, streams included. Endpoints fill in the request's
+``Trace``; this layer reads it when the response is over, or the client has gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import orjson
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy.asgi import trace_of
+from proxy.observe.logs import LogWriter
+from proxy.observe.metrics import Metrics
+from proxy.types import Trace
+from proxy.upstream import CircuitBreaker
+
+log = structlog.get_logger("fluido.access")
+CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answer"
+# Probes and scrapes arrive every few seconds and say nothing about traffic: counted, not logged.
+QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+
+
+def access_record(trace: Trace, now: float) -> dict[str, object]:
+    record: dict[str, object] = {
+        "request_id": trace.request_id,
+        "client": trace.client,
+        "route": trace.route,
+        "model": trace.model,
+        "upstream": trace.notes.get("upstream", ""),
+        "upstream_model": trace.notes.get("upstream_model", ""),
+        "status": trace.status,
+        "error_type": trace.error_type,
+        "error_code": trace.error_code,
+        "stream": trace.stream,
+        "ttfb_ms": round((trace.first_byte - trace.started) * 1000, 2) if trace.first_byte else None,
+        "duration_ms": round((now - trace.started) * 1000, 2),
+        "prompt_tokens": trace.usage.prompt_tokens if trace.usage else None,
+        "completion_tokens": trace.usage.completion_tokens if trace.usage else None,
+    }
+    for key, value in trace.notes.items():
+        record.setdefault(key, value)
+    if trace.prompt is not None:
+        record["prompt"] = trace.prompt
+    if trace.completion is not None:
+        record["completion"] = trace.completion
+    return record
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def server_timing(trace: Trace, now: float) -> bytes:
+    """``Server-Timing``: Fluido's own time and the upstream's, so curl or a browser shows where time went."""
+    total = (now - trace.started) * 1000
+    if trace.upstream_ms is None:
+        return f"proxy;dur={total:.2f}".encode()
+    return f"proxy;dur={max(total - trace.upstream_ms, 0):.2f}, upstream;dur={trace.upstream_ms:.2f}".encode()
+
+
+class Observability:
+    """Access log, metrics, request-id log binding and Server-Timing for every HTTP request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics | None,
+        access_log: bool,
+        breakers: Mapping[str, CircuitBreaker],
+        json_lines: LogWriter | None = None,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        self.breakers = breakers
+        # JSON logs: access records skip structlog's processors and go straight to the writer, already
+        # in the shape structlog gives every other line. Console logs go through structlog for people.
+        self.json_lines = json_lines
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace = trace_of(scope)
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                trace.status = message["status"]
+                message["headers"] = [
+                    *message["headers"],
+                    (b"server-timing", server_timing(trace, time.monotonic())),
+                ]
+            elif trace.first_byte is None and message.get("body"):
+                trace.first_byte = time.monotonic()
+            await send(message)
+
+        metrics = self.metrics
+        # Probes and scrapes are not traffic: a scrape should not see itself in flight.
+        counted = metrics is not None and trace.route not in QUIET_ROUTES
+        if metrics is not None and counted:
+            metrics.in_flight.inc()
+        structlog.contextvars.bind_contextvars(request_id=trace.request_id)
+        try:
+            await self.app(scope, receive, observed_send)
+        except Exception:
+            trace.status = trace.status or 500  # what the server will answer for an escaped exception
+            raise
+        finally:
+            if trace.status == 0:
+                trace.status = CLIENT_CLOSED
+            now = time.monotonic()
+            if metrics is not None:
+                if counted:
+                    metrics.in_flight.dec()
+                metrics.observe(trace, now)
+                metrics.set_circuits(self.breakers)
+            if self.access_log and trace.route not in QUIET_ROUTES:
+                record = access_record(trace, now)
+                if self.json_lines is not None:
+                    record.update(event="request", level="info", timestamp=utc_timestamp())
+                    self.json_lines.write(orjson.dumps(record))
+                else:
+                    log.info("request", **record)
+            structlog.contextvars.unbind_contextvars("request_id")

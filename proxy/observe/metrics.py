@@ -1,0 +1,206 @@
+"""Every Prometheus metric Fluido exports, declared in one place.
+
+Label values are bounded: model labels are configured aliases (anything else is ``unknown``), upstream
+labels are configured upstream names, routes are Fluido's own paths. No request or user ids, ever.
+
+With several worker processes, ``fluido serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory;
+every worker then writes its values there and any worker's ``/metrics`` adds them all up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from proxy.types import Trace
+from proxy.upstream import CircuitBreaker
+
+ROUTES = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics"})
+RAG_RESULTS = frozenset({"injected", "none", "no_room", "unavailable", "store_missing"})
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+
+
+class Metrics:
+    """The metrics of one app, and the bounded label policy that feeds them."""
+
+    def __init__(self, aliases: Iterable[str], upstreams: Iterable[str], classes: Iterable[str] = ()) -> None:
+        # The *_created series would double the series count and tell a dashboard nothing.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.aliases = frozenset(aliases)
+        self.upstreams = frozenset(upstreams)
+        self.classes = frozenset(classes)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "fluido_requests", "Requests answered, by route, status, model alias and upstream.",
+            ["route", "status", "model", "upstream"], registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "fluido_request_duration_seconds", "Time from request to the end of the response.",
+            ["route", "model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "fluido_time_to_first_token_seconds", "Time from request to the first byte of the answer.",
+            ["model", "stream"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_duration = Histogram(
+            "fluido_upstream_duration_seconds", "Time the serving upstream took for its reply.",
+            ["upstream"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.prompt_tokens = Histogram(
+            "fluido_prompt_tokens",
+            "Prompt tokens per request.",
+            ["model"],
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.completion_tokens = Histogram(
+            "fluido_completion_tokens", "Completion tokens per request.", ["model"], buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "fluido_tokens", "Tokens in (prompt) and out (completion).", ["model", "direction"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "fluido_upstream_errors", "Failed upstream attempts, by kind.", ["upstream", "kind"], registry=r
+        )
+        self.fallbacks = Counter(
+            "fluido_fallbacks", "Requests served after moving past a failed target.", ["model"], registry=r
+        )
+        self.rate_limited = Counter(
+            "fluido_rate_limited", "Requests refused by a rate limit, by the limit that refused.",
+            ["model", "limit"], registry=r,
+        )  # fmt: skip
+        self.limiter_unavailable = Counter(
+            "fluido_limiter_unavailable", "Rate-limit checks that could not reach their store.", registry=r
+        )
+        self.query_classes = Counter(
+            "fluido_query_class", "Chat requests by query class.", ["model", "query_class"], registry=r
+        )
+        self.tokens_saved = Counter(
+            "fluido_compaction_tokens_saved", "Prompt tokens removed by compaction.", ["model"], registry=r
+        )
+        self.cache_results = Counter(
+            "fluido_cache_requests",
+            "Cache outcomes: hit, semantic, miss, bypass.",
+            ["model", "result"],
+            registry=r,
+        )
+        self.cache_unavailable = Counter(
+            "fluido_cache_unavailable",
+            "Cache look-ups or stores that could not reach their store.",
+            registry=r,
+        )
+        self.rag_requests = Counter(
+            "fluido_rag_requests",
+            "Chat requests that asked for RAG, by outcome: injected, none (nothing above the minimum score), "
+            "no_room, unavailable (Chroma down or retrieval loading), store_missing.",
+            ["model", "result"],
+            registry=r,
+        )
+        self.rag_retrieval = Histogram(
+            "fluido_rag_retrieval_seconds", "Time to retrieve passages for one chat request.",
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 5), registry=r,
+        )  # fmt: skip
+        self.rag_passages = Histogram(
+            "fluido_rag_passages_injected", "Passages injected into one chat request.", ["model"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 20, 50), registry=r,
+        )  # fmt: skip
+        self.rag_tokens = Counter(
+            "fluido_rag_tokens_added",
+            "Prompt tokens (estimated) added by RAG context.",
+            ["model"],
+            registry=r,
+        )
+        self.log_dropped = Counter(
+            "fluido_log_records_dropped", "Log records dropped because the log queue was full.", registry=r
+        )
+        self.in_flight = Gauge(
+            "fluido_requests_in_flight",
+            "Requests being handled now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.circuit = Gauge(
+            "fluido_upstream_circuit_state", "Circuit state per upstream: 0 closed, 1 half-open, 2 open.",
+            ["upstream"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+
+    def model_label(self, alias: str) -> str:
+        return alias if alias in self.aliases else "unknown"
+
+    def upstream_label(self, name: str | None) -> str:
+        return name if name in self.upstreams else "none"
+
+    def observe(self, trace: Trace, now: float) -> None:
+        """Record one finished request."""
+        route = trace.route if trace.route in ROUTES else "other"
+        model = self.model_label(trace.model)
+        upstream = self.upstream_label(trace.notes.get("upstream"))
+        child = self._child
+        child(self.requests, route, str(trace.status), model, upstream).inc()
+        child(self.request_duration, route, model).observe(now - trace.started)
+        if trace.first_byte is not None and trace.status == 200 and trace.model:
+            stream = "true" if trace.stream else "false"
+            child(self.ttft, model, stream).observe(trace.first_byte - trace.started)
+        if trace.upstream_ms is not None and upstream != "none":
+            child(self.upstream_duration, upstream).observe(trace.upstream_ms / 1000)
+        if (usage := trace.usage) is not None:
+            child(self.prompt_tokens, model).observe(usage.prompt_tokens)
+            child(self.completion_tokens, model).observe(usage.completion_tokens)
+            child(self.tokens, model, "in").inc(usage.prompt_tokens)
+            child(self.tokens, model, "out").inc(usage.completion_tokens)
+        notes = trace.notes
+        if query_class := notes.get("query_class"):
+            child(self.query_classes, model, query_class if query_class in self.classes else "other").inc()
+        if saved := notes.get("tokens_saved"):
+            child(self.tokens_saved, model).inc(int(saved))
+        if result := notes.get("cache"):
+            child(self.cache_results, model, result).inc()
+        if rag := notes.get("rag"):
+            child(self.rag_requests, model, rag if rag in RAG_RESULTS else "other").inc()
+            if ms := notes.get("rag_ms"):
+                self.rag_retrieval.observe(float(ms) / 1000)
+            if passages := notes.get("rag_passages"):
+                child(self.rag_passages, model).observe(int(passages))
+                child(self.rag_tokens, model).inc(int(notes.get("rag_tokens", "0")))
+        if limit := notes.get("rate_limited"):
+            child(self.rate_limited, model, limit).inc()
+        for name, kind in trace.upstream_failures:
+            child(self.upstream_errors, self.upstream_label(name), kind).inc()
+        if "fallbacks" in notes and trace.status == 200:
+            child(self.fallbacks, model).inc()
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: label values are bounded, and labels() is not cheap."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
+    def set_circuits(self, breakers: Mapping[str, CircuitBreaker]) -> None:
+        for name, breaker in breakers.items():
+            self._child(self.circuit, self.upstream_label(name)).set(CIRCUIT_STATES[breaker.state])
+
+    def render(self) -> tuple[bytes, str]:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

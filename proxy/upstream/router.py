@@ -1,0 +1,223 @@
+"""Model alias -> ordered upstream targets, with fallback before the first byte and per-upstream limits.
+
+The router is the innermost handler of the chain. A target is skipped while its circuit is open; a
+retryable failure moves on to the next target; nothing is retried once a stream has produced output,
+because by then the client may have seen it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+
+from proxy.config_upstreams import ModelConfig, UpstreamConfig
+from proxy.errors import (
+    ModelNotFound,
+    UpstreamBusy,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.limits import Bucket, Grant, Limiter, LimiterUnavailable
+from proxy.types import JSON, Adapter, Call, Chunk, EmbeddingRequest, Reply, Stream, Target, Trace
+from proxy.upstream.breaker import CircuitBreaker
+from proxy.upstream.embedded import EmbeddedServer
+from proxy.upstream.idle import IdleWatch
+
+T = TypeVar("T")
+log = structlog.get_logger("fluido.router")
+
+
+@dataclass(slots=True)
+class Upstream:
+    """One configured upstream server with its adapter, its breaker and, if Fluido runs it, its launcher."""
+
+    cfg: UpstreamConfig
+    adapter: Adapter
+    breaker: CircuitBreaker
+    launcher: EmbeddedServer | None = None
+
+    async def ready(self) -> None:
+        if self.launcher is not None:
+            await self.launcher.ensure_running()
+
+
+class Router:
+    """Serves a call from the first target that works."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelConfig],
+        upstreams: Mapping[str, Upstream],
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.models = models
+        self.upstreams = upstreams
+        self.limiter = limiter
+
+    def targets(self, alias: str) -> tuple[Target, ...]:
+        model = self.models.get(alias)
+        if model is None:
+            raise ModelNotFound(f"The model '{alias}' does not exist.", param="model")
+        return model.targets
+
+    async def __call__(self, call: Call) -> Reply:
+        req = call.request
+        if req.stream:
+            return await self._first_success(
+                req.model, call.trace, lambda up, target: self._open_stream(up, target, call)
+            )
+
+        async def chat(up: Upstream, target: Target) -> Reply:
+            async with asyncio.timeout(up.cfg.total_timeout):
+                completion = await up.adapter.chat(req, target)
+            _note_meta(call.notes, completion.meta)
+            return completion
+
+        return await self._first_success(req.model, call.trace, chat)
+
+    async def embed(self, req: EmbeddingRequest, trace: Trace) -> JSON:
+        async def embed(up: Upstream, target: Target) -> JSON:
+            async with asyncio.timeout(up.cfg.total_timeout):
+                return await up.adapter.embed(req, target)
+
+        return await self._first_success(req.model, trace, embed)
+
+    async def _first_success(
+        self, alias: str, trace: Trace, attempt: Callable[[Upstream, Target], Awaitable[T]]
+    ) -> T:
+        notes = trace.notes
+        failure: UpstreamError | None = None
+        for target in self.targets(alias):
+            up = self.upstreams[target.upstream]
+            if not up.breaker.allow():
+                continue
+            started = time.monotonic()
+            slot: Grant | None = None
+            try:
+                slot = await self._admit(up)
+                await up.ready()
+                result = await attempt(up, target)
+            except TimeoutError:
+                failure = UpstreamTimeout(f"Upstream '{up.cfg.name}' timed out.")
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    up.breaker.success()  # it answered: the upstream is healthy, the request is not
+                    raise
+                failure = exc
+            else:
+                up.breaker.success()
+                # For a stream this is the time to its first output; the stream updates it when it ends.
+                trace.upstream_ms = (time.monotonic() - started) * 1000
+                notes["upstream"] = up.cfg.name
+                notes["upstream_model"] = target.model
+                if slot is not None and inspect.isasyncgen(result):
+                    result, slot = self._hold(result, slot), None  # type: ignore[arg-type, assignment]
+                return result
+            finally:
+                await self._release(slot)
+            # An upstream that answered "no such model" or "too busy" is alive; only outages open the circuit.
+            if not isinstance(failure, UpstreamRejected):
+                up.breaker.failure()
+            trace.upstream_failures.append((up.cfg.name, failure.code or failure.type))
+            notes["fallbacks"] = str(len(trace.upstream_failures))
+            log.warning("upstream_failed", upstream=up.cfg.name, model=target.model, error=failure.message)
+        if failure is not None:
+            raise failure
+        raise UpstreamUnavailable(f"Every upstream for '{alias}' is unavailable; retry shortly.")
+
+    async def _admit(self, up: Upstream) -> Grant | None:
+        """Take a slot under the upstream's own limit (all clients together), if it has one."""
+        limits = up.cfg.limits
+        if self.limiter is None or not limits.any:
+            return None
+        scope = f"upstream:{up.cfg.name}"
+        try:
+            slot = await self.limiter.acquire([Bucket(scope, scope, limits)], 0)
+        except LimiterUnavailable:
+            return None  # the limit protects the upstream; without its store, let the upstream decide
+        if not slot.allowed:
+            raise UpstreamBusy(
+                f"Upstream '{up.cfg.name}' is at its configured limit.", retry_after=slot.retry_after
+            )
+        return slot
+
+    async def _release(self, slot: Grant | None) -> None:
+        if slot is not None and self.limiter is not None:
+            with contextlib.suppress(LimiterUnavailable):
+                await self.limiter.settle(slot, 0, 0)
+
+    async def _hold(self, stream: Stream, slot: Grant) -> Stream:
+        """Pass a stream through, keeping its upstream slot until the stream ends."""
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            await stream.aclose()
+            await self._release(slot)
+
+    async def _open_stream(self, up: Upstream, target: Target, call: Call) -> Stream:
+        """Start the upstream stream and wait for its first output, so a failure until then can fall back."""
+        cfg = up.cfg
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        chunks = up.adapter.stream(call.request, target)
+        head: list[Chunk] = []
+        try:
+            async with asyncio.timeout(min(cfg.first_token_timeout, cfg.total_timeout)):
+                while not head or not (head[-1].carries_output or head[-1].usage):
+                    head.append(await anext(chunks))
+        except StopAsyncIteration:
+            raise UpstreamError(f"Upstream '{cfg.name}' sent an empty stream.") from None
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return self._rest(up, call.trace, head, chunks, started)
+
+    async def _rest(
+        self, up: Upstream, trace: Trace, head: list[Chunk], chunks: Stream, started: float
+    ) -> Stream:
+        cfg = up.cfg
+        async with aclosing(chunks):
+            for chunk in head:
+                yield chunk
+            watch = IdleWatch(cfg.idle_timeout, started + cfg.total_timeout)
+            try:
+                while True:
+                    watch.waiting()
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        trace.upstream_ms = (asyncio.get_running_loop().time() - started) * 1000
+                        return
+                    except asyncio.CancelledError:
+                        if not watch.absorb():
+                            raise
+                        error: UpstreamError = UpstreamTimeout(f"Upstream '{cfg.name}' stalled mid-stream.")
+                        break
+                    except UpstreamError as exc:
+                        error = exc
+                        break
+                    watch.received()
+                    if chunk.meta:
+                        _note_meta(trace.notes, chunk.meta)
+                    yield chunk
+            finally:
+                watch.close()
+            up.breaker.failure()
+            trace.upstream_failures.append((cfg.name, error.code or error.type))
+            raise error
+
+
+def _note_meta(notes: dict[str, str], meta: Mapping[str, JSON]) -> None:
+    for key, value in meta.items():
+        notes[f"upstream_{key}"] = f"{value:.1f}" if isinstance(value, float) else str(value)
