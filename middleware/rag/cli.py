@@ -78,6 +78,10 @@ async def ingest_paths(
 async def _run(cfg: RagConfig, store: str, paths: list[Path]) -> IngestReport:
     from middleware.rag.factory import build_retrieval
 
+    for path in files_under(paths):  # a malformed file fails now, before the model loads
+        for _ in documents(path):
+            pass
+
     retrieval = await asyncio.to_thread(build_retrieval, cfg)
     try:
         return await ingest_paths(retrieval, store, paths, progress=sys.stderr.isatty())
