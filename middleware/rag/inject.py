@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from middleware.rag.access import Access
 from middleware.rag.backend import RagUnavailable
+from middleware.rag.catalog import StoreRecord
 from middleware.rag.config import ModelRagConfig
 from middleware.rag.retrieval import Passage, Retrieval, StoreMissing
 from proxy.errors import InvalidRequest
@@ -46,19 +47,21 @@ class Holder:
 
     def __init__(self) -> None:
         self.retrieval: Retrieval | None = None
-        self._names: dict[str, str] = {}  # store name -> id, as last resolved
+        # Store name or id -> its record, as last resolved: a request costs no catalog look-up. A store
+        # deleted since shows up as StoreMissing, which clears this.
+        self._stores: dict[str, StoreRecord] = {}
 
-    async def store_ids(self, names: tuple[str, ...]) -> list[str]:
+    async def stores(self, names: tuple[str, ...]) -> list[StoreRecord]:
         assert self.retrieval is not None
         out = []
         for name in names:
-            if (known := self._names.get(name)) is None:
-                known = self._names[name] = (await self.retrieval.resolve(name)).id
+            if (known := self._stores.get(name)) is None:
+                known = self._stores[name] = await self.retrieval.resolve(name)
             out.append(known)
         return out
 
     def forget(self) -> None:
-        self._names.clear()
+        self._stores.clear()
 
 
 def requested_stores(req: ChatRequest) -> tuple[str, ...]:
@@ -87,7 +90,7 @@ class RagVersion:
         call.notes["rag_version"] = "unavailable"
         if retrieval is not None:
             try:
-                ids = await self.holder.store_ids(names)
+                ids = [s.id for s in await self.holder.stores(names)]
                 generations = [await retrieval.generation(i) for i in ids]
                 digest = hashlib.sha256(" ".join(ids + generations).encode()).hexdigest()[:16]
                 call.notes["rag_version"] = digest
@@ -130,9 +133,11 @@ class RagInject:
             return await next(call)
         started = time.monotonic()
         try:
-            ids = await self.holder.store_ids(settings.stores + requested)
-            readable = [await self._readable(call, retrieval, i) for i in ids]
-            found = await retrieval.search(readable, query, settings.top_k, threshold=settings.min_score)
+            stores = await self.holder.stores(settings.stores + requested)
+            if not all(self.access.may_read(call.trace.key, s.id, s.name) for s in stores):
+                raise StoreMissing("")  # a store this key may not read does not exist for it
+            ids = list(dict.fromkeys(s.id for s in stores))
+            found = await retrieval.search(ids, query, settings.top_k, threshold=settings.min_score)
         except RagUnavailable:
             call.notes["rag"] = "unavailable"
             return await next(call)
@@ -155,14 +160,6 @@ class RagInject:
         call.notes["rag_tokens"] = str(estimate_text_tokens(context) + MESSAGE_OVERHEAD)
         call.notes["rag_sources"] = ",".join(f"{quote(_doc_id(p), safe='')}:{p.score:.3f}" for p in chosen)
         return await next(call)
-
-    async def _readable(self, call: Call, retrieval: Retrieval, store_id: str) -> str:
-        if not self.access.keys:
-            return store_id
-        store = await retrieval.resolve(store_id)
-        if not self.access.may_read(call.trace.key, store.id, store.name):
-            raise StoreMissing(store_id)  # a store this key may not read does not exist for it
-        return store_id
 
     @staticmethod
     def _query(req: ChatRequest, turns: int) -> str:

@@ -256,8 +256,11 @@ class Retrieval:
                 generation = found.get(store_id)
                 if generation is None:
                     self._forget(store_id)  # deleted through another replica
-                elif generation != self._generations.get(store_id):
-                    self._generations[store_id] = generation
+                    continue
+                self._generations[store_id] = generation
+                snap = self._snapshots.get(store_id)
+                # Also when a rebuild failed earlier (Chroma was down): retried until it lands.
+                if snap is not None and snap.generation != generation:
                     self._schedule(store_id)
 
     # --- search ---------------------------------------------------------------------------------
@@ -316,11 +319,25 @@ class Retrieval:
             return []
 
         def query(b: ChromaBackend) -> Any:
+            from chromadb.errors import InternalError
+
             collection = b.collection(chunks_collection(store_id))
-            n = min(depth, collection.count()) if within is None else min(depth, len(within))
-            if n <= 0:
+            n = depth if within is None else min(depth, len(within))
+            try:
+                return collection.query(
+                    query_embeddings=[qvec], n_results=n, ids=within, include=["distances"]
+                )
+            except InternalError:
+                if within is None:
+                    raise
+            # Chroma refuses a restriction naming a chunk it no longer has (another replica deleted it since
+            # this snapshot): restrict to the chunks it still has.
+            present = collection.get(ids=within, include=[])["ids"]
+            if not present:
                 return {"ids": [[]], "distances": [[]]}
-            return collection.query(query_embeddings=[qvec], n_results=n, ids=within, include=["distances"])
+            return collection.query(
+                query_embeddings=[qvec], n_results=min(n, len(present)), ids=present, include=["distances"]
+            )
 
         found = await self.backend.run(query)
         out = []
