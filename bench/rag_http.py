@@ -75,6 +75,7 @@ def latency(cfg: RagConfig, store: str, data: Path) -> None:
         print(f"\nSearch through HTTP ({len(samples)} claims, one at a time, max_num_results 10, fused):")
         mean = statistics.fmean(samples) * 1000
         print(f"  p50 {q[49] * 1000:.1f} ms   p99 {q[98] * 1000:.1f} ms   mean {mean:.1f} ms")
+        print(f"  (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
