@@ -40,7 +40,9 @@ class RagConfig:
     chunk_tokens: int = MODEL_MAX_TOKENS  # word pieces per chunk (at most the model's 254)
     chunk_overlap: int = 48
     candidates: int = 100  # chunks each retriever proposes before fusion
-    rrf_k: float = 60.0
+    # Tuned by bench.rag on 70 % of SciFact's train claims (nDCG@10, grid k 5-100, dense weight 0.3-0.8);
+    # 60, the usual default, was 0.012 lower on the other 30 %.
+    rrf_k: float = 5.0
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
     bm25_k1: float = 1.5

@@ -32,7 +32,13 @@ def bundled_minilm_path() -> Path:
 
 
 def load_minilm() -> Any:
+    import torch
     from sentence_transformers import SentenceTransformer  # heavy: imported only when a model is loaded
+
+    # One intra-op thread. A query is a few dozen word pieces: more threads gain nothing, and on a busy
+    # machine OpenMP's barriers turn it from ~20 ms into ~250 ms (measured here on 2 cores with the load
+    # average at 8). The other core is left to the event loop, Chroma and BM25.
+    torch.set_num_threads(1)
 
     return SentenceTransformer(str(bundled_minilm_path()), device="cpu", local_files_only=True)
 
