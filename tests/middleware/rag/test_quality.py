@@ -60,6 +60,7 @@ async def test_fused_search_is_at_least_as_good_as_the_better_retriever(tmp_path
             scores[mode] = statistics.fmean(per_query)
     finally:
         await retrieval.close()
+    print(scores)  # shown with pytest -s
     best_single = max(scores["bm25"], scores["dense"])
     assert scores["fused"] >= best_single - 0.01, scores
     assert min(scores["bm25"], scores["dense"]) > 0.5, scores  # both retrievers work at all
