@@ -21,8 +21,8 @@ from middleware.rag.access import Access
 from middleware.rag.backend import RagUnavailable
 from middleware.rag.catalog import StoreRecord
 from middleware.rag.chunking import ChunkSpec
-from middleware.rag.config import MODEL_MAX_TOKENS
 from middleware.rag.filters import compile_filter
+from middleware.rag.freshness import StoreMissing
 from middleware.rag.ingest import Document
 from middleware.rag.objects import (
     batch_object,
@@ -33,14 +33,14 @@ from middleware.rag.objects import (
     store_file_object,
     store_object,
 )
-from middleware.rag.retrieval import Retrieval, StoreMissing
+from middleware.rag.params import attributes, chunking, paging, strings
+from middleware.rag.retrieval import Retrieval
 from middleware.rag.sources import HTML_SUFFIXES, html_text
 from proxy.asgi import read_body, trace_of
 from proxy.errors import FluidoError, InvalidRequest, NotFound, PermissionDenied, StoreUnavailable, render
 from proxy.parsing import decode_object
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-MAX_ATTRIBUTES = 16
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -125,7 +125,7 @@ class RagApi:
         files = await r.backend.run(catalog.list_files)
         purpose = request.query_params.get("purpose")
         items = [file_object(f) for f in files if purpose in (None, f.purpose)]
-        return page(items, *_paging(request, 10_000))
+        return page(items, *paging(request, 10_000))
 
     async def get_file(self, request: Request, r: Retrieval) -> Any:
         return file_object((await _file(r, request.path_params["file_id"]))[0])
@@ -152,8 +152,8 @@ class RagApi:
             raise InvalidRequest("'name' must be a string.", param="name")
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             raise InvalidRequest("'metadata' must be an object of strings.", param="metadata")
-        file_ids = _strings(body.get("file_ids", []), "file_ids")
-        spec = _chunking(body.get("chunking_strategy"))
+        file_ids = strings(body.get("file_ids", []), "file_ids")
+        spec = chunking(body.get("chunking_strategy"))
         store = await r.create_store(name, metadata)
         if file_ids:
             await self._attach(r, store.id, [(f, {}, spec) for f in file_ids])
@@ -171,7 +171,7 @@ class RagApi:
         for s in stores:
             files = await r.backend.run(functools.partial(catalog.get_store_files, store_id=s.id))
             items.append(store_object(s, files))
-        return page(items, *_paging(request))
+        return page(items, *paging(request))
 
     async def get_store(self, request: Request, r: Retrieval) -> Any:
         store = await self._readable(request, r)
@@ -188,11 +188,11 @@ class RagApi:
         self, r: Retrieval, store_id: str, wanted: list[tuple[str, dict[str, Any], ChunkSpec | None]]
     ) -> list[catalog.StoreFile]:
         docs = []
-        for file_id, attributes, spec in wanted:
+        for file_id, attrs, spec in wanted:
             record, text = await _file(r, file_id, with_text=True)
             if any(record.filename.lower().endswith(s) for s in HTML_SUFFIXES):
                 text = html_text(text)
-            docs.append(Document(file_id, record.filename, text, attributes, spec))
+            docs.append(Document(file_id, record.filename, text, attrs, spec))
         return [record for record, _ in await r.ingest(store_id, docs)]
 
     async def create_store_file(self, request: Request, r: Retrieval) -> Any:
@@ -201,22 +201,22 @@ class RagApi:
         file_id = body.get("file_id")
         if not isinstance(file_id, str) or not file_id:
             raise InvalidRequest("'file_id' is required.", param="file_id")
-        wanted = (file_id, _attributes(body.get("attributes")), _chunking(body.get("chunking_strategy")))
+        wanted = (file_id, attributes(body.get("attributes")), chunking(body.get("chunking_strategy")))
         return store_file_object((await self._attach(r, store.id, [wanted]))[0])
 
     async def create_batch(self, request: Request, r: Retrieval) -> Any:
         store = await self._readable(request, r)
         body = await self._body(request)
-        attributes, spec = _attributes(body.get("attributes")), _chunking(body.get("chunking_strategy"))
-        wanted = [(f, attributes, spec) for f in _strings(body.get("file_ids", []), "file_ids")]
+        shared, spec = attributes(body.get("attributes")), chunking(body.get("chunking_strategy"))
+        wanted = [(f, shared, spec) for f in strings(body.get("file_ids", []), "file_ids")]
         for i, item in enumerate(body.get("files") or []):
             if not isinstance(item, dict) or not isinstance(item.get("file_id"), str):
                 raise InvalidRequest(f"'files[{i}]' must be an object with a 'file_id'.", param="files")
             wanted.append(
                 (
                     item["file_id"],
-                    _attributes(item.get("attributes")),
-                    _chunking(item.get("chunking_strategy")),
+                    attributes(item.get("attributes")),
+                    chunking(item.get("chunking_strategy")),
                 )
             )
         if not wanted:
@@ -238,7 +238,7 @@ class RagApi:
     async def list_store_files(self, request: Request, r: Retrieval) -> Any:
         store = await self._readable(request, r)
         files = await r.backend.run(lambda b: catalog.get_store_files(b, store.id))
-        return page([store_file_object(f) for f in files], *_paging(request))
+        return page([store_file_object(f) for f in files], *paging(request))
 
     async def get_store_file(self, request: Request, r: Retrieval) -> Any:
         store = await self._readable(request, r)
@@ -306,61 +306,3 @@ async def _file(r: Retrieval, file_id: str, with_text: bool = False) -> tuple[ca
     if found is None:
         raise NotFound(f"No file with id '{file_id}'.", param="file_id")
     return found
-
-
-def _paging(request: Request, most: int = 100) -> tuple[int, str, str | None, str | None]:
-    q = request.query_params
-    limit = q.get("limit", "20")
-    if not limit.isdigit() or not 1 <= int(limit) <= most:
-        raise InvalidRequest(f"'limit' must be an integer from 1 to {most}.", param="limit")
-    order = q.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")
-    return int(limit), order, q.get("after"), q.get("before")
-
-
-def _strings(value: Any, param: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise InvalidRequest(f"'{param}' must be a list of ids.", param=param)
-    return value
-
-
-def _attributes(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > MAX_ATTRIBUTES:
-        raise InvalidRequest(
-            f"'attributes' must be an object of at most {MAX_ATTRIBUTES} keys.", param="attributes"
-        )
-    for key, v in value.items():
-        if (
-            len(key) > 64
-            or not isinstance(v, str | int | float | bool)
-            or (isinstance(v, str) and len(v) > 512)
-        ):
-            raise InvalidRequest(
-                "'attributes' keys are at most 64 characters; values are strings (at most 512 characters), "
-                "numbers or booleans.",
-                param="attributes",
-            )
-    return dict(value)
-
-
-def _chunking(value: Any) -> ChunkSpec | None:
-    """OpenAI's chunking strategy: ``auto`` (the configured chunking) or ``static``, clamped to what the
-    embedding model reads (254 word pieces, overlap at most half)."""
-    if value is None or (isinstance(value, dict) and value.get("type") == "auto"):
-        return None
-    static = value.get("static") if isinstance(value, dict) and value.get("type") == "static" else None
-    size = static.get("max_chunk_size_tokens") if isinstance(static, dict) else None
-    overlap = static.get("chunk_overlap_tokens") if isinstance(static, dict) else None
-    if not isinstance(size, int) or not isinstance(overlap, int) or not 100 <= size <= 4096 or overlap < 0:
-        raise InvalidRequest(
-            '\'chunking_strategy\' must be {"type": "auto"} or {"type": "static", "static": '
-            '{"max_chunk_size_tokens": 100-4096, "chunk_overlap_tokens": >= 0}}.',
-            param="chunking_strategy",
-        )
-    if overlap * 2 > size:
-        raise InvalidRequest("'chunk_overlap_tokens' must be at most half of 'max_chunk_size_tokens'.",
-                             param="chunking_strategy")  # fmt: skip
-    return ChunkSpec(size, overlap).clamped(MODEL_MAX_TOKENS)

@@ -17,8 +17,9 @@ from typing import Any
 
 from middleware.rag.backend import RagUnavailable
 from middleware.rag.config import RagConfig
+from middleware.rag.freshness import StoreMissing
 from middleware.rag.ingest import Document
-from middleware.rag.retrieval import Retrieval, StoreMissing
+from middleware.rag.retrieval import Retrieval
 from middleware.rag.sources import SourceError, documents, files_under
 
 BATCH = 64  # documents per write: big enough for efficient embedding batches, small enough for progress

@@ -13,21 +13,19 @@ threshold means something. The order is the fused one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import structlog
 
 from middleware.rag import catalog, snapshot
-from middleware.rag.backend import ChromaBackend, RagUnavailable, chunks_collection
+from middleware.rag.backend import ChromaBackend, chunks_collection
 from middleware.rag.chunking import Chunker
 from middleware.rag.config import RagConfig
+from middleware.rag.freshness import Snapshots, StoreMissing
 from middleware.rag.fusion import rrf
 from middleware.rag.ingest import Document, chunk_ids, plan
 from middleware.rag.lexical import Analyzer, top
@@ -38,10 +36,6 @@ T = TypeVar("T")
 log = structlog.get_logger("fluido.rag")
 MODES = ("fused", "dense", "bm25")
 UPSERT_PAGE = 1000
-
-
-class StoreMissing(Exception):
-    """No vector store with this id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +61,22 @@ class Retrieval:
         self.chunker = chunker
         self.analyzer = Analyzer()
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="fluido-rag")
-        self._snapshots: dict[str, Snapshot] = {}
-        self._generations: dict[str, str] = {}  # the newest generation known per store in use
-        self._rebuilds: dict[str, asyncio.Task[None]] = {}
-        self._loading: dict[str, asyncio.Task[Snapshot]] = {}
-        self._refresher: asyncio.Task[None] | None = None
+        self.snapshots = Snapshots(cfg, backend, self.analyzer, self.cpu)
 
     async def cpu(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def start(self) -> None:
-        self._refresher = asyncio.create_task(self._refresh_loop())
+        self.snapshots.start()
+
+    async def snapshot(self, store_id: str) -> Snapshot:
+        return await self.snapshots.get(store_id)
+
+    async def prepare(self, store_id: str) -> None:
+        await self.snapshots.prepare(store_id)
+
+    async def generation(self, store_id: str) -> str:
+        return await self.snapshots.generation(store_id)
 
     # --- stores ---------------------------------------------------------------------------------
 
@@ -100,13 +99,7 @@ class Retrieval:
             catalog.delete_store(b, store_id)
 
         await self.backend.run(work)
-        self._forget(store_id)
-
-    def _forget(self, store_id: str) -> None:
-        self._snapshots.pop(store_id, None)
-        self._generations.pop(store_id, None)
-        if (task := self._rebuilds.pop(store_id, None)) is not None:
-            task.cancel()
+        self.snapshots.forget(store_id)
 
     # --- documents ------------------------------------------------------------------------------
 
@@ -147,10 +140,10 @@ class Retrieval:
             return catalog.bump_generation(b, store_id)
 
         generation = await self.backend.run(write, wait=self.cfg.timeout * 10)
-        if (snap := self._snapshots.get(store_id)) is not None:
+        if (snap := self.snapshots.held(store_id)) is not None:
             for record in records:
                 snap.forget_file(record.file_id, keep=frozenset(ids))
-        self._moved(store_id, generation)
+        self.snapshots.moved(store_id, generation)
         by_id = {r.file_id: r for r in records}
         return [(by_id.get(p.record.file_id, p.record), p.changed) for p in work]
 
@@ -167,101 +160,10 @@ class Retrieval:
         generation = await self.backend.run(work)
         if generation is None:
             return False
-        if (snap := self._snapshots.get(store_id)) is not None:
+        if (snap := self.snapshots.held(store_id)) is not None:
             snap.forget_file(file_id)  # out of BM25 at once, before the rebuild
-        self._moved(store_id, generation)
+        self.snapshots.moved(store_id, generation)
         return True
-
-    # --- snapshots ------------------------------------------------------------------------------
-
-    def _moved(self, store_id: str, generation: str) -> None:
-        if store_id in self._snapshots:  # only stores in use are kept fresh; others load on first use
-            self._generations[store_id] = generation
-            self._schedule(store_id)
-
-    def _schedule(self, store_id: str) -> None:
-        if (task := self._rebuilds.get(store_id)) is None or task.done():
-            self._rebuilds[store_id] = asyncio.create_task(self._rebuild_until_fresh(store_id))
-
-    async def _rebuild_until_fresh(self, store_id: str) -> None:
-        with contextlib.suppress(RagUnavailable, StoreMissing):
-            while (wanted := self._generations.get(store_id)) is not None:
-                current = self._snapshots.get(store_id)
-                if current is None or current.generation == wanted:
-                    return
-                fresh = await self._build(store_id, wanted, current)
-                if store_id in self._snapshots:
-                    self._snapshots[store_id] = fresh
-
-    async def _build(self, store_id: str, generation: str, old: Snapshot) -> Snapshot:
-        cfg, analyzer = self.cfg, self.analyzer
-        # Chroma reads go through the backend's pool; the BM25 build runs in that worker too, which
-        # keeps it off the event loop and limits rebuilds to the backend's two threads.
-        fresh = await self.backend.run(
-            lambda b: snapshot.rebuild(b, store_id, generation, old, analyzer, cfg.bm25_k1, cfg.bm25_b),
-            wait=max(60.0, cfg.timeout * 10),
-        )
-        with contextlib.suppress(OSError):
-            await self.cpu(snapshot.save, fresh, self._saved(store_id))
-        return fresh
-
-    def _saved(self, store_id: str) -> Path:
-        return Path(self.cfg.path) / "bm25" / store_id
-
-    async def snapshot(self, store_id: str) -> Snapshot:
-        """The store's snapshot; the first use in this process loads (or builds) it."""
-        if (known := self._snapshots.get(store_id)) is not None:
-            return known
-        task = self._loading.get(store_id)
-        if task is None:
-            task = self._loading[store_id] = asyncio.create_task(self._first_load(store_id))
-            task.add_done_callback(lambda _: self._loading.pop(store_id, None))
-        return await asyncio.shield(task)
-
-    async def _first_load(self, store_id: str) -> Snapshot:
-        found = await self.backend.run(lambda b: catalog.get_stores(b, [store_id]))
-        if not found:
-            raise StoreMissing(store_id)
-        generation = found[0].generation
-        saved = await self.cpu(snapshot.load, self._saved(store_id)) or Snapshot.empty()
-        snap = saved if saved.generation == generation else await self._build(store_id, generation, saved)
-        self._snapshots[store_id] = snap
-        self._generations[store_id] = generation
-        return snap
-
-    async def prepare(self, store_id: str) -> None:
-        """Loads, brings up to date and saves the store's snapshot (``fluido ingest`` ends with it)."""
-        await self.snapshot(store_id)
-        if (task := self._rebuilds.get(store_id)) is not None:
-            await task
-
-    async def generation(self, store_id: str) -> str:
-        """The store's generation as this process knows it (loading the store if needed)."""
-        if (known := self._generations.get(store_id)) is not None:
-            return known
-        return (await self.snapshot(store_id)).generation
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.refresh_seconds)
-            in_use = list(self._snapshots)
-            if not in_use:
-                continue
-            try:
-                records = await self.backend.run(partial(catalog.get_stores, ids=in_use))
-            except RagUnavailable:
-                continue
-            found = {r.id: r.generation for r in records}
-            for store_id in in_use:
-                generation = found.get(store_id)
-                if generation is None:
-                    self._forget(store_id)  # deleted through another replica
-                    continue
-                self._generations[store_id] = generation
-                snap = self._snapshots.get(store_id)
-                # Also when a rebuild failed earlier (Chroma was down): retried until it lands.
-                if snap is not None and snap.generation != generation:
-                    self._schedule(store_id)
 
     # --- search ---------------------------------------------------------------------------------
 
@@ -384,7 +286,7 @@ class Retrieval:
             if cid not in by_store[store_id].rows:
                 unknown.setdefault(store_id, []).append(cid)
         if unscored or unknown:
-            extra = await self.backend.run(lambda b: _fetch(b, qvec, unscored, unknown))
+            extra = await self.backend.run(lambda b: snapshot.score_and_fetch(b, qvec, unscored, unknown))
             cosine.update(extra[0])
             fetched = extra[1]
         else:
@@ -408,27 +310,7 @@ class Retrieval:
         return out
 
     async def close(self) -> None:
-        tasks = [t for t in (self._refresher, *self._rebuilds.values(), *self._loading.values()) if t]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.snapshots.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.backend.close()
         self.embedder.close()
-
-
-def _fetch(
-    b: ChromaBackend, qvec: np.ndarray, unscored: dict[str, list[str]], unknown: dict[str, list[str]]
-) -> tuple[dict[tuple[str, str], float], dict[str, tuple[str, dict[str, Any]]]]:
-    """Blocking: cosine scores of chunks found by BM25 only, and text and metadata of unknown chunks."""
-    scores: dict[tuple[str, str], float] = {}
-    for store_id, ids in unscored.items():
-        found = b.collection(chunks_collection(store_id)).get(ids=ids, include=["embeddings"])
-        for cid, vector in zip(found["ids"], found["embeddings"], strict=True):
-            scores[(store_id, cid)] = max(0.0, min(1.0, float(np.dot(np.asarray(vector), qvec))))
-    fetched: dict[str, tuple[str, dict[str, Any]]] = {}
-    for store_id, ids in unknown.items():
-        fetched.update(snapshot.fetch_chunks(b, store_id, ids))
-    return scores, fetched

@@ -118,3 +118,18 @@ def load(directory: Path) -> Snapshot | None:
             body["generation"], ids, body["texts"], body["metas"], bm25, np.ones(len(ids), dtype=bool)
         )
     return None
+
+
+def score_and_fetch(
+    b: ChromaBackend, qvec: np.ndarray, unscored: dict[str, list[str]], unknown: dict[str, list[str]]
+) -> tuple[dict[tuple[str, str], float], dict[str, tuple[str, dict[str, Any]]]]:
+    """Blocking: cosine scores of chunks found by BM25 only, and text and metadata of unknown chunks."""
+    scores: dict[tuple[str, str], float] = {}
+    for store_id, ids in unscored.items():
+        found = b.collection(chunks_collection(store_id)).get(ids=ids, include=["embeddings"])
+        for cid, vector in zip(found["ids"], found["embeddings"], strict=True):
+            scores[(store_id, cid)] = max(0.0, min(1.0, float(np.dot(np.asarray(vector), qvec))))
+    fetched: dict[str, tuple[str, dict[str, Any]]] = {}
+    for store_id, ids in unknown.items():
+        fetched.update(fetch_chunks(b, store_id, ids))
+    return scores, fetched

@@ -14,8 +14,9 @@ from middleware.rag.backend import ChromaBackend, chunks_collection
 from middleware.rag.chunking import Chunker, ChunkSpec, load_tokenizer
 from middleware.rag.config import RagConfig
 from middleware.rag.filters import compile_filter
+from middleware.rag.freshness import StoreMissing
 from middleware.rag.ingest import Document
-from middleware.rag.retrieval import Retrieval, StoreMissing
+from middleware.rag.retrieval import Retrieval
 from proxy.services.embedder import Embedder, bundled_minilm_path, load_minilm
 
 DOCS = [
