@@ -159,8 +159,11 @@ def test_chroma_killed_and_restarted_mid_traffic_costs_context_never_a_request(
         wait_for("injected")
         server.stop()
         wait_for("unavailable")
-        ready = httpx.get(f"{a}/ready", timeout=30).json()
-        assert ready["dependencies"]["rag_chroma"]["ok"] is False and ready["status"] == "ready"
+        deadline = time.monotonic() + 30  # /ready reuses its checks for ready.cache_seconds
+        while (ready := httpx.get(f"{a}/ready", timeout=30).json())["dependencies"]["rag_chroma"]["ok"]:
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.2)
+        assert ready["status"] == "ready"  # Chroma is optional: chat is still served
         r = httpx.post(f"{a}/v1/vector_stores/{stores[0].id}/search", json={"query": "x"},
                        headers={"authorization": "Bearer sk-admin"}, timeout=30)  # fmt: skip
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
