@@ -22,6 +22,11 @@ class LineBuffer:
         self._tail = lines.pop()
         return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
+    @property
+    def pending(self) -> bool:
+        """True while an unfinished line is kept."""
+        return bool(self._tail)
+
     def flush(self) -> bytes:
         tail, self._tail = self._tail, b""
         return tail[:-1] if tail.endswith(b"\r") else tail
@@ -59,6 +64,17 @@ class SSEDecoder:
         self._data: list[bytes] = []
 
     def feed(self, data: bytes) -> list[bytes]:
+        # The usual read is exactly one whole event, "data: {...}\n\n", with nothing pending: take its
+        # data without splitting lines. Anything else goes the general way.
+        if (
+            data.startswith(b"data: ")
+            and data.endswith(b"\n\n")
+            and data.count(b"\n") == 2
+            and not self._data
+            and not self._lines.pending
+            and b"\r" not in data
+        ):
+            return [data[6:-2]]
         events: list[bytes] = []
         for line in self._lines.feed(data):
             if not line:

@@ -3,6 +3,7 @@ and upstream HTTP statuses become Fluido errors (by type and status, never by me
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
@@ -26,6 +27,12 @@ class Decoder(Protocol):
 
 _JSON_HEADERS = {"content-type": "application/json"}
 _ERROR_BODY_LIMIT = 64 * 1024
+IDLE_CONNECTION_SECONDS = 4.0
+_LARGE_BODY = 1024 * 1024  # aiohttp warns that bytes past this may hold the event loop while written
+# error.type values that say "your request is wrong": OpenAI's and llama.cpp's, vLLM's exception name.
+# llama-cpp-python's server reports its own validation failures as 500 "internal_server_error", the same
+# type as a crash: those cannot be told apart from outages without reading the message, which we never do.
+REQUEST_ERROR_TYPES = frozenset({"invalid_request_error", "BadRequestError"})
 
 
 class UpstreamHTTP:
@@ -44,7 +51,11 @@ class UpstreamHTTP:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 base_url=self.cfg.url + "/",
-                connector=aiohttp.TCPConnector(limit=self.cfg.max_connections, keepalive_timeout=30),
+                # Idle connections are dropped before uvicorn's default 5 s keep-alive (vLLM, llama.cpp's
+                # Python server) closes them: reusing one the server is closing fails the request.
+                connector=aiohttp.TCPConnector(
+                    limit=self.cfg.max_connections, keepalive_timeout=IDLE_CONNECTION_SECONDS
+                ),
                 # Only connecting is bounded here; first-token, idle and total limits are the router's.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.connect_timeout),
                 headers=self._headers,
@@ -56,7 +67,7 @@ class UpstreamHTTP:
     async def post_json(self, path: str, body: Any) -> Any:
         """POST JSON, return the decoded 2xx reply or raise the matching UpstreamError."""
         try:
-            async with self.session.post(path.lstrip("/"), data=orjson.dumps(body)) as resp:
+            async with self.session.post(path.lstrip("/"), data=_payload(body)) as resp:
                 await raise_for_status(self.name, resp)
                 return orjson.loads(await resp.read())
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
@@ -69,7 +80,7 @@ class UpstreamHTTP:
         aiohttp close the connection instead of pooling it: the upstream sees the disconnect and stops.
         """
         try:
-            async with self.session.post(path.lstrip("/"), data=orjson.dumps(body)) as resp:
+            async with self.session.post(path.lstrip("/"), data=_payload(body)) as resp:
                 await raise_for_status(self.name, resp)
                 async for data in resp.content.iter_any():
                     for frame in decoder.feed(data):
@@ -90,6 +101,12 @@ class UpstreamHTTP:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _payload(body: Any) -> bytes | io.BytesIO:
+    """The JSON body; a large one as a file, which aiohttp writes in pieces instead of all at once."""
+    data = orjson.dumps(body)
+    return io.BytesIO(data) if len(data) >= _LARGE_BODY else data
 
 
 def translate(name: str, exc: Exception) -> UpstreamError:
@@ -115,17 +132,36 @@ def error_message(payload: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+def error_type(payload: Any) -> str | None:
+    """The ``error.type`` an OpenAI-shaped error body declares, if any."""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    kind = err.get("type") if isinstance(err, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 async def raise_for_status(name: str, resp: aiohttp.ClientResponse) -> None:
     status = resp.status
     if status < 400:
         return
     raw = await resp.content.read(_ERROR_BODY_LIMIT)
+    kind = None
     try:
-        message, param = error_message(orjson.loads(raw))
+        payload = orjson.loads(raw)
+        message, param = error_message(payload)
+        kind = error_type(payload)
     except orjson.JSONDecodeError:
         message, param = raw.decode(errors="replace").strip() or None, None
-    text = f"Upstream '{name}' answered {status}: {message or resp.reason or 'no reason given'}"
+    # An upstream's text is never parroted whole: it may echo the request back (a huge prompt, a key).
+    reason = clip(message or resp.reason or "no reason given", 300)
+    text = f"Upstream '{name}' answered {status}: {reason}"
+    if status >= 500 and kind in REQUEST_ERROR_TYPES:
+        # A 5xx whose structured body says the request was invalid is the request's error, not an outage.
+        raise UpstreamRejected(text, status=400, param=param)
     raise error_for_status(status, text, param)
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def error_for_status(status: int, message: str, param: str | None = None) -> UpstreamError:

@@ -41,6 +41,7 @@ OPTION_EXTRAS = frozenset(
     {"top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "num_ctx", "num_keep", "mirostat",
      "mirostat_eta", "mirostat_tau", "tfs_z", "num_batch", "num_gpu", "num_thread"}
 )  # fmt: skip
+_EMBED_FIELDS = frozenset({"keep_alive", "truncate", "options", "dimensions"})
 _FINISH = {"length": "length", "stop": "stop"}
 _NS_PER_MS = 1_000_000
 
@@ -93,11 +94,10 @@ def request_body(
     if req.n != 1:
         raise InvalidRequest("Ollama upstreams return one choice; 'n' must be 1.", param="n")
     tool_names = {t.id: t.name for m in req.messages for t in m.tool_calls}
-    options: dict[str, Any] = {
-        **target.options,
-        **req.profile_ollama_options,
-        **(req.extra.get("options") or {}),
-    }
+    client_options = req.extra.get("options") or {}
+    if not isinstance(client_options, dict):
+        raise InvalidRequest("'options' must be an object of Ollama options.", param="options")
+    options: dict[str, Any] = {**target.options, **req.profile_ollama_options, **client_options}
     options.update((k, v) for k, v in req.extra.items() if k in OPTION_EXTRAS)
     sampling = {
         "num_predict": req.max_tokens,
@@ -230,6 +230,8 @@ class OllamaAdapter:
         body: dict[str, Any] = {"model": target.model, "input": list(req.input)}
         if target.keep_alive is not None:
             body["keep_alive"] = target.keep_alive
+        # Ollama's own fields, from its door: its upstream keeps them.
+        body.update((k, v) for k, v in req.extra.items() if k in _EMBED_FIELDS)
         data = await self.http.post_json("api/embed", body)
         if not isinstance(data, dict) or not isinstance(data.get("embeddings"), list):
             raise UpstreamError("Ollama's embedding reply is malformed.")
@@ -254,8 +256,21 @@ class OllamaAdapter:
         await self.http.post_json("api/chat", body)
 
     async def models(self) -> list[str]:
+        return [m["name"] for m in await self.tags()]
+
+    async def tags(self) -> list[JSON]:
+        """The server's /api/tags entries (size, digest, details), for Ollama's door."""
         data = await self.http.get_json("api/tags")
-        return [m["name"] for m in data.get("models", ())]
+        return list(data.get("models") or ()) if isinstance(data, dict) else []
+
+    async def show(self, model: str) -> JSON:
+        """The server's /api/show for one of its models."""
+        return await self.http.post_json("api/show", {"model": model})
+
+    async def running(self) -> list[JSON]:
+        """The server's /api/ps entries: the models loaded now."""
+        data = await self.http.get_json("api/ps")
+        return list(data.get("models") or ()) if isinstance(data, dict) else []
 
     async def health(self) -> bool:
         await self.http.get_json("api/version")

@@ -2,10 +2,15 @@
 
 The client's body is passed through with its extras (vLLM's ``top_k``, ``min_p``, structured outputs, ...);
 usage is always asked for, so accounting is exact, and the writer drops it if the client did not ask.
+
+Servers that spell a request differently are options of the upstream, not adapters of their own:
+``json_schema = "json_object_schema"`` sends OpenAI's ``{"type": "json_schema", "json_schema": {"schema"}}``
+as ``{"type": "json_object", "schema"}``, which is what llama-cpp-python's server takes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -31,9 +36,39 @@ from proxy.types import (
 )
 from proxy.writer import message_body
 
+# Fields of Ollama's API (its door, or a client that knows Ollama) with no meaning to an OpenAI server.
+OLLAMA_ONLY = frozenset({"options", "keep_alive", "think", "truncate"})
+# Ollama options that are sampling parameters of vLLM and llama.cpp's server too, under these names.
+_SHARED_OPTIONS = {"top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repetition_penalty"}
 
-def request_body(req: ChatRequest, target: Target) -> dict[str, Any]:
-    body: dict[str, Any] = {**target.options, **req.profile_extra, **req.extra}
+
+def from_ollama(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Ollama's fields as an OpenAI server's: shared sampling options and ``think``. The rest (``num_ctx``,
+    ``keep_alive``, ...) configure Ollama's own runner and are dropped."""
+    out: dict[str, Any] = {}
+    options = extra.get("options")
+    if isinstance(options, dict):
+        out.update((_SHARED_OPTIONS[k], v) for k, v in options.items() if k in _SHARED_OPTIONS)
+    think = extra.get("think")
+    if isinstance(think, bool):
+        out["chat_template_kwargs"] = {"enable_thinking": think}
+    elif isinstance(think, str):
+        out["reasoning_effort"] = think
+    return out
+
+
+def response_format_body(fmt: Mapping[str, JSON], spelling: str) -> Mapping[str, JSON]:
+    if spelling != "json_object_schema" or fmt.get("type") != "json_schema":
+        return fmt
+    spec = fmt.get("json_schema") or {}
+    return {"type": "json_object", "schema": spec.get("schema") or {}}
+
+
+def request_body(req: ChatRequest, target: Target, json_schema: str = "native") -> dict[str, Any]:
+    extra = req.extra
+    if not OLLAMA_ONLY.isdisjoint(extra):
+        extra = {**from_ollama(extra), **{k: v for k, v in extra.items() if k not in OLLAMA_ONLY}}
+    body: dict[str, Any] = {**target.options, **req.profile_extra, **extra}
     body["model"] = target.model
     body["messages"] = [message_body(m) for m in req.messages]
     optional = {
@@ -44,7 +79,9 @@ def request_body(req: ChatRequest, target: Target) -> dict[str, Any]:
         "presence_penalty": req.presence_penalty,
         "frequency_penalty": req.frequency_penalty,
         "tool_choice": req.tool_choice,
-        "response_format": req.response_format,
+        "response_format": response_format_body(req.response_format, json_schema)
+        if req.response_format is not None
+        else None,
     }
     body.update((k, v) for k, v in optional.items() if v is not None)
     if req.stop:
@@ -93,7 +130,21 @@ def parse_completion(data: Any) -> Completion:
             choices.append(Choice(c.get("index", 0), message, c.get("finish_reason"), c.get("logprobs")))
     except (KeyError, TypeError) as exc:
         raise UpstreamError(f"The upstream's completion is malformed (missing {exc}).") from None
+    if not choices:
+        raise UpstreamError("The upstream's completion has no choices.")
     return Completion(choices=tuple(choices), usage=parse_usage(data.get("usage")))
+
+
+def _tool_call_deltas(raw: list[Any]) -> tuple[ToolCallDelta, ...]:
+    return tuple(
+        ToolCallDelta(
+            index=t.get("index", i),
+            id=t.get("id"),
+            name=(t.get("function") or {}).get("name"),
+            arguments=(t.get("function") or {}).get("arguments") or "",
+        )
+        for i, t in enumerate(raw)
+    )
 
 
 def parse_chunks(data: Any) -> list[Chunk]:
@@ -104,29 +155,24 @@ def parse_chunks(data: Any) -> list[Chunk]:
         message, _ = error_message(data)
         raise UpstreamError(f"The upstream failed mid-stream: {message or 'unknown error'}")
     chunks = []
+    # Called once per token: most events are one choice with a content delta, so the rarer fields
+    # (tool calls, usage) are only looked at when present.
     for c in data.get("choices") or ():
         delta = c.get("delta") or {}
-        calls = tuple(
-            ToolCallDelta(
-                index=t.get("index", i),
-                id=t.get("id"),
-                name=(t.get("function") or {}).get("name"),
-                arguments=(t.get("function") or {}).get("arguments") or "",
-            )
-            for i, t in enumerate(delta.get("tool_calls") or ())
-        )
+        raw_calls = delta.get("tool_calls")
         chunks.append(
             Chunk(
                 index=c.get("index", 0),
                 role=delta.get("role"),
                 content=delta.get("content"),
-                reasoning=_reasoning(delta),
-                tool_calls=calls,
+                reasoning=delta.get("reasoning_content") or delta.get("reasoning"),
+                tool_calls=_tool_call_deltas(raw_calls) if raw_calls else (),
                 finish_reason=c.get("finish_reason"),
                 logprobs=c.get("logprobs"),
             )
         )
-    if usage := parse_usage(data.get("usage")):
+    raw_usage = data.get("usage")
+    if raw_usage is not None and (usage := parse_usage(raw_usage)):
         chunks.append(Chunk(usage=usage))
     return chunks
 
@@ -136,25 +182,33 @@ class OpenAICompatAdapter:
 
     def __init__(self, cfg: UpstreamConfig) -> None:
         self.http = UpstreamHTTP(cfg)
+        self.json_schema = cfg.json_schema
 
     async def chat(self, req: ChatRequest, target: Target) -> Completion:
-        return parse_completion(await self.http.post_json("chat/completions", request_body(req, target)))
+        body = request_body(req, target, self.json_schema)
+        return parse_completion(await self.http.post_json("chat/completions", body))
 
     async def stream(self, req: ChatRequest, target: Target) -> Stream:
-        finished = False
-        body = request_body(req, target)
+        started: set[int] = set()
+        finished: set[int] = set()
+        body = request_body(req, target, self.json_schema)
         async with aclosing(self.http.frames("chat/completions", body, SSEDecoder())) as events:
             async for event in events:
                 if event == b"[DONE]":
-                    return
+                    # [DONE] only says the server stopped sending: a reply without its finish_reason was
+                    # cut short (llama-cpp-python ends a stream this way when another request interrupts it).
+                    break
                 try:
                     data = orjson.loads(event)
                 except orjson.JSONDecodeError:
                     raise UpstreamError("The upstream sent a malformed stream event.") from None
                 for chunk in parse_chunks(data):
-                    finished = finished or chunk.finish_reason is not None
+                    if chunk.usage is None:
+                        started.add(chunk.index)
+                    if chunk.finish_reason is not None:
+                        finished.add(chunk.index)
                     yield chunk
-        if not finished:
+        if not finished or finished != started:
             raise UpstreamError("The upstream ended the stream before the reply was complete.")
 
     async def count_tokens(self, text: str, model: str) -> int:
@@ -166,7 +220,7 @@ class OpenAICompatAdapter:
 
     async def embed(self, req: EmbeddingRequest, target: Target) -> JSON:
         body = {
-            **req.extra,
+            **{k: v for k, v in req.extra.items() if k not in OLLAMA_ONLY},
             "model": target.model,
             "input": [list(i) if isinstance(i, tuple) else i for i in req.input],
         }

@@ -7,6 +7,7 @@ with the upstream, so the leaner it is, the more surely the proxy under test is 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,28 +19,53 @@ import orjson
 # A data frame with non-empty content: the first token the user sees (the role chunk has "content":"").
 _CONTENT = re.compile(rb'"content":"[^"]')
 _DONE = b"data: [DONE]\n\n"
+_SERIAL = itertools.count()  # numbers unique prompts across every run of this process
 
 
-def chat_request(model: str, stream: bool) -> bytes:
-    """The request bytes, built once: a small, typical chat request."""
+# The slot a per-request number fills when every request must be a new prompt (a cache miss each time).
+SLOT = b"#000000000000"
+
+
+@dataclass(frozen=True)
+class RequestTemplate:
+    """A request's bytes, built once; with ``unique``, each request gets its own number in the prompt."""
+
+    head: bytes
+    tail: bytes = b""
+    unique: bool = False
+
+    def build(self, n: int) -> bytes:
+        return self.head + b"#%012d" % n + self.tail if self.unique else self.head
+
+
+def chat_request(
+    model: str, stream: bool, *, key: str = "", unique: bool = False, temperature: float = 0.0
+) -> RequestTemplate:
+    """A small, typical chat request. Temperature 0 makes it cacheable, as a deterministic request is."""
+    question = "Say hello in one short sentence, please." + (" " + SLOT.decode() if unique else "")
     body: dict[str, object] = {
         "model": model,
         "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Say hello in one short sentence, please."},
+            {"role": "user", "content": question},
         ],
         "max_tokens": 64,
-        "temperature": 0.7,
+        "temperature": temperature,
     }
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     raw = orjson.dumps(body)
+    auth = f"authorization: Bearer {key}\r\n" if key else ""
     head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nuser-agent: fluido-bench\r\n"
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nuser-agent: fluido-bench\r\n{auth}"
         f"accept: */*\r\ncontent-type: application/json\r\ncontent-length: {len(raw)}\r\n\r\n"
     )
-    return head.encode() + raw
+    whole = head.encode() + raw
+    if not unique:
+        return RequestTemplate(whole)
+    before, after = whole.split(SLOT)
+    return RequestTemplate(before, after, unique=True)
 
 
 class BadReply(Exception):
@@ -134,14 +160,15 @@ async def connect(port: int, n: int) -> list[Connection]:
 
 
 async def run_load(
-    port: int, conns: list[Connection], raw: bytes, stream: bool, count: int, max_seconds: float,
-    max_errors: int = 20,
+    port: int, conns: list[Connection], raw: bytes | RequestTemplate, stream: bool, count: int,
+    max_seconds: float, max_errors: int = 20,
 ) -> Samples:  # fmt: skip
     """``count`` requests over all connections, each connection keeping one in flight. It stops early
     at ``max_seconds``, so a slow case cannot stretch the run, or after ``max_errors`` bad replies: a
     proxy failing under load is reported as a finding, not allowed to crash or stall the run. A
     connection that saw a bad reply is replaced (in ``conns``, so the caller closes the new one)."""
     samples = Samples()
+    template = raw if isinstance(raw, RequestTemplate) else RequestTemplate(raw)
     remaining = count
     start = time.perf_counter()
     deadline = start + max_seconds
@@ -154,7 +181,7 @@ async def run_load(
             if t0 > deadline:
                 return
             try:
-                first, end = await conns[slot].request(raw, stream)
+                first, end = await conns[slot].request(template.build(next(_SERIAL)), stream)
             except BadReply as exc:
                 samples.errors += 1
                 samples.first_error = samples.first_error or str(exc)

@@ -142,3 +142,12 @@ class Fleet:
 
 def _raise_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident set size, in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")

@@ -22,7 +22,12 @@ import orjson
 import uvloop
 
 MODEL = "bench-model"
-TOKENS = ("Hello", ",", " this", " is", " a", " fake", " reply", ".")
+# 32 content tokens: a short reply, long enough that the per-event cost of a stream shows.
+TOKENS = (
+    "Hello", ",", " this", " is", " a", " fake", " reply", " from", " the", " benchmark", "'s", " zero",
+    "-delay", " upstream", ",", " sent", " one", " token", " per", " event", " the", " way", " a", " real",
+    " server", " streams", " its", " output", " to", " a", " client", ".",
+)  # fmt: skip
 _HEAD = {"id": "chatcmpl-bench", "created": 1700000000, "model": MODEL}
 _USAGE = {"prompt_tokens": 21, "completion_tokens": len(TOKENS), "total_tokens": 21 + len(TOKENS)}
 

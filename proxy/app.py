@@ -27,14 +27,28 @@ from middleware.cache import (
     attach_semantic_index,
 )
 from middleware.classify import Classify, Compact, TokenCounter, Tokenizer, build_classifier
-from middleware.limits import Authenticate, MemoryLimiter, RateLimit, RedisLimiter
+from middleware.limits import (
+    ADMIN_PREFIXES,
+    GUARDED,
+    AdminOnly,
+    Authenticate,
+    KeyMatcher,
+    MemoryLimiter,
+    RateLimit,
+    RedisLimiter,
+)
 from middleware.rag import Rag
-from proxy.asgi import HotPath
+from proxy.asgi import App
 from proxy.chain import build_chain
 from proxy.config import Config
 from proxy.errors import InvalidRequest, render
+from proxy.http_protocol import HEADER_TIMEOUT_STATE
 from proxy.limits import Limiter
 from proxy.observe import Dependency, LogWriter, Metrics, Observability, Readiness, configure_logging
+from proxy.observe.metrics_port import MetricsListener
+from proxy.observe.runtime import Runtime
+from proxy.ollama_api.errors import error_body, is_ollama_path
+from proxy.ollama_api.mount import ollama_routes
 from proxy.routes import ChatCompletions, Embeddings, Models, health
 from proxy.types import Middleware
 from proxy.upstream import CircuitBreaker, EmbeddedServer, Router, Upstream, warm_up
@@ -99,7 +113,7 @@ def build_rag(cfg: Config) -> Rag | None:
         embedded = cfg.upstreams[first.upstream].embedded
         windows[alias] = embedded.n_ctx if embedded is not None else first.max_context
     admins = {name: key.admin for name, key in cfg.keys.items()}
-    return Rag(cfg.rag, admins, cfg.rag.models, windows, cfg.server.max_body_bytes)
+    return Rag(cfg.rag, admins, cfg.rag.models, windows, cfg.server.max_body_bytes, cfg.server.body_timeout)
 
 
 def build_middleware(
@@ -131,7 +145,7 @@ def build_middleware(
 def build_asgi_middleware(
     cfg: Config, metrics: Metrics | None, breakers: Mapping[str, CircuitBreaker], log_writer: LogWriter
 ) -> list[ASGIMiddleware]:
-    """The outer layers, outermost first: observability sees everything, authentication guards /v1."""
+    """The outer layers, outermost first: observability sees everything, authentication guards the APIs."""
     layers = []
     if metrics is not None or cfg.log.access_log:
         json_lines = log_writer if cfg.log.format == "json" else None
@@ -144,16 +158,47 @@ def build_asgi_middleware(
                 json_lines=json_lines,
             )
         )
+    # /metrics joins the key-guarded operator routes when the config asks for it (on its own port, the
+    # listener checks the key itself).
+    metrics_route = ("/metrics",) if cfg.metrics.require_key and not cfg.metrics.port else ()
+    operator = ADMIN_PREFIXES + metrics_route
     if cfg.keys or cfg.limits.trusted_proxies:
-        layers.append(ASGIMiddleware(Authenticate, keys=cfg.keys, trusted_proxies=cfg.limits.trusted_proxies))
+        guarded = GUARDED + metrics_route
+        layers.append(
+            ASGIMiddleware(
+                Authenticate, keys=cfg.keys, trusted_proxies=cfg.limits.trusted_proxies, guarded=guarded
+            )
+        )
+    layers.append(ASGIMiddleware(AdminOnly, keys=cfg.keys, prefixes=operator))
     return layers
+
+
+def build_metrics_listener(
+    cfg: Config, metrics: Metrics, breakers: Mapping[str, CircuitBreaker]
+) -> MetricsListener:
+    """/metrics on its own port, behind an admin key if the config says so."""
+
+    def render_metrics() -> tuple[bytes, str]:
+        metrics.set_circuits(breakers)
+        return metrics.render()
+
+    authorized = None
+    if cfg.metrics.require_key:
+        matcher = KeyMatcher(cfg.keys)
+
+        def authorized(authorization: bytes | None) -> bool:
+            name = matcher.match(authorization)
+            return name is not None and cfg.keys[name].admin
+
+    return MetricsListener(cfg.server.host, cfg.metrics.port, render_metrics, authorized)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error = InvalidRequest(f"{request.method} {request.url.path}: {exc.detail}")
     error.status = exc.status_code
-    return Response(render(error), status_code=exc.status_code, media_type="application/json")
+    body = error_body(error) if is_ollama_path(request.url.path) else render(error)
+    return Response(body, status_code=exc.status_code, media_type="application/json")
 
 
 def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
@@ -169,9 +214,13 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         log_writer.on_drop = metrics.log_dropped.inc
     breakers = {name: up.breaker for name, up in upstreams.items()}
 
+    listener = build_metrics_listener(cfg, metrics, breakers) if metrics and cfg.metrics.port else None
+
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, float]]:
         log_writer.start()
+        if listener is not None:
+            await listener.start()
         warming = asyncio.create_task(warm_up(cfg.models, upstreams))
         # Everything built so far lives as long as the process: keep it out of every garbage collection.
         gc.freeze()
@@ -180,7 +229,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         if rag is not None:
             rag.start()  # loads its model in the background; chat goes on without context until then
         try:
-            yield
+            # The lifespan state reaches every connection's protocol: the header deadline is enforced there.
+            yield {HEADER_TIMEOUT_STATE: cfg.server.header_timeout}
         finally:
             for task in (warming, indexing):
                 if task is not None:
@@ -197,6 +247,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
                     await up.launcher.stop()
             if limiter is not None:
                 await limiter.close()
+            if listener is not None:
+                await listener.stop()
             log_writer.close()
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -216,33 +268,37 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     if rag is not None:
         dependencies["rag_chroma"] = Dependency(rag.ping, required=False)
     readiness = Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds, dependencies)
-    chat = ChatCompletions(chain, cfg.server.max_body_bytes, content_chars)
-    embeddings = Embeddings(router, cfg.server.max_body_bytes)
+    body_timeout = cfg.server.body_timeout
+    runtime = Runtime({key.name for key in cfg.keys.values() if key.admin}, keyed=bool(cfg.keys))
+    chat = ChatCompletions(chain, cfg.server.max_body_bytes, content_chars, body_timeout)
+    embeddings = Embeddings(router, cfg.server.max_body_bytes, body_timeout)
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", Models(cfg), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", readiness, methods=["GET"]),
+        Route("/admin/runtime", runtime, methods=["GET"]),
     ]
-    if metrics is not None:
+    ollama, ollama_hot = ollama_routes(cfg.models, chain, router, cfg.server.max_body_bytes, content_chars)
+    routes += ollama
+    if metrics is not None and listener is None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if rag is not None:
         routes += rag.api.routes()
     if cache is not None:
-        purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes)
+        purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes, body_timeout)
         routes.append(Route("/admin/cache/purge", purge, methods=["POST"]))
-    app = Starlette(
+    app = App(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[
-            *build_asgi_middleware(cfg, metrics, breakers, log_writer),
-            ASGIMiddleware(
-                HotPath,
-                routes={("POST", "/v1/chat/completions"): chat, ("POST", "/v1/embeddings"): embeddings},
-            ),
-        ],
+        middleware=build_asgi_middleware(cfg, metrics, breakers, log_writer),
+        hot_routes={
+            ("POST", "/v1/chat/completions"): chat,
+            ("POST", "/v1/embeddings"): embeddings,
+            **ollama_hot,
+        },
     )
     app.state.router = router
     app.state.metrics = metrics

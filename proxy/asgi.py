@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import BodyTooLarge, FluidoError, render
+from proxy.errors import BodyTooLarge, FluidoError, RequestTimeout, UnsupportedEncoding, render
 from proxy.types import Trace
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -60,10 +63,23 @@ def trace_of(scope: Scope) -> Trace:
     return trace
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, within: float | None = None) -> bytes:
+    """The whole request body, at most ``limit`` bytes, arrived within ``within`` seconds."""
+    encoding = header(scope, b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        raise UnsupportedEncoding("Compressed request bodies are not accepted; send the JSON uncompressed.")
     length = header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+    try:
+        async with asyncio.timeout(within):
+            return await _receive_body(receive, limit)
+    except TimeoutError:
+        # A client trickling its body holds a connection and a buffer: cut it off, and say so.
+        raise RequestTimeout(f"The request body did not arrive within {within:g} seconds.") from None
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
@@ -79,20 +95,37 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
+# Most whole replies from a fast upstream (or the cache) are done within this: they never pay for a
+# watcher task. A client that leaves sooner is noticed when the watcher starts, since the disconnect waits
+# for it. Streams are watched from the start: a client that leaves one must stop it at once.
+WATCH_DELAY_SECONDS = 0.05
+
+
 class DisconnectWatch:
     """Cancels the request's task the moment its client disconnects, so the upstream call stops too.
 
     Start it once the body is read: from then on the only message ``receive`` can deliver is the
     disconnect. Mark it ``finished`` before the last send, so a disconnect after that cancels nothing.
+    With a ``delay``, the watching task starts only if the request is still going by then.
     """
 
-    __slots__ = ("_task", "_watcher", "finished", "gone")
+    __slots__ = ("_receive", "_start", "_task", "_watcher", "finished", "gone")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, delay: float = WATCH_DELAY_SECONDS) -> None:
         self.gone = False
         self.finished = False
         self._task = asyncio.current_task()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._receive = receive
+        self._watcher: asyncio.Task[None] | None = None
+        self._start: asyncio.TimerHandle | None = None
+        if delay > 0:
+            self._start = asyncio.get_running_loop().call_later(delay, self._begin)
+        else:
+            self._begin()
+
+    def _begin(self) -> None:
+        if not self.finished:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(self._receive))
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -109,11 +142,30 @@ class DisconnectWatch:
 
     def close(self) -> None:
         self.finished = True
-        self._watcher.cancel()
+        if self._start is not None:
+            self._start.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
+# What may appear in a response header: a token for the name; visible ASCII and spaces for the value.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+_HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
+MAX_HEADER_VALUE = 256
+
+
+def header_value(value: str) -> bytes:
+    """A header value made safe whatever it holds: control characters (CR and LF above all, which would
+    split the header) and non-ASCII replaced, a long value cut. Clean short values take the quick path."""
+    if len(value) <= MAX_HEADER_VALUE and value.isascii() and value.isprintable():
+        return value.encode("ascii")
+    return _HEADER_UNSAFE.sub("?", value[:MAX_HEADER_VALUE]).encode("ascii")
 
 
 def encode_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1", errors="replace")) for k, v in pairs]
+    """Response headers with safe values (``header_value``); a name that is not a token is dropped."""
+    valid = _HEADER_NAME.fullmatch
+    return [(name.encode("ascii"), header_value(value)) for name, value in pairs if valid(name)]
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -131,10 +183,16 @@ async def send_error(send: Send, error: FluidoError, headers: list[tuple[bytes, 
     await send_bytes(send, error.status, render(error), [JSON_TYPE, *headers, *extra])
 
 
+@functools.lru_cache(maxsize=256)
+def _note_header(key: str) -> bytes:
+    # Note names come from Fluido's own code (and adapters' fixed meta keys): a small, bounded set.
+    return f"x-fluido-{key.replace('_', '-')}".encode("latin-1")
+
+
 def note_headers(trace: Trace) -> list[tuple[bytes, bytes]]:
-    pairs = [("x-request-id", trace.request_id), *trace.headers.items()]
-    pairs += [(f"x-fluido-{key.replace('_', '-')}", value) for key, value in trace.notes.items()]
-    return encode_headers(pairs)
+    headers = encode_headers([("x-request-id", trace.request_id), *trace.headers.items()])
+    headers += [(_note_header(k), header_value(v)) for k, v in trace.notes.items()]
+    return headers
 
 
 def failed(trace: Trace, error: FluidoError) -> FluidoError:
@@ -143,11 +201,7 @@ def failed(trace: Trace, error: FluidoError) -> FluidoError:
 
 
 class HotPath:
-    """Sends the busiest endpoints straight to their handler, past Starlette's routing and exception layers.
-
-    Those layers wrap ``send`` too, and a stream calls it once per chunk. The endpoints keep their routes,
-    so everything else about them (405s, listings) is unchanged.
-    """
+    """Sends the busiest endpoints straight to their handler; everything else to ``app``."""
 
     def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], ASGIApp]) -> None:
         self.app = app
@@ -158,3 +212,25 @@ class HotPath:
             await handler(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+class App(Starlette):
+    """Starlette, with the busiest endpoints behind the app's own middleware only.
+
+    Starlette's routing, exception and server-error layers each wrap ``send``, and a stream calls it once
+    per chunk. The hot endpoints catch their own errors and answer them in OpenAI's shape, so those layers
+    have nothing to add there: the hot endpoints get the user middleware (observability, authentication)
+    and nothing else. They keep their routes, so everything else about them (405s, listings) is unchanged.
+    """
+
+    def __init__(self, *, hot_routes: Mapping[tuple[str, str], ASGIApp], **kwargs: Any) -> None:
+        self.hot_routes = hot_routes
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        hot = {}
+        for route, handler in self.hot_routes.items():
+            for cls, args, kwargs in reversed(self.user_middleware):
+                handler = cls(handler, *args, **kwargs)
+            hot[route] = handler
+        return HotPath(super().build_middleware_stack(), hot)

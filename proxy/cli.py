@@ -46,7 +46,7 @@ def serve(args: argparse.Namespace) -> int:
         port=server.port,
         workers=server.workers,
         loop="uvloop",
-        http="httptools",
+        http="proxy.http_protocol:HeaderDeadlineProtocol",
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=30,
@@ -95,10 +95,17 @@ def parser() -> argparse.ArgumentParser:
         "paths", nargs="+", metavar="PATH", help="txt, md, html or jsonl files, or folders"
     )
     load_docs.set_defaults(handler=ingest)
+    # Listed for --help only: main() hands "bench" and its arguments to the tool's own parser.
+    commands.add_parser("bench", help="load-test and compare endpoints (fluido bench --help)", add_help=False)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from bench.load.cli import main as bench
+
+        return bench(argv[1:])
     args = parser().parse_args(argv)
     try:
         return int(args.handler(args))

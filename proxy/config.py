@@ -35,6 +35,8 @@ class ServerConfig:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
+    header_timeout: float = 10.0  # seconds for a request's headers to arrive, from its first byte
+    body_timeout: float = 30.0  # seconds for a request's whole body to arrive, once its headers have
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,8 @@ class LogConfig:
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     enabled: bool = True
+    port: int = 0  # > 0: /metrics is served on this port (same host as the server) and not on the main one
+    require_key: bool = False  # true: /metrics needs an admin API key, like /admin/*
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,8 @@ def _server(r: Reader) -> ServerConfig:
         port=r.integer("port", d.port, 1, 65535),
         workers=r.integer("workers", d.workers, 1, 256),
         max_body_bytes=r.integer("max_body_bytes", d.max_body_bytes, 1024),
+        header_timeout=r.number("header_timeout", d.header_timeout),
+        body_timeout=r.number("body_timeout", d.body_timeout),
     )
     r.done()
     return cfg
@@ -101,7 +107,12 @@ def _log(r: Reader) -> LogConfig:
 
 
 def _metrics(r: Reader) -> MetricsConfig:
-    cfg = MetricsConfig(enabled=r.boolean("enabled", MetricsConfig().enabled))
+    d = MetricsConfig()
+    cfg = MetricsConfig(
+        enabled=r.boolean("enabled", d.enabled),
+        port=r.integer("port", d.port, 0, 65535),
+        require_key=r.boolean("require_key", d.require_key),
+    )
     r.done()
     return cfg
 
@@ -144,6 +155,10 @@ def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Con
     limits = parse_limits(Reader(root.table_of("limits"), "limits", problems))
     redis = parse_redis(Reader(root.table_of("redis"), "redis", problems))
     keys = parse_keys(root.table_of("keys"), problems, os.environ if environ is None else environ)
+    if metrics.require_key and not any(key.admin for key in keys.values()):
+        problems.append("metrics.require_key: needs an admin key in [keys] to scrape with")
+    if metrics.port and metrics.port == server.port:
+        problems.append("metrics.port: must differ from server.port")
     for key in keys.values():
         problems += [
             f"keys.{key.name}.models.{alias}: no such model alias"

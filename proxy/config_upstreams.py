@@ -12,6 +12,8 @@ from proxy.limits import RateLimits, read_limits
 from proxy.types import Target
 
 UPSTREAM_KINDS = ("ollama", "openai")
+JSON_SCHEMA_SPELLINGS = ("native", "json_object_schema")
+N_CHOICES = ("fanout", "native")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,11 @@ class UpstreamConfig:
     breaker_cooldown: float = 10.0
     context_sticky_seconds: float = 600.0  # Ollama: how long a grown num_ctx is kept before it may shrink
     tokenize: bool = False  # OpenAI-compatible: count prompt tokens with the server's /tokenize (vLLM)
+    # OpenAI-compatible: how the server takes response_format json_schema ("json_object_schema":
+    # llama-cpp-python's {"type": "json_object", "schema": ...}); the embedded server's is set for it.
+    json_schema: str = "native"
+    # n > 1: "fanout" runs n generations of one choice each, concurrently; "native" passes n on (vLLM).
+    n_choices: str = "fanout"
     embedded: EmbeddedConfig | None = None
     limits: RateLimits = field(default_factory=RateLimits)  # all clients together: rpm and concurrency
 
@@ -92,9 +99,15 @@ def parse_upstream(name: str, r: Reader) -> UpstreamConfig:
         breaker_cooldown=r.number("breaker_cooldown", d.breaker_cooldown),
         context_sticky_seconds=r.number("context_sticky_seconds", d.context_sticky_seconds),
         tokenize=r.boolean("tokenize", d.tokenize),
+        json_schema=r.text(
+            "json_schema", "json_object_schema" if embedded else d.json_schema, JSON_SCHEMA_SPELLINGS
+        ),
+        n_choices=r.text("n_choices", d.n_choices, N_CHOICES),
         embedded=embedded,
         limits=read_limits(r),
     )
+    if cfg.kind == "ollama" and cfg.n_choices == "native":
+        r.problems.append(f"{r.path}.n_choices: Ollama returns one choice per request; use fanout")
     if cfg.limits.tpm:
         r.problems.append(
             f"{r.path}.tpm: an upstream takes rpm and concurrency limits; tokens are limited per key"

@@ -6,7 +6,9 @@
     ├── PermissionDenied          403 permission_denied
     ├── ModelNotFound             404 model_not_found
     ├── NotFound                  404 not_found (a file, a vector store)
+    ├── RequestTimeout            408 request_timeout (headers or body too slow to arrive)
     ├── BodyTooLarge              413 request_too_large
+    ├── UnsupportedEncoding       415 unsupported_encoding (a compressed request body)
     ├── RateLimited               429 rate_limit_exceeded (+ Retry-After)
     ├── StoreUnavailable          503 a store is down (limits failing closed, a cache purge)
     └── UpstreamError             502 upstream_error          retryable: the next target may serve
@@ -14,6 +16,9 @@
         │   └── UpstreamBusy      429: the upstream is at the limit Fluido keeps for it
         ├── UpstreamUnavailable   503 (queue full, every target down, circuit open)
         └── UpstreamTimeout       504
+
+An UpstreamError is a ``fault`` of the upstream (refused or reset connections, timeouts, 5xx, broken streams)
+unless the upstream said the request itself was wrong: only faults count towards opening its circuit.
 
 The body is OpenAI's ``{"error": {"message", "type", "param", "code"}}`` so that the official SDK raises
 its matching typed exception. Foreign exceptions are translated where they enter (``adapters/http.py``).
@@ -76,10 +81,25 @@ class NotFound(FluidoError):
     code = "not_found"
 
 
+class RequestTimeout(FluidoError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}  # the rest of a late body is not worth waiting for
+
+
 class BodyTooLarge(FluidoError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class UnsupportedEncoding(FluidoError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_encoding"
 
 
 class RateLimited(FluidoError):
@@ -110,14 +130,18 @@ class UpstreamError(FluidoError):
     type = "upstream_error"
     code = "upstream_error"
     retryable = True
+    fault = True  # the upstream's own failure, which counts towards opening its circuit
 
 
 class UpstreamRejected(UpstreamError):
     """The upstream answered with its own 4xx, passed on with that status.
 
     Usually the client's to fix (no fallback); a model missing on one upstream (404) or an upstream's own
-    rate limit (429) may be served by the next target, so those are retryable.
+    rate limit (429) may be served by the next target, so those are retryable. Never a fault: the upstream
+    answered, and it was this request it refused.
     """
+
+    fault = False
 
     def __init__(
         self,

@@ -1,4 +1,9 @@
-"""Request bodies -> validated request types. Every rejection is a 400 naming the offending ``param``."""
+"""Request bodies -> validated request types. Every rejection is a 400 naming the offending ``param``.
+
+Fields Fluido reads are type-checked here, so nothing further in can fail on a client's odd value; fields it
+passes through are only bounded in depth, because every layer after this one (the cache key, the upstream
+body, the log) serializes them with orjson, which stops at 255 levels.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +27,28 @@ _CHAT_FIELDS = frozenset(
 )  # fmt: skip
 
 
+# Deep enough for any real JSON schema or tool definition; well under orjson's 255-level limit on output.
+MAX_DEPTH = 64
+MAX_N = 16  # choices per request: each one is a full generation on the upstream
+INT64 = 2**63 - 1
+
+
 def _fail(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, param=param)
+
+
+def _too_deep(data: Any, limit: int) -> bool:
+    """Whether a decoded document nests objects or arrays deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return False
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
@@ -33,6 +58,8 @@ def decode_object(body: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    if _too_deep(data, MAX_DEPTH):
+        raise InvalidRequest(f"The request body nests deeper than {MAX_DEPTH} levels.")
     return data
 
 
@@ -45,12 +72,19 @@ def _number(data: dict[str, Any], key: str, lo: float, hi: float) -> float | Non
     return float(value)
 
 
-def _integer(data: dict[str, Any], key: str, lo: int) -> int | None:
+def _integer(data: dict[str, Any], key: str, lo: int, hi: int = INT64) -> int | None:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise _fail(f"'{key}' must be an integer of at least {lo}.", key)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _fail(f"'{key}' must be an integer between {lo} and {hi}.", key)
+    return value
+
+
+def _optional_str(raw: dict[str, Any], key: str, param: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _fail(f"'{key}' must be a string.", f"{param}.{key}")
     return value
 
 
@@ -61,7 +95,24 @@ def _tool_call(raw: Any, param: str) -> ToolCall:
     arguments = fn.get("arguments", "")
     if not isinstance(arguments, str):
         raise _fail("Tool call arguments must be a JSON string.", f"{param}.function.arguments")
-    return ToolCall(id=str(raw.get("id") or ""), name=fn["name"], arguments=arguments)
+    return ToolCall(id=_optional_str(raw, "id", param) or "", name=fn["name"], arguments=arguments)
+
+
+def _content(content: Any, param: str) -> str | list[Any] | None:
+    if content is None or isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _fail("'content' must be a string or a list of content parts.", param)
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _fail("Each content part must be an object with a string 'type'.", f"{param}[{j}]")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise _fail("A text part needs a string 'text'.", f"{param}[{j}].text")
+        if part["type"] == "image_url":
+            image = part.get("image_url")
+            if not isinstance(image, dict) or not isinstance(image.get("url"), str):
+                raise _fail("An image part needs an 'image_url' object with a string 'url'.", f"{param}[{j}]")
+    return content
 
 
 def _message(raw: Any, i: int) -> Message:
@@ -69,28 +120,25 @@ def _message(raw: Any, i: int) -> Message:
     if not isinstance(raw, dict):
         raise _fail("Each message must be an object.", param)
     role = raw.get("role")
-    if role not in ROLES:
+    # isinstance first: an unhashable value (a list) cannot even be looked up in the set.
+    if not isinstance(role, str) or role not in ROLES:
         raise _fail(f"'role' must be one of {', '.join(sorted(ROLES))}.", f"{param}.role")
-    content = raw.get("content")
-    if content is not None and not isinstance(content, str | list):
-        raise _fail("'content' must be a string or a list of content parts.", f"{param}.content")
-    if isinstance(content, list) and not all(isinstance(p, dict) and "type" in p for p in content):
-        raise _fail("Each content part must be an object with a 'type'.", f"{param}.content")
-    tool_calls = raw.get("tool_calls") or ()
-    if not isinstance(tool_calls, list | tuple):
+    content = _content(raw.get("content"), f"{param}.content")
+    tool_calls = raw.get("tool_calls") or []
+    if not isinstance(tool_calls, list):
         raise _fail("'tool_calls' must be a list.", f"{param}.tool_calls")
-    for key in ("name", "tool_call_id", "reasoning_content"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise _fail(f"'{key}' must be a string.", f"{param}.{key}")
-    if role == "tool" and not raw.get("tool_call_id"):
+    name = _optional_str(raw, "name", param)
+    tool_call_id = _optional_str(raw, "tool_call_id", param)
+    reasoning = _optional_str(raw, "reasoning_content", param)
+    if role == "tool" and not tool_call_id:
         raise _fail("A tool message needs the 'tool_call_id' it answers.", f"{param}.tool_call_id")
     return Message(
         role=role,
         content=content,
-        name=raw.get("name"),
+        name=name,
         tool_calls=tuple(_tool_call(t, f"{param}.tool_calls[{j}]") for j, t in enumerate(tool_calls)),
-        tool_call_id=raw.get("tool_call_id"),
-        reasoning_content=raw.get("reasoning_content"),
+        tool_call_id=tool_call_id,
+        reasoning_content=reasoning,
         extra={k: v for k, v in raw.items() if k not in _MESSAGE_FIELDS},
     )
 
@@ -117,14 +165,26 @@ def _tools(value: Any) -> tuple[dict[str, Any], ...]:
     return tuple(value)
 
 
+def _tool_choice(value: Any) -> Any:
+    if value is None or value in ("none", "auto", "required"):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return value
+    raise _fail("'tool_choice' must be none, auto, required or an object with a 'type'.", "tool_choice")
+
+
 def _response_format(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or value.get("type") not in RESPONSE_FORMATS:
+    if (
+        not isinstance(value, dict)
+        or not isinstance(kind := value.get("type"), str)
+        or kind not in RESPONSE_FORMATS
+    ):
         raise _fail("'response_format.type' must be text, json_object or json_schema.", "response_format")
-    if value["type"] == "json_schema":
+    if kind == "json_schema":
         schema = value.get("json_schema")
-        if not isinstance(schema, dict) or not isinstance(schema.get("schema", {}), dict):
+        if not isinstance(schema, dict) or not isinstance(schema.get("schema") or {}, dict):
             raise _fail("'json_schema' must be an object with a 'schema'.", "response_format.json_schema")
     return value
 
@@ -137,7 +197,12 @@ def _model(data: dict[str, Any]) -> str:
 
 
 def parse_chat(body: bytes) -> ChatRequest:
-    data = decode_object(body)
+    return chat_from_dict(decode_object(body))
+
+
+def chat_from_dict(data: dict[str, Any]) -> ChatRequest:
+    """A decoded OpenAI-shaped body -> ChatRequest. Ollama's door builds such a body, so both doors
+    validate alike and a request and its twin through the other door become the same ChatRequest."""
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _fail("'messages' must be a non-empty list.", "messages")
@@ -154,10 +219,12 @@ def parse_chat(body: bytes) -> ChatRequest:
         if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
             raise _fail("'stream_options.include_usage' must be a boolean.", "stream_options")
         include_usage = options.get("include_usage", False)
+    # Both are checked, so a wrong-typed one is named even when the other would win.
     max_tokens = _integer(data, "max_completion_tokens", 1)
+    legacy_max = _integer(data, "max_tokens", 1)
     if max_tokens is None:
-        max_tokens = _integer(data, "max_tokens", 1)
-    seed = _integer(data, "seed", -(2**63))
+        max_tokens = legacy_max
+    seed = _integer(data, "seed", -INT64 - 1)
     return ChatRequest(
         model=_model(data),
         messages=tuple(_message(m, i) for i, m in enumerate(messages)),
@@ -170,9 +237,9 @@ def parse_chat(body: bytes) -> ChatRequest:
         stop=_stop(data.get("stop")),
         presence_penalty=_number(data, "presence_penalty", -2, 2),
         frequency_penalty=_number(data, "frequency_penalty", -2, 2),
-        n=_integer(data, "n", 1) or 1,
+        n=_integer(data, "n", 1, MAX_N) or 1,
         tools=_tools(data.get("tools")),
-        tool_choice=data.get("tool_choice"),
+        tool_choice=_tool_choice(data.get("tool_choice")),
         response_format=_response_format(data.get("response_format")),
         extra={k: v for k, v in data.items() if k not in _CHAT_FIELDS},
     )

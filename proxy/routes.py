@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.asgi import (
     JSON_TYPE,
+    WATCH_DELAY_SECONDS,
     ClientGone,
     DisconnectWatch,
     encode_headers,
@@ -56,19 +57,28 @@ def prompt_text(req: ChatRequest) -> str:
 class ChatCompletions:
     """POST /v1/chat/completions, as a plain ASGI app: it owns the commit point and the disconnect watch."""
 
-    def __init__(self, chain: Handler, max_body_bytes: int, content_chars: int = 0) -> None:
+    def __init__(
+        self, chain: Handler, max_body_bytes: int, content_chars: int = 0, body_timeout: float | None = None
+    ) -> None:
         self.chain = chain
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.content_chars = content_chars  # > 0: keep this much prompt and completion text for the log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace = trace_of(scope)
         try:
-            req = parse_chat(await read_body(scope, receive, self.max_body_bytes))
+            req = parse_chat(await read_body(scope, receive, self.max_body_bytes, self.body_timeout))
         except ClientGone:
             return
         except FluidoError as exc:
             await send_error(send, failed(trace, exc), note_headers(trace))
+            return
+        except Exception:
+            # A bug in validation: still an OpenAI-shaped reply, never a plain-text 500.
+            log.exception("request_parsing_failed")
+            error = failed(trace, InternalError("Fluido failed to read the request."))
+            await send_error(send, error, note_headers(trace))
             return
         trace.model, trace.stream = req.model, req.stream
         if (control := header(scope, b"cache-control")) is not None:
@@ -76,7 +86,7 @@ class ChatCompletions:
         if self.content_chars:
             trace.prompt = clip(prompt_text(req), self.content_chars)
         call = Call(req, trace)
-        watch = DisconnectWatch(receive)
+        watch = DisconnectWatch(receive, 0.0 if req.stream else WATCH_DELAY_SECONDS)
         try:
             reply = await self.chain(call)
             if isinstance(reply, Completion):
@@ -116,7 +126,7 @@ class ChatCompletions:
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
-                raise UpstreamError("The upstream sent an empty stream.") from None
+                raise UpstreamError("The upstream ended the stream before the reply was complete.") from None
             writer = SSEWriter(
                 id=f"chatcmpl-{trace.request_id}", created=int(time.time()), model=req.model,
                 include_usage=req.include_usage,
@@ -155,20 +165,30 @@ class ChatCompletions:
 class Embeddings:
     """POST /v1/embeddings: routed like chat, never streamed."""
 
-    def __init__(self, router: Router, max_body_bytes: int) -> None:
+    def __init__(self, router: Router, max_body_bytes: int, body_timeout: float | None = None) -> None:
         self.router = router
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace = trace_of(scope)
         try:
-            req = parse_embedding(await read_body(scope, receive, self.max_body_bytes))
+            req = parse_embedding(await read_body(scope, receive, self.max_body_bytes, self.body_timeout))
             trace.model = req.model
             result = await self.router.embed(req, trace)
         except ClientGone:
             return
         except FluidoError as exc:
             await send_error(send, failed(trace, exc), note_headers(trace))
+            return
+        except Exception:
+            log.exception("request_failed")
+            error = failed(trace, InternalError("Fluido failed to handle the request."))
+            await send_error(send, error, note_headers(trace))
+            return
+        if not isinstance(result, dict):
+            error = failed(trace, UpstreamError("The upstream's embedding reply is not a JSON object."))
+            await send_error(send, error, note_headers(trace))
             return
         if isinstance(usage := result.get("usage"), dict) and isinstance(usage.get("prompt_tokens"), int):
             trace.usage = Usage(usage["prompt_tokens"], 0)

@@ -10,6 +10,8 @@ from proxy.errors import FluidoError
 from proxy.types import Chunk, Completion, Message, ToolCall, ToolCallDelta, Usage
 
 DONE = b"data: [DONE]\n\n"
+# A chunk carrying only content, as orjson renders the general form (prefix, index, content, usage frame).
+_CONTENT_FRAME = b'%s[{"index":%d,"delta":{"content":%s},"logprobs":null,"finish_reason":null}]}\n\n%s'
 
 
 def usage_body(usage: Usage) -> dict[str, int]:
@@ -103,6 +105,17 @@ class SSEWriter:
                 usage = self._prefix + b'[],"usage":' + orjson.dumps(usage_body(chunk.usage)) + b"}\n\n"
             if not chunk.carries_output and chunk.role is None:
                 return usage
+        if (
+            chunk.content is not None
+            and chunk.role is None
+            and chunk.reasoning is None
+            and not chunk.tool_calls
+            and chunk.finish_reason is None
+            and chunk.logprobs is None
+            and chunk.index in self._started
+        ):
+            # Most chunks are one token of content: the same bytes as below, without building dicts.
+            return _CONTENT_FRAME % (self._prefix, chunk.index, orjson.dumps(chunk.content), usage)
         delta: dict[str, Any] = {}
         if chunk.index not in self._started:
             self._started.add(chunk.index)

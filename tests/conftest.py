@@ -29,6 +29,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def chats(fake: FakeOllama | FakeVLLM) -> list[dict[str, Any]]:
+    """The chat requests a fake got, in order: Ollama's start-up preload (no messages) left out, since it
+    may land before or after them."""
+    return [body for body in fake.requests if body.get("messages")]
+
+
 def upstream_for(fake: FakeOllama | FakeVLLM, **options: Any) -> dict[str, Any]:
     """The [upstreams.X] table that points at a fake."""
     if isinstance(fake, FakeOllama):

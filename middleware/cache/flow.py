@@ -33,7 +33,7 @@ from proxy.writer import message_body
 
 log = structlog.get_logger("fluido.cache")
 # Body fields that do not change the answer.
-NEUTRAL_EXTRAS = frozenset({"user", "metadata", "store", "stream_options", "service_tier"})
+NEUTRAL_EXTRAS = frozenset({"user", "metadata", "store", "stream_options", "service_tier", "keep_alive"})
 # RAG outcomes (its ``rag`` note) where the reply lacks the context the key was made for.
 RAG_DEGRADED = frozenset({"unavailable", "store_missing"})
 

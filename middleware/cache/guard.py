@@ -115,12 +115,22 @@ def _entities(text: str) -> list[str]:
     return list(found)
 
 
+def _in_order(text: str, names: set[str]) -> list[str]:
+    """The words of ``text`` that are ``names``, whatever their case, in order of first use."""
+    found: dict[str, None] = {}
+    for m in _WORD.finditer(text):
+        if (word := m.group().casefold()) in names:
+            found[word] = None
+    return list(found)
+
+
 def same_specifics(query: str, candidate: str) -> bool:
     """Whether two texts agree on what embeddings blur: numbers, quotes, negation, opposites and names.
 
     Numbers, quoted strings and names must match in order. Names are words capitalised mid-sentence plus
-    all-caps acronyms, compared case-insensitively: German nouns therefore count as names, and a lowercase
-    "france" is not one. Strict on purpose; a capitalised name that opens a sentence goes unseen.
+    all-caps acronyms (German nouns therefore count as names); a name found in either text is then looked
+    for in both, whatever its case, so "the capital of France" and "the capital of france" agree while
+    "france" and "Spain" do not. Strict on purpose; a capitalised name that opens a sentence goes unseen.
     """
     if (_NEGATION.search(query) is None) != (_NEGATION.search(candidate) is None):
         return False
@@ -129,4 +139,5 @@ def same_specifics(query: str, candidate: str) -> bool:
     mine, theirs = _sides(query), _sides(candidate)
     if any(mine[axis] != theirs[axis] for axis in mine.keys() & theirs.keys()):
         return False
-    return _entities(query) == _entities(candidate)
+    names = {*_entities(query), *_entities(candidate)}
+    return _in_order(query, names) == _in_order(candidate, names)

@@ -39,6 +39,19 @@ class Recorder:
         self.usage: Usage | None = None
 
     def add(self, chunk: Chunk) -> None:
+        content = chunk.content
+        if (
+            content
+            and chunk.usage is None
+            and chunk.reasoning is None
+            and not chunk.tool_calls
+            and chunk.finish_reason is None
+            and chunk.index in self.choices
+        ):
+            # Most chunks are one token of content for a choice already seen: what the walk below does.
+            self.choices[chunk.index].content.append(content)
+            self.pieces.append([chunk.index, content, None, []])
+            return
         if chunk.usage is not None:
             self.usage = chunk.usage
         if not chunk.carries_output:

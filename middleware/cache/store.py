@@ -12,8 +12,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
+
+from proxy.services.redis_pool import open_redis
 
 PREFIX = "fluido:cache:"
 
@@ -92,7 +93,7 @@ class RedisStore:
     """Shared by replicas; values are zlib-compressed JSON and expire with their TTL."""
 
     def __init__(self, url: str, timeout: float) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.client = open_redis(url, timeout)
 
     async def get(self, key: str) -> bytes | None:
         try:

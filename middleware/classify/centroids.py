@@ -83,10 +83,17 @@ class CentroidClassifier:
 
     def pick(self, text: str) -> str:
         """Blocking: embeds ``text``. Run it off the event loop."""
-        if not text.strip():
-            return self.default
-        vector = self.model.encode([text], normalize_embeddings=True)[0]
-        return self.names[int((self.centroids @ vector).argmax())]
+        return self.pick_many([text])[0]
+
+    def pick_many(self, texts: Sequence[str]) -> list[str]:
+        """Blocking: the classes of many texts, embedded in one batch (far cheaper than one at a time)."""
+        found = [self.default] * len(texts)
+        todo = [i for i, text in enumerate(texts) if text.strip()]
+        if todo:
+            vectors = self.model.encode([texts[i] for i in todo], normalize_embeddings=True)
+            for i, best in zip(todo, (self.centroids @ vectors.T).argmax(axis=0), strict=True):
+                found[i] = self.names[int(best)]
+        return found
 
     async def classify(self, req: ChatRequest) -> str:
         text = last_user_text(req)

@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -67,6 +68,10 @@ def compact(messages: Sequence[Message], budget: int | None, count: Callable[[Me
 
     before = sum(cost(m) for m in messages)
     kept = _clean(_normalised(messages))
+    # The usual prompt needs nothing: the same messages, within the budget. Skip counting them again.
+    unchanged = len(kept) == len(messages) and all(map(operator.is_, kept, messages))
+    if unchanged and (budget is None or before <= budget):
+        return Compacted(tuple(messages), before, before)
     if budget is not None:
         kept = _trim(kept, [cost(m) for m in kept], budget)
     return Compacted(tuple(kept), before, sum(cost(m) for m in kept))
@@ -183,6 +188,8 @@ def _is_empty(m: Message) -> bool:
 
 def _trim(messages: list[Message], costs: list[int], budget: int) -> list[Message]:
     total = sum(costs)
+    if total <= budget:
+        return messages  # the usual case: nothing to drop, and no need to find what could be
     dropped: set[int] = set()
     for unit in _units(messages):
         if total <= budget:

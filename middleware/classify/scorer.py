@@ -11,20 +11,38 @@ paste for ``long``; ``short`` otherwise. It costs microseconds. The optional emb
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import re
 from collections.abc import Mapping
 from typing import Protocol
 
 from middleware.classify.config import ClassifierConfig, Profile
-from middleware.classify.signals import LENGTH_UNITS, MARKS, PATTERNS, PHRASES, PUNCTUATION, STEMS, WORDS
+from middleware.classify.signals import (
+    COUNTING,
+    LENGTH_UNITS,
+    MARKS,
+    NUMBER_WORDS,
+    NUMBERS,
+    PAGE_COUNTS,
+    PAGE_UNITS,
+    PATTERNS,
+    PHRASES,
+    PUNCTUATION,
+    STEMS,
+    WORDS,
+)
 from proxy.types import Call, ChatRequest, Handler, Reply
 
 LONG_PASTE_CHARS = (600, 1500)  # a pasted document: evidence for long, unless it is code
 SHORT_CHARS = 120
+WORD_PROBLEM_CHARS = 300  # longer texts with numbers in them are reports, logs and data, not word problems
 WINDOW_CHARS = 1600  # how much of a long turn is read: the cost stays flat however long the prompt
 # Ties go to the class whose profile costs the least to get wrong for a small GPU.
 PRIORITY = ("code", "reasoning", "long", "short")
+# Classes of recent short texts are remembered (at most REMEMBERED * REMEMBERED_CHARS characters).
+REMEMBERED = 4096
+REMEMBERED_CHARS = 2000
 
 
 def last_user_text(req: ChatRequest) -> str:
@@ -55,6 +73,11 @@ class RuleScorer:
                 (re.compile(p, flags), cfg.signal_weight, 1) for p in extra
             )
         self.order = [*PRIORITY, *(c for c in self.patterns if c not in PRIORITY)]
+        self._rank = {c: -i for i, c in enumerate(self.order)}
+        # Stems match at a word's start: " stem" in the space-joined words. Built once, not per request.
+        self._stems = {name: (w, tuple(" " + stem for stem in stems)) for name, (w, stems) in STEMS.items()}
+        # A text's class never changes: repeated questions (retries, cache hits) are not scored again.
+        self._remembered = functools.lru_cache(maxsize=REMEMBERED)(self.pick)
 
     def scores(self, full: str) -> dict[str, float]:
         # The start says what is asked, the end often repeats it; a long middle is pasted material, read
@@ -69,15 +92,20 @@ class RuleScorer:
         spaced = " " + " ".join(words)
         distinct = set(words)
         scores = dict.fromkeys(self.order, 0.0)
+        if any(c.isdigit() for c in text) or not NUMBER_WORDS.isdisjoint(distinct):
+            weight, counting = COUNTING
+            scores["reasoning"] += weight * min(2, sum(1 for phrase in counting if phrase in spaced))
         for name, (weight, most, vocabulary) in WORDS.items():
             scores[name] += weight * min(most, len(vocabulary & distinct))
-        for name, (weight, stems) in STEMS.items():
-            if any(" " + stem in spaced for stem in stems):
+        # map() over a bound __contains__ runs the substring searches without a Python frame per search.
+        has_spaced = spaced.__contains__
+        for name, (weight, stems) in self._stems.items():
+            if any(map(has_spaced, stems)):
                 scores[name] += weight
         for name, (weight, phrases) in PHRASES.items():
-            scores[name] += weight * min(2, sum(1 for phrase in phrases if phrase in spaced))
+            scores[name] += weight * min(2, sum(map(has_spaced, phrases)))
         for name, (weight, most, marks) in MARKS.items():
-            scores[name] += weight * min(most, sum(1 for mark in marks if mark in lower))
+            scores[name] += weight * min(most, sum(map(lower.__contains__, marks)))
         for name, patterns in self.patterns.items():
             for pattern, weight, most in patterns:
                 found = 0
@@ -86,12 +114,21 @@ class RuleScorer:
                     if found == most:
                         break
                 scores[name] += weight * found
+        if len(full) <= 2 * WORD_PROBLEM_CHARS:
+            pattern, weight, most = NUMBERS
+            weight /= 1 if len(full) <= WORD_PROBLEM_CHARS else 2
+            scores["reasoning"] += weight * sum(1 for _ in itertools.islice(pattern.finditer(text), most))
         if "```" in full or "~~~" in full:
             scores["code"] += 6
         if LENGTH_UNITS & distinct and any(
             b in LENGTH_UNITS and a.isdigit() and len(a) >= 3 for a, b in itertools.pairwise(words)
         ):
-            scores["long"] += 5  # "1000 words", "3 pages": an asked-for length
+            scores["long"] += 5  # "1000 words": an asked-for length
+        if PAGE_UNITS & distinct and any(
+            b in PAGE_UNITS and (a.isdigit() or a in NUMBER_WORDS or a in PAGE_COUNTS)
+            for a, b in itertools.pairwise(words)
+        ):
+            scores["long"] += 3  # "two pages", "1 page": an asked-for length
         if scores["code"] < 4:
             scores["long"] += sum(2 for limit in LONG_PASTE_CHARS if len(full) > limit)
         if len(full) < SHORT_CHARS:
@@ -100,11 +137,13 @@ class RuleScorer:
 
     def pick(self, text: str) -> str:
         scores = self.scores(text)
-        best = max(self.order, key=lambda c: (scores[c], -self.order.index(c)))
+        rank = self._rank
+        best = max(self.order, key=lambda c: (scores[c], rank[c]))
         return best if scores[best] > 0 else self.default
 
     async def classify(self, req: ChatRequest) -> str:
-        return self.pick(last_user_text(req))
+        text = last_user_text(req)
+        return self._remembered(text) if len(text) <= REMEMBERED_CHARS else self.pick(text)
 
 
 def apply_profile(req: ChatRequest, profile: Profile) -> ChatRequest:
@@ -112,11 +151,21 @@ def apply_profile(req: ChatRequest, profile: Profile) -> ChatRequest:
     max_tokens = req.max_tokens if req.max_tokens is not None else profile.max_tokens
     if profile.max_tokens_cap is not None:
         max_tokens = min(max_tokens or profile.max_tokens_cap, profile.max_tokens_cap)
+    model = profile.model or req.model
+    temperature = req.temperature if req.temperature is not None else profile.temperature
+    if (
+        model == req.model
+        and max_tokens == req.max_tokens
+        and temperature == req.temperature
+        and profile.ollama_options == req.profile_ollama_options
+        and profile.extra == req.profile_extra
+    ):
+        return req  # the profile changes nothing: copying a 20-field request costs more than classifying
     return dataclasses.replace(
         req,
-        model=profile.model or req.model,
+        model=model,
         max_tokens=max_tokens,
-        temperature=req.temperature if req.temperature is not None else profile.temperature,
+        temperature=temperature,
         profile_ollama_options=profile.ollama_options,
         profile_extra=profile.extra,
     )

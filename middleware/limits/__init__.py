@@ -1,7 +1,8 @@
 """Who may call and how much: API keys (an ASGI layer around /v1 and /admin), rate limits (a chain link),
 the limiters that keep the counts (in memory, or in Redis for several replicas) and their config sections."""
 
-from middleware.limits.auth import Authenticate
+from middleware.limits.admin import ADMIN_PREFIXES, AdminOnly
+from middleware.limits.auth import GUARDED, Authenticate, KeyMatcher
 from middleware.limits.config import (
     KeyConfig,
     LimitsConfig,
@@ -15,8 +16,12 @@ from middleware.limits.rate_limit import RateLimit
 from middleware.limits.redis_limiter import RedisLimiter
 
 __all__ = [
+    "ADMIN_PREFIXES",
+    "GUARDED",
+    "AdminOnly",
     "Authenticate",
     "KeyConfig",
+    "KeyMatcher",
     "LimitsConfig",
     "MemoryLimiter",
     "RateLimit",

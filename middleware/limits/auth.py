@@ -1,9 +1,9 @@
 """Who is calling: the API key (``Authorization: Bearer``) or, with no keys configured, the client's IP.
 
-Plain ASGI around every ``/v1`` route, so that chat, embeddings and models are guarded alike and a refused
-caller costs no body parsing. Keys are compared as SHA-256 digests in constant time, against every
-configured key, so the time taken says nothing about which key came close. ``X-Forwarded-For`` is believed
-only when the connection comes from a configured trusted proxy.
+Plain ASGI around every ``/v1`` and ``/api`` route (Ollama's door), so that chat, embeddings and models are
+guarded alike and a refused caller costs no body parsing. Keys are compared as SHA-256 digests in constant
+time, against every configured key, so the time taken says nothing about which key came close.
+``X-Forwarded-For`` is believed only when the connection comes from a configured trusted proxy.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from middleware.limits.config import KeyConfig
 from proxy.asgi import encode_headers, header, send_error, trace_of
 from proxy.errors import AuthenticationFailed
+from proxy.ollama_api.errors import is_ollama_path, send_ollama_error
 
-GUARDED = ("/v1/", "/admin/")
+GUARDED = ("/v1/", "/admin/", "/api/")
 _CHALLENGE = encode_headers([("www-authenticate", 'Bearer realm="fluido"')])
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,13 +44,11 @@ def forwarded_client(peer: str, forwarded_for: bytes | None, trusted: Sequence[N
     return hops[0] if hops else peer
 
 
-class Authenticate:
-    """Sets the request's client (key name or IP); answers 401 when keys are configured and none matches."""
+class KeyMatcher:
+    """The configured key an ``Authorization: Bearer`` header carries, if any, found in constant time."""
 
-    def __init__(self, app: ASGIApp, keys: Mapping[str, KeyConfig], trusted_proxies: Sequence[str]) -> None:
-        self.app = app
+    def __init__(self, keys: Mapping[str, KeyConfig]) -> None:
         self.digests = [(key.digest, key.name) for key in keys.values()]
-        self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     def match(self, authorization: bytes | None) -> str | None:
         if authorization is None or authorization[:7].lower() != b"bearer ":
@@ -61,8 +60,28 @@ class Authenticate:
                 found = name
         return found
 
+
+class Authenticate:
+    """Sets the request's client (key name or IP); answers 401 when keys are configured and none matches."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Mapping[str, KeyConfig],
+        trusted_proxies: Sequence[str],
+        guarded: tuple[str, ...] = GUARDED,
+    ) -> None:
+        self.app = app
+        self.matcher = KeyMatcher(keys)
+        self.digests = self.matcher.digests
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+        self.guarded = guarded
+
+    def match(self, authorization: bytes | None) -> str | None:
+        return self.matcher.match(authorization)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(GUARDED):
+        if scope["type"] != "http" or not scope["path"].startswith(self.guarded):
             await self.app(scope, receive, send)
             return
         trace = trace_of(scope)
@@ -74,9 +93,10 @@ class Authenticate:
                     "Missing or invalid API key. Send it as 'Authorization: Bearer <key>'."
                 )
                 trace.error_type, trace.error_code = error.type, error.code or ""
-                await send_error(
-                    send, error, [*_CHALLENGE, *encode_headers([("x-request-id", trace.request_id)])]
-                )
+                headers = [*_CHALLENGE, *encode_headers([("x-request-id", trace.request_id)])]
+                # Each door answers in its own error shape.
+                reply = send_ollama_error if is_ollama_path(scope["path"]) else send_error
+                await reply(send, error, headers)
                 return
             trace.key = trace.client = name
         await self.app(scope, receive, send)

@@ -12,8 +12,8 @@ call, so the limits hold across any number of replicas.
 
 from __future__ import annotations
 
+import itertools
 import time
-import uuid
 from collections.abc import Callable, Sequence
 
 from proxy.limits import WINDOW, Bucket, Grant, RateLimits, budget
@@ -27,6 +27,8 @@ class MemoryLimiter:
         self.clock = clock
         self._levels: dict[str, tuple[float, float]] = {}  # bucket key -> (level, when)
         self._leases: dict[str, dict[str, float]] = {}  # bucket key -> lease -> expiry
+        # Leases only need to be unique within this process's limiter: a counter, not a random id.
+        self._lease_ids = itertools.count(1)
 
     def _level(self, key: str, capacity: int, now: float) -> float:
         level, when = self._levels.get(key, (capacity, now))
@@ -41,15 +43,21 @@ class MemoryLimiter:
     async def acquire(self, buckets: Sequence[Bucket], tokens: int) -> Grant:
         now = self.clock()
         retry, refused = 0.0, ""
+        # Each bucket's levels and holders, computed once and reused below if the request is allowed.
+        states: list[tuple[float, float, dict[str, float] | None]] = []
         for b in buckets:
             rpm, tpm, concurrency = b.limits.rpm, b.limits.tpm, b.limits.concurrency
-            if rpm and (level := self._level(b.name + ":r", rpm, now)) < 1:
-                retry, refused = max(retry, (1 - level) * WINDOW / rpm), "rpm"
+            requests_level = self._level(b.name + ":r", rpm, now) if rpm else 0.0
+            tokens_level = self._level(b.name + ":t", tpm, now) if tpm else 0.0
+            holders = self._holders(b.name + ":c", now) if concurrency else None
+            if rpm and requests_level < 1:
+                retry, refused = max(retry, (1 - requests_level) * WINDOW / rpm), "rpm"
             need = min(tokens, tpm)
-            if tpm and (level := self._level(b.name + ":t", tpm, now)) < need:
-                retry, refused = max(retry, (need - level) * WINDOW / tpm), "tpm"
-            if concurrency and len(self._holders(b.name + ":c", now)) >= concurrency:
+            if tpm and tokens_level < need:
+                retry, refused = max(retry, (need - tokens_level) * WINDOW / tpm), "tpm"
+            if holders is not None and len(holders) >= concurrency:
                 retry, refused = max(retry, 1.0), "concurrency"
+            states.append((requests_level, tokens_level, holders))
         first = buckets[0].limits if buckets else RateLimits()
         if refused:
             requests = (
@@ -59,16 +67,16 @@ class MemoryLimiter:
                 budget(first.tpm, self._level(buckets[0].name + ":t", first.tpm, now)) if first.tpm else None
             )
             return Grant(False, retry_after=retry, refused_by=refused, requests=requests, tokens=tokens_left)
-        lease = uuid.uuid4().hex
-        for b in buckets:
+        lease = f"{next(self._lease_ids):x}"
+        for b, (requests_level, tokens_level, holders) in zip(buckets, states, strict=True):
             if b.limits.rpm:
-                self._levels[b.name + ":r"] = (self._level(b.name + ":r", b.limits.rpm, now) - 1, now)
+                self._levels[b.name + ":r"] = (requests_level - 1, now)
             if b.limits.tpm:
-                self._levels[b.name + ":t"] = (self._level(b.name + ":t", b.limits.tpm, now) - tokens, now)
-            if b.limits.concurrency:
-                self._holders(b.name + ":c", now)[lease] = now + self.lease_seconds
-        requests = budget(first.rpm, self._levels[buckets[0].name + ":r"][0]) if first.rpm else None
-        tokens_left = budget(first.tpm, self._levels[buckets[0].name + ":t"][0]) if first.tpm else None
+                self._levels[b.name + ":t"] = (tokens_level - tokens, now)
+            if holders is not None:
+                holders[lease] = now + self.lease_seconds
+        requests = budget(first.rpm, states[0][0] - 1) if first.rpm else None
+        tokens_left = budget(first.tpm, states[0][1] - tokens) if first.tpm else None
         return Grant(True, lease=lease, requests=requests, tokens=tokens_left, buckets=tuple(buckets))
 
     async def settle(self, grant: Grant, reserved: int, used: int) -> None:
@@ -81,7 +89,8 @@ class MemoryLimiter:
                     now,
                 )
             if b.limits.concurrency:
-                self._holders(b.name + ":c", now).pop(grant.lease, None)
+                # Expired leases are swept by the next acquire, which is the only reader.
+                self._leases.get(b.name + ":c", {}).pop(grant.lease, None)
 
     async def ping(self) -> None:
         return None

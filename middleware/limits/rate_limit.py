@@ -3,7 +3,8 @@ model alias.
 
 Tokens are reserved before the call (the prompt's estimate plus ``max_tokens``) and settled when the reply
 ends, stream or not, error or disconnect included: unused tokens go back, tokens used beyond the reservation
-are charged, and the concurrency slot is released. Every answer carries OpenAI's ``x-ratelimit-*`` headers.
+are charged (a stream cut short, which gets no usage report, is charged its prompt and what it streamed),
+and the concurrency slot is released. Every answer carries OpenAI's ``x-ratelimit-*`` headers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import structlog
 from middleware.limits.config import KeyConfig, LimitsConfig
 from proxy.errors import RateLimited, StoreUnavailable
 from proxy.limits import Bucket, Budget, Grant, Limiter, LimiterUnavailable
-from proxy.tokens import estimate_prompt_tokens
+from proxy.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
 from proxy.types import Call, Completion, Handler, Reply, Stream
 
 log = structlog.get_logger("fluido.rate_limit")
@@ -69,9 +70,8 @@ class RateLimit:
         buckets = self.buckets(call)
         if not buckets:
             return await next(call)
-        reserved = estimate_prompt_tokens(call.request) + (
-            call.request.max_tokens or self.cfg.default_max_tokens
-        )
+        prompt = estimate_prompt_tokens(call.request)
+        reserved = prompt + (call.request.max_tokens or self.cfg.default_max_tokens)
         try:
             grant = await self.limiter.acquire(buckets, reserved)
         except LimiterUnavailable as exc:
@@ -99,18 +99,26 @@ class RateLimit:
         if isinstance(reply, Completion):
             await self._settle(grant, reserved, reply.usage.total_tokens if reply.usage else reserved)
             return reply
-        return self._settling(reply, grant, reserved)
+        return self._settling(reply, grant, reserved, prompt)
 
-    async def _settling(self, stream: Stream, grant: Grant, reserved: int) -> Stream:
-        used = reserved  # without a usage report the reservation stands
+    async def _settling(self, stream: Stream, grant: Grant, reserved: int, prompt: int) -> Stream:
+        # The usage report comes last: a stream cut short (an error, the client leaving) has none, and is
+        # charged its prompt and what it generated (a token per streamed piece at least), not max_tokens.
+        usage: int | None = None
+        pieces = chars = 0
         try:
             async for chunk in stream:
                 if chunk.usage is not None:
-                    used = chunk.usage.total_tokens
+                    usage = chunk.usage.total_tokens
+                if chunk.carries_output:
+                    pieces += 1
+                    chars += len(chunk.content or "") + len(chunk.reasoning or "")
+                    chars += sum(len(t.arguments) + len(t.name or "") for t in chunk.tool_calls)
                 yield chunk
         finally:
             await stream.aclose()
-            await self._settle(grant, reserved, used)
+            generated = max(pieces, chars // CHARS_PER_TOKEN)
+            await self._settle(grant, reserved, usage if usage is not None else prompt + generated)
 
     async def _settle(self, grant: Grant, reserved: int, used: int) -> None:
         try:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from middleware.limits.config import RedisConfig
 from proxy.limits import WINDOW, Bucket, Budget, Grant, LimiterUnavailable, budget
+from proxy.services.redis_pool import open_redis
 
 # KEYS: per bucket its requests, tokens and concurrency keys. ARGV: lease, lease seconds, tokens, then per
 # bucket rpm, tpm, concurrency. Levels are returned as strings: Lua numbers would come back truncated.
@@ -104,9 +104,7 @@ class RedisLimiter:
 
     def __init__(self, cfg: RedisConfig, lease_seconds: float) -> None:
         self.lease_seconds = lease_seconds
-        self.client = redis.Redis.from_url(
-            cfg.url, socket_timeout=cfg.timeout, socket_connect_timeout=cfg.timeout, health_check_interval=30
-        )
+        self.client = open_redis(cfg.url, cfg.timeout, health_check_interval=30)
         self._acquire = self.client.register_script(ACQUIRE)
         self._settle = self.client.register_script(SETTLE)
 

@@ -31,13 +31,14 @@ class Rag:
         models: Mapping[str, ModelRagConfig],
         context_windows: Mapping[str, int],
         max_body_bytes: int,
+        body_timeout: float | None = None,
     ) -> None:
         self.cfg = cfg
         access = Access(keys, cfg.readers)
         self.holder = Holder()
         self.version = RagVersion(self.holder, models)
         self.inject = RagInject(self.holder, models, context_windows, access)
-        self.api = RagApi(access, max_body_bytes, cfg.max_file_bytes)
+        self.api = RagApi(access, max_body_bytes, cfg.max_file_bytes, body_timeout)
         self._starting: asyncio.Task[None] | None = None
 
     async def _build(self) -> None:

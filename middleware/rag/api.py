@@ -58,9 +58,12 @@ def _error(request: Request, error: FluidoError) -> Response:
 class RagApi:
     """The handlers; ``retrieval`` is None until the lifespan has loaded the embedding model."""
 
-    def __init__(self, access: Access, max_body_bytes: int, max_file_bytes: int) -> None:
+    def __init__(
+        self, access: Access, max_body_bytes: int, max_file_bytes: int, body_timeout: float | None = None
+    ) -> None:
         self.access = access
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.max_file_bytes = max_file_bytes
         self.retrieval: Retrieval | None = None
 
@@ -85,7 +88,7 @@ class RagApi:
         return endpoint
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        body = await read_body(request.scope, request.receive, self.max_body_bytes)
+        body = await read_body(request.scope, request.receive, self.max_body_bytes, self.body_timeout)
         return decode_object(body) if body.strip() else {}
 
     async def _readable(self, request: Request, r: Retrieval) -> StoreRecord:

@@ -8,7 +8,7 @@ the first body byte and the end of every response, streams included. Endpoints f
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 
 import orjson
@@ -24,7 +24,8 @@ from proxy.upstream import CircuitBreaker
 log = structlog.get_logger("fluido.access")
 CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answer"
 # Probes and scrapes arrive every few seconds and say nothing about traffic: counted, not logged.
-QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+# "/" is the probe of Ollama's clients ("Ollama is running").
+QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics", "/"})
 
 
 def access_record(trace: Trace, now: float) -> dict[str, object]:
@@ -65,6 +66,33 @@ def server_timing(trace: Trace, now: float) -> bytes:
     return f"proxy;dur={max(total - trace.upstream_ms, 0):.2f}, upstream;dur={trace.upstream_ms:.2f}".encode()
 
 
+class ObservedSend:
+    """``send``, noting the status and the first body byte on the way.
+
+    A plain callable that returns ``send``'s own awaitable: a stream calls it once per chunk, and an
+    ``async def`` wrapper would add a coroutine to every one of those calls.
+    """
+
+    __slots__ = ("_send", "trace")
+
+    def __init__(self, send: Send, trace: Trace) -> None:
+        self._send = send
+        self.trace = trace
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        trace = self.trace
+        if trace.first_byte is None:
+            if message["type"] == "http.response.start":
+                trace.status = message["status"]
+                message["headers"] = [
+                    *message["headers"],
+                    (b"server-timing", server_timing(trace, time.monotonic())),
+                ]
+            elif message.get("body"):
+                trace.first_byte = time.monotonic()
+        return self._send(message)
+
+
 class Observability:
     """Access log, metrics, request-id log binding and Server-Timing for every HTTP request."""
 
@@ -90,16 +118,7 @@ class Observability:
             return
         trace = trace_of(scope)
 
-        async def observed_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                trace.status = message["status"]
-                message["headers"] = [
-                    *message["headers"],
-                    (b"server-timing", server_timing(trace, time.monotonic())),
-                ]
-            elif trace.first_byte is None and message.get("body"):
-                trace.first_byte = time.monotonic()
-            await send(message)
+        observed_send = ObservedSend(send, trace)
 
         metrics = self.metrics
         # Probes and scrapes are not traffic: a scrape should not see itself in flight.

@@ -10,7 +10,7 @@ every worker then writes its values there and any worker's ``/metrics`` adds the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -27,11 +27,36 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from proxy.types import Trace
 from proxy.upstream import CircuitBreaker
 
-ROUTES = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics"})
+ROUTES = frozenset(
+    {
+        "/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics",
+        # Ollama's door: the route label tells the doors apart.
+        "/", "/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/tags", "/api/show",
+        "/api/ps", "/api/version",
+    }
+)  # fmt: skip
 RAG_RESULTS = frozenset({"injected", "none", "no_room", "unavailable", "store_missing"})
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+
+
+def _stream_label(stream: bool) -> str:
+    return "true" if stream else "false"
+
+
+# The series every finished request may update, in ``Metrics.observe``'s order: the metric's attribute, and
+# its label values from (route, status, model, upstream, stream).
+_PER_REQUEST: tuple[tuple[str, Callable[[str, int, str, str, bool], tuple[str, ...]]], ...] = (
+    ("requests", lambda route, status, model, upstream, stream: (route, str(status), model, upstream)),
+    ("request_duration", lambda route, status, model, upstream, stream: (route, model)),
+    ("ttft", lambda route, status, model, upstream, stream: (model, _stream_label(stream))),
+    ("upstream_duration", lambda route, status, model, upstream, stream: (upstream,)),
+    ("prompt_tokens", lambda route, status, model, upstream, stream: (model,)),
+    ("completion_tokens", lambda route, status, model, upstream, stream: (model,)),
+    ("tokens", lambda route, status, model, upstream, stream: (model, "in")),
+    ("tokens", lambda route, status, model, upstream, stream: (model, "out")),
+)
 
 
 class Metrics:
@@ -44,6 +69,8 @@ class Metrics:
         self.upstreams = frozenset(upstreams)
         self.classes = frozenset(classes)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._request_children: dict[tuple[str, int, str, str, bool], list[Any]] = {}
+        self._circuit_states: dict[str, str] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -79,6 +106,10 @@ class Metrics:
         self.upstream_errors = Counter(
             "fluido_upstream_errors", "Failed upstream attempts, by kind.", ["upstream", "kind"], registry=r
         )
+        self.stream_errors = Counter(
+            "fluido_stream_errors", "Streams that began (200) and ended with an error event, not [DONE].",
+            ["model", "code"], registry=r,
+        )  # fmt: skip
         self.fallbacks = Counter(
             "fluido_fallbacks", "Requests served after moving past a failed target.", ["model"], registry=r
         )
@@ -149,23 +180,27 @@ class Metrics:
 
     def observe(self, trace: Trace, now: float) -> None:
         """Record one finished request."""
+        notes = trace.notes
         route = trace.route if trace.route in ROUTES else "other"
         model = self.model_label(trace.model)
-        upstream = self.upstream_label(trace.notes.get("upstream"))
-        child = self._child
-        child(self.requests, route, str(trace.status), model, upstream).inc()
-        child(self.request_duration, route, model).observe(now - trace.started)
+        # Keyed by label values only, which are bounded: never by what a client sent.
+        labels = (route, trace.status, model, self.upstream_label(notes.get("upstream")), trace.stream)
+        # Children are made when first used, as labels() would: a series appears once it has a value.
+        if (found := self._request_children.get(labels)) is None:
+            found = self._request_children[labels] = [None] * len(_PER_REQUEST)
+        fill = self._fill
+        (found[0] or fill(found, 0, labels)).inc()
+        (found[1] or fill(found, 1, labels)).observe(now - trace.started)
         if trace.first_byte is not None and trace.status == 200 and trace.model:
-            stream = "true" if trace.stream else "false"
-            child(self.ttft, model, stream).observe(trace.first_byte - trace.started)
-        if trace.upstream_ms is not None and upstream != "none":
-            child(self.upstream_duration, upstream).observe(trace.upstream_ms / 1000)
+            (found[2] or fill(found, 2, labels)).observe(trace.first_byte - trace.started)
+        if trace.upstream_ms is not None and labels[3] != "none":
+            (found[3] or fill(found, 3, labels)).observe(trace.upstream_ms / 1000)
         if (usage := trace.usage) is not None:
-            child(self.prompt_tokens, model).observe(usage.prompt_tokens)
-            child(self.completion_tokens, model).observe(usage.completion_tokens)
-            child(self.tokens, model, "in").inc(usage.prompt_tokens)
-            child(self.tokens, model, "out").inc(usage.completion_tokens)
-        notes = trace.notes
+            (found[4] or fill(found, 4, labels)).observe(usage.prompt_tokens)
+            (found[5] or fill(found, 5, labels)).observe(usage.completion_tokens)
+            (found[6] or fill(found, 6, labels)).inc(usage.prompt_tokens)
+            (found[7] or fill(found, 7, labels)).inc(usage.completion_tokens)
+        child = self._child
         if query_class := notes.get("query_class"):
             child(self.query_classes, model, query_class if query_class in self.classes else "other").inc()
         if saved := notes.get("tokens_saved"):
@@ -183,8 +218,16 @@ class Metrics:
             child(self.rate_limited, model, limit).inc()
         for name, kind in trace.upstream_failures:
             child(self.upstream_errors, self.upstream_label(name), kind).inc()
+        if trace.status == 200 and trace.error_type:
+            child(self.stream_errors, model, trace.error_code or trace.error_type).inc()
         if "fallbacks" in notes and trace.status == 200:
             child(self.fallbacks, model).inc()
+
+    def _fill(self, found: list[Any], i: int, labels: tuple[str, int, str, str, bool]) -> Any:
+        """Make the ``i``-th child of ``_PER_REQUEST`` for one combination of labels, and keep it."""
+        name, pick = _PER_REQUEST[i]
+        found[i] = self._child(getattr(self, name), *pick(*labels))
+        return found[i]
 
     def _child(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, remembered: label values are bounded, and labels() is not cheap."""
@@ -196,7 +239,10 @@ class Metrics:
 
     def set_circuits(self, breakers: Mapping[str, CircuitBreaker]) -> None:
         for name, breaker in breakers.items():
-            self._child(self.circuit, self.upstream_label(name)).set(CIRCUIT_STATES[breaker.state])
+            # Set only on a change: the value is the same otherwise, and every set takes a lock.
+            if self._circuit_states.get(name) != (state := breaker.state):
+                self._circuit_states[name] = state
+                self._child(self.circuit, self.upstream_label(name)).set(CIRCUIT_STATES[state])
 
     def render(self) -> tuple[bytes, str]:
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:

@@ -61,6 +61,9 @@ class EmbeddedServer:
             "--port", str(self.port),
             "--n_ctx", str(self.cfg.n_ctx),
             "--n_threads", str(self.cfg.n_threads or os.cpu_count() or 1),
+            # By default a new request makes the server end the running stream early with [DONE]: with
+            # several users, every stream but the last would be cut. Requests wait their turn instead.
+            "--interrupt_requests", "False",
             "--verbose", "False",
         ]  # fmt: skip
 

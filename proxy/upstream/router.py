@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,14 +24,25 @@ from proxy.errors import (
     ModelNotFound,
     UpstreamBusy,
     UpstreamError,
-    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from proxy.limits import Bucket, Grant, Limiter, LimiterUnavailable
-from proxy.types import JSON, Adapter, Call, Chunk, EmbeddingRequest, Reply, Stream, Target, Trace
+from proxy.types import (
+    JSON,
+    Adapter,
+    Call,
+    ChatRequest,
+    Chunk,
+    EmbeddingRequest,
+    Reply,
+    Stream,
+    Target,
+    Trace,
+)
 from proxy.upstream.breaker import CircuitBreaker
 from proxy.upstream.embedded import EmbeddedServer
+from proxy.upstream.fanout import all_of, check_choices, checked_stream, merge_completions, merge_streams
 from proxy.upstream.idle import IdleWatch
 
 T = TypeVar("T")
@@ -67,23 +79,52 @@ class Router:
     def targets(self, alias: str) -> tuple[Target, ...]:
         model = self.models.get(alias)
         if model is None:
-            raise ModelNotFound(f"The model '{alias}' does not exist.", param="model")
+            shown = alias if len(alias) <= 100 else alias[:100] + "…"
+            raise ModelNotFound(f"The model '{shown}' does not exist.", param="model")
         return model.targets
 
     async def __call__(self, call: Call) -> Reply:
         req = call.request
         if req.stream:
             return await self._first_success(
-                req.model, call.trace, lambda up, target: self._open_stream(up, target, call)
+                req.model, call.trace, lambda up, target: self._streams(up, target, call)
             )
 
         async def chat(up: Upstream, target: Target) -> Reply:
             async with asyncio.timeout(up.cfg.total_timeout):
-                completion = await up.adapter.chat(req, target)
+                if req.n == 1 or up.cfg.n_choices == "native":
+                    completion = check_choices(await up.adapter.chat(req, target), req.n, up.cfg.name)
+                else:
+                    one = dataclasses.replace(req, n=1)
+                    completion = merge_completions(
+                        await all_of([up.adapter.chat(one, target) for _ in range(req.n)])
+                    )
             _note_meta(call.notes, completion.meta)
             return completion
 
         return await self._first_success(req.model, call.trace, chat)
+
+    async def _streams(self, up: Upstream, target: Target, call: Call) -> Stream:
+        """The reply stream: one upstream stream, or n of them merged when the upstream gives one choice."""
+        req = call.request
+        if req.n == 1:
+            return await self._open_stream(up, target, call.trace, req)
+        if up.cfg.n_choices == "native":
+            return checked_stream(await self._open_stream(up, target, call.trace, req), req.n, up.cfg.name)
+        one = dataclasses.replace(req, n=1)
+        tasks = [asyncio.ensure_future(self._first_output(up, target, one)) for _ in range(req.n)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # One failed (or the client left): stop the others, and close the ones that had started.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in tasks:
+                if not task.cancelled() and task.exception() is None:
+                    await task.result()[1].aclose()
+            raise
+        return merge_streams([self._rest(up, call.trace, *task.result()) for task in tasks])
 
     async def embed(self, req: EmbeddingRequest, trace: Trace) -> JSON:
         async def embed(up: Upstream, target: Target) -> JSON:
@@ -125,8 +166,9 @@ class Router:
                 return result
             finally:
                 await self._release(slot)
-            # An upstream that answered "no such model" or "too busy" is alive; only outages open the circuit.
-            if not isinstance(failure, UpstreamRejected):
+            # Only the upstream's own faults open its circuit: an upstream that refused this request (its
+            # validation, "no such model", "too busy") is alive, and the next request may well succeed.
+            if failure.fault:
                 up.breaker.failure()
             trace.upstream_failures.append((up.cfg.name, failure.code or failure.type))
             notes["fallbacks"] = str(len(trace.upstream_failures))
@@ -165,23 +207,35 @@ class Router:
             await stream.aclose()
             await self._release(slot)
 
-    async def _open_stream(self, up: Upstream, target: Target, call: Call) -> Stream:
-        """Start the upstream stream and wait for its first output, so a failure until then can fall back."""
+    async def _open_stream(self, up: Upstream, target: Target, trace: Trace, req: ChatRequest) -> Stream:
+        """Start the upstream stream and wait for its first output, so a failure until then can fall back.
+
+        Output is text, reasoning, a tool call or a finish: a reply that finished without a word commits
+        like any other (an empty completion is an answer). Adapters raise on a stream that ends unfinished,
+        so running out of chunks here cannot happen with them; it is still a broken stream if it does.
+        """
+        return self._rest(up, trace, *await self._first_output(up, target, req))
+
+    async def _first_output(
+        self, up: Upstream, target: Target, req: ChatRequest
+    ) -> tuple[list[Chunk], Stream, float]:
+        """(the chunks up to the first output, the open upstream stream, when it started)."""
         cfg = up.cfg
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        chunks = up.adapter.stream(call.request, target)
+        started = asyncio.get_running_loop().time()
+        chunks = up.adapter.stream(req, target)
         head: list[Chunk] = []
         try:
             async with asyncio.timeout(min(cfg.first_token_timeout, cfg.total_timeout)):
                 while not head or not (head[-1].carries_output or head[-1].usage):
                     head.append(await anext(chunks))
         except StopAsyncIteration:
-            raise UpstreamError(f"Upstream '{cfg.name}' sent an empty stream.") from None
+            await chunks.aclose()
+            message = f"Upstream '{cfg.name}' ended the stream before the reply was complete."
+            raise UpstreamError(message) from None
         except BaseException:
             await chunks.aclose()
             raise
-        return self._rest(up, call.trace, head, chunks, started)
+        return head, chunks, started
 
     async def _rest(
         self, up: Upstream, trace: Trace, head: list[Chunk], chunks: Stream, started: float
@@ -213,7 +267,8 @@ class Router:
                     yield chunk
             finally:
                 watch.close()
-            up.breaker.failure()
+            if error.fault:
+                up.breaker.failure()
             trace.upstream_failures.append((cfg.name, error.code or error.type))
             raise error
 

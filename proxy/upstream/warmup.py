@@ -72,3 +72,8 @@ async def warm_up(models: Mapping[str, ModelConfig], upstreams: Mapping[str, Ups
                 seen.add((target.upstream, target.model))
                 jobs.append(_preload(up, target))
     await asyncio.gather(*jobs)
+    # Which embedded servers run now tells an operator whether start-up found the upstreams ahead serving.
+    launched = sorted(
+        name for name, up in upstreams.items() if up.launcher is not None and up.launcher.running
+    )
+    log.info("warmup_finished", embedded_running=launched)

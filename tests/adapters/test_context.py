@@ -10,7 +10,7 @@ from openai import OpenAI
 from adapters.context import ContextSizer
 from proxy.config import parse
 from proxy.errors import InvalidRequest
-from tests.conftest import OLLAMA_MODEL, running, upstream_for
+from tests.conftest import OLLAMA_MODEL, chats, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 
 
@@ -55,19 +55,31 @@ def ollama_config(ollama: FakeOllama, **target: object) -> object:
     )
 
 
+def the_chat(ollama: FakeOllama) -> dict[str, object]:
+    """The one chat request Ollama got: the start-up preload may come before or after it."""
+    (chat,) = chats(ollama)
+    return chat
+
+
+def options_of(ollama: FakeOllama) -> dict[str, object]:
+    options = the_chat(ollama).get("options", {})
+    assert isinstance(options, dict)
+    return options
+
+
 def test_fluido_sends_num_ctx_to_ollama(ollama: FakeOllama) -> None:
     with running(ollama_config(ollama, max_context=32768)) as url:  # type: ignore[arg-type]
         long_prompt = "word " * 12000  # about 15,000 estimated tokens
         httpx.post(f"{url}/v1/chat/completions", json={"model": "chat", "max_tokens": 500,
                    "messages": [{"role": "user", "content": long_prompt}]}, timeout=10)  # fmt: skip
-    assert ollama.requests[-1]["options"]["num_ctx"] == 16384
+    assert options_of(ollama)["num_ctx"] == 16384
 
 
 def test_a_client_set_num_ctx_wins(ollama: FakeOllama) -> None:
     with running(ollama_config(ollama, max_context=32768)) as url:  # type: ignore[arg-type]
         httpx.post(f"{url}/v1/chat/completions", json={"model": "chat", "options": {"num_ctx": 4096},
                    "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
-    assert ollama.requests[-1]["options"]["num_ctx"] == 4096
+    assert options_of(ollama)["num_ctx"] == 4096
 
 
 def test_without_a_configured_maximum_num_ctx_is_left_to_ollama(ollama: FakeOllama) -> None:
@@ -76,7 +88,8 @@ def test_without_a_configured_maximum_num_ctx_is_left_to_ollama(ollama: FakeOlla
             f"{url}/v1/chat/completions",
             json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
         )
-    assert "num_ctx" not in ollama.requests[-1].get("options", {})
+    assert the_chat(ollama)["messages"] == [{"role": "user", "content": "hi"}]
+    assert "num_ctx" not in options_of(ollama)
 
 
 @pytest.mark.parametrize("stream", [False, True])

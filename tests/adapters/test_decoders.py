@@ -67,3 +67,17 @@ def test_ndjson_lines_survive_one_byte_reads() -> None:
 
 def test_ndjson_yields_a_last_line_without_newline_at_finish() -> None:
     assert feed_bytewise(NDJSONDecoder, b'{"a":1}\n{"done":true}') == [b'{"a":1}', b'{"done":true}']
+
+
+def test_sse_events_read_one_whole_event_per_read() -> None:
+    """The usual case, one event per read, takes a shortcut that must give what the line walk gives."""
+    decoder = SSEDecoder()
+    reads = [
+        b'data: {"a":1}\n\n',
+        b"data: two\ndata: lines\n\n",
+        b'data: {"b"',
+        b":2}\n\n",
+        b"data: x\r\n\r\n",
+    ]
+    out = [event for read in reads for event in decoder.feed(read)]
+    assert out == [b'{"a":1}', b"two\nlines", b'{"b":2}', b"x"]

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from adapters.ollama import request_body
+from proxy.config import parse
 from proxy.errors import InvalidRequest
 from proxy.parsing import parse_chat
 from proxy.types import Target
+from tests.conftest import OLLAMA_MODEL, running, upstream_for
+from tests.fakes.ollama import FakeOllama
+from tests.support.wait import wait_until
 
 TARGET = Target(upstream="ollama", model="llama3.2:1b", keep_alive="24h", options={"num_ctx": 8192})
 
@@ -72,3 +77,34 @@ def test_more_than_one_choice_is_refused() -> None:
     with pytest.raises(InvalidRequest) as info:
         body_for([{"role": "user", "content": "hi"}], n=2)
     assert info.value.param == "n"
+
+
+def test_keep_alive_reaches_ollama_on_every_call_through_fluido(ollama: FakeOllama) -> None:
+    """Each Ollama target's keep_alive goes with every request: the preload, chat (stream or not), embed."""
+    cfg = parse(
+        {
+            "upstreams": {"ollama": upstream_for(ollama)},
+            "models": {
+                "chat": {"targets": [{"upstream": "ollama", "model": OLLAMA_MODEL, "keep_alive": "30m"}]}
+            },
+        }
+    )
+    hi = [{"role": "user", "content": "hi"}]
+    with running(cfg) as url:
+        chat = httpx.post(f"{url}/v1/chat/completions", json={"model": "chat", "messages": hi})
+        with httpx.stream("POST", f"{url}/v1/chat/completions",
+                          json={"model": "chat", "messages": hi, "stream": True}) as streamed:  # fmt: skip
+            streamed.read()
+        embed = httpx.post(f"{url}/v1/embeddings", json={"model": "chat", "input": ["one", "two"]})
+        wait_until(lambda: len(ollama.requests) == 4, "the start-up preload too")
+    assert chat.status_code == streamed.status_code == embed.status_code == 200
+    assert len(embed.json()["data"]) == 2
+    by_kind = {("input" in b, "messages" in b, b.get("stream")): b for b in ollama.requests}
+    assert set(by_kind) == {
+        (False, False, None),
+        (False, True, False),
+        (False, True, True),
+        (True, False, None),
+    }
+    assert all(body["keep_alive"] == "30m" for body in ollama.requests), ollama.requests
+    assert ollama.hits.count("POST /api/embed") == 1 and ollama.hits.count("POST /api/chat") == 3

@@ -7,7 +7,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from adapters.openai_compat import request_body
 from proxy.config import parse
+from proxy.parsing import chat_from_dict
+from proxy.types import Target
 from tests.conftest import VLLM_MODEL, running, threaded
 from tests.fakes.vllm import FakeVLLM
 
@@ -70,3 +73,20 @@ def test_vllm_extras_and_target_options_pass_through(
     sent = keyed_vllm.requests[-1]
     assert {k: sent[k] for k in extras} == extras
     assert sent["priority"] == 5 and sent["model"] == VLLM_MODEL
+
+
+def test_ollama_fields_become_an_openai_servers_own() -> None:
+    """From Ollama's door: shared sampling options and think are translated; runner options are dropped."""
+    extra = {"options": {"top_k": 20, "min_p": 0.1, "repeat_penalty": 1.1, "num_ctx": 8192}, "keep_alive": "5m",
+             "think": True}  # fmt: skip
+    req = chat_from_dict({"model": "chat", "messages": HI, **extra})
+    body = request_body(req, Target("vllm", VLLM_MODEL))
+    assert (body["top_k"], body["min_p"], body["repetition_penalty"]) == (20, 0.1, 1.1)
+    assert body["chat_template_kwargs"] == {"enable_thinking": True}
+    assert not {"options", "keep_alive", "think", "num_ctx"} & set(body)
+    levelled = request_body(
+        chat_from_dict({"model": "chat", "messages": HI, "think": "low"}), Target("v", "m")
+    )
+    assert levelled["reasoning_effort"] == "low"
+    plain = request_body(chat_from_dict({"model": "chat", "messages": HI, "top_k": 5}), Target("v", "m"))
+    assert plain["top_k"] == 5 and "chat_template_kwargs" not in plain

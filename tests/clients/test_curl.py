@@ -1,4 +1,4 @@
-"""curl, the way the README shows it."""
+"""curl, the way the README shows it: SSE from the OpenAI door, NDJSON from the Ollama door."""
 
 from __future__ import annotations
 
@@ -47,3 +47,25 @@ def test_curl_gets_a_json_completion(url: str, upstream: Fake) -> None:
 def test_curl_sees_the_status_of_an_error(url: str) -> None:
     out = curl("-o", "/dev/null", "-w", "%{http_code}", f"{url}/v1/chat/completions", "-d", "{not json")
     assert out == "400"
+
+
+def test_curl_streams_ollama_ndjson_by_default(url: str, upstream: Fake) -> None:
+    out = curl("-N", f"{url}/api/chat", "-d", '{"model":"chat","messages":[{"role":"user","content":"hi"}]}')
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert "".join(line["message"]["content"] for line in lines) == upstream.reply
+    assert [line["done"] for line in lines] == [False] * (len(lines) - 1) + [True]
+    assert lines[-1]["done_reason"] == "stop" and lines[-1]["eval_count"] == len(upstream.reply.split())
+
+
+def test_curl_gets_one_ollama_object_without_streaming(url: str, upstream: Fake) -> None:
+    out = curl(f"{url}/api/generate", "-d", '{"model":"chat","prompt":"hi","stream":false}')
+    body = orjson.loads(out)
+    assert body["response"] == upstream.reply and body["done"] is True and body["model"] == "chat"
+
+
+def test_curl_sees_ollamas_probe_and_error_shape(url: str) -> None:
+    assert curl(url) == "Ollama is running"
+    assert curl("-I", url).startswith("HTTP/1.1 200")
+    out = curl("-w", "\n%{http_code}", f"{url}/api/chat", "-d", '{"model":"nope","messages":[]}')
+    body, status = out.rsplit("\n", 1)
+    assert status == "404" and orjson.loads(body) == {"error": "model 'nope' not found"}

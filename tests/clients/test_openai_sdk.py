@@ -10,7 +10,7 @@ import pytest
 from openai import OpenAI
 
 from proxy.config import parse
-from tests.conftest import config, running, upstream_for
+from tests.conftest import OLLAMA_MODEL, chats, config, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
 
@@ -80,16 +80,38 @@ def test_a_tool_result_round_trip_reaches_the_upstream(client: OpenAI, upstream:
         {"role": "tool", "tool_call_id": "call_1", "content": "22 C"},
     ]  # fmt: skip
     client.chat.completions.create(model="chat", messages=messages, tools=[TOOL])  # type: ignore[arg-type]
-    sent = upstream.requests[-1]["messages"]
+    (sent_body,) = chats(upstream)
+    sent = sent_body["messages"]
     assert sent[-1]["content"] == "22 C"
     arguments = sent[1]["tool_calls"][0]["function"]["arguments"]
     assert (arguments if isinstance(upstream, FakeOllama) else json.loads(arguments)) == {"city": "Lima"}
 
 
-def test_response_format_json_reaches_the_upstream(client: OpenAI, upstream: Fake) -> None:
-    client.chat.completions.create(model="chat", messages=HI, response_format={"type": "json_object"})
-    sent = upstream.requests[-1]
-    assert sent.get("format") == "json" or sent.get("response_format") == {"type": "json_object"}
+@pytest.mark.parametrize("stream", [False, True], ids=["chat", "stream"])
+def test_response_format_json_reaches_the_upstream(client: OpenAI, upstream: Fake, stream: bool) -> None:
+    if stream:
+        for _ in client.chat.completions.create(
+            model="chat", messages=HI, response_format={"type": "json_object"}, stream=True
+        ):
+            pass
+    else:
+        client.chat.completions.create(model="chat", messages=HI, response_format={"type": "json_object"})
+    (sent,) = chats(upstream)
+    if isinstance(upstream, FakeOllama):  # translated to Ollama's native field, and only that
+        assert sent == {"model": OLLAMA_MODEL, "messages": HI, "stream": stream, "format": "json"}
+    else:  # passed through as sent
+        assert sent["response_format"] == {"type": "json_object"} and "format" not in sent
+
+
+def test_a_json_schema_reaches_ollama_as_its_format(client: OpenAI, upstream: Fake) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    client.chat.completions.create(model="chat", messages=HI, response_format=response_format)  # type: ignore[arg-type]
+    (sent,) = chats(upstream)
+    if isinstance(upstream, FakeOllama):
+        assert sent == {"model": OLLAMA_MODEL, "messages": HI, "stream": False, "format": schema}
+    else:
+        assert sent["response_format"] == response_format and "format" not in sent
 
 
 def test_models_list_shows_the_aliases(client: OpenAI) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml  # declared in the test extra: without it these tests fail, they never skip
 
 from proxy.config import apply_env, parse
 from tests.conftest import config, running, threaded
@@ -174,7 +175,6 @@ def test_dashboard_is_valid_and_every_panel_queries_the_datasource_variable() ->
 
 
 def test_probe_and_scrape_paths_of_the_manifests_answer(fluido: str) -> None:
-    yaml = pytest.importorskip("yaml")
     deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text(encoding="utf-8"))
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
@@ -190,13 +190,11 @@ def test_probe_and_scrape_paths_of_the_manifests_answer(fluido: str) -> None:
 
 @pytest.mark.parametrize("name", YAML_FILES)
 def test_yaml_file_parses(name: str) -> None:
-    yaml = pytest.importorskip("yaml")
     documents = list(yaml.safe_load_all((DEPLOY / name).read_text(encoding="utf-8")))
     assert documents and all(isinstance(d, dict) for d in documents)
 
 
 def test_prometheus_scrapes_fluido_every_15_seconds() -> None:
-    yaml = pytest.importorskip("yaml")
     scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text(encoding="utf-8"))
     (job,) = [j for j in scrape["scrape_configs"] if j["job_name"] == "fluido"]
     assert job["scrape_interval"] == "15s"
@@ -206,7 +204,6 @@ def test_prometheus_scrapes_fluido_every_15_seconds() -> None:
 
 def test_cluster_config_is_valid_with_the_deployments_overrides() -> None:
     """The ConfigMap's config.toml loads as Fluido would load it in the pod, environment included."""
-    yaml = pytest.importorskip("yaml")
     configmap = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text(encoding="utf-8"))
     deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text(encoding="utf-8"))
     env = {

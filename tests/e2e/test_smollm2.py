@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from openai import OpenAI
+from pydantic import BaseModel
 
 from proxy.config import parse
 from tests.conftest import free_port, running
@@ -97,3 +99,61 @@ def test_stream_and_non_stream_agree_at_temperature_zero(smollm2: tuple[OpenAI, 
         if c.choices  # type: ignore[call-overload]
     )
     assert streamed == whole
+
+
+def test_three_users_streaming_at_once_all_get_finished_streams(smollm2: tuple[OpenAI, int]) -> None:
+    """llama-cpp-python ends a running stream early when another request arrives, unless told not to."""
+    client, _ = smollm2
+
+    def one(i: int) -> tuple[str, str | None]:
+        chunks = list(
+            client.chat.completions.create(
+                model="default",
+                messages=[{"role": "user", "content": f"Count from {i} to {i + 9}."}],
+                max_tokens=16,  # the three wait their turn: on a loaded CPU, keep the queue short
+                temperature=0,
+                stream=True,
+                extra_headers=FRESH,  # type: ignore[arg-type]
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = next(
+            (c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason), None
+        )
+        return text, finish
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(one, range(3)))
+    assert all(finish in ("stop", "length") for _, finish in results), results
+    assert all(text.strip() for text, _ in results)
+
+
+class Capital(BaseModel):
+    city: str
+
+
+def test_the_sdks_structured_output_parse_works_on_the_embedded_default(smollm2: tuple[OpenAI, int]) -> None:
+    client, _ = smollm2
+    completion = client.chat.completions.parse(
+        model="default",
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in JSON."}],
+        response_format=Capital,
+        max_tokens=64,
+        temperature=0,
+        extra_headers=FRESH,  # type: ignore[arg-type]
+    )
+    parsed = completion.choices[0].message.parsed
+    assert isinstance(parsed, Capital) and parsed.city.strip()
+
+
+def test_n_choices_from_the_embedded_default(smollm2: tuple[OpenAI, int]) -> None:
+    client, _ = smollm2
+    completion = client.chat.completions.create(
+        model="default",
+        messages=QUESTION,
+        max_tokens=8,
+        n=2,
+        extra_headers=FRESH,  # type: ignore[arg-type]
+    )
+    assert [c.index for c in completion.choices] == [0, 1]
+    assert all(c.message.content and c.finish_reason in ("stop", "length") for c in completion.choices)

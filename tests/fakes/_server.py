@@ -8,7 +8,7 @@ import hashlib
 import math
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -91,6 +91,9 @@ class FakeServer:
     models: list[str]            served model names
     reply: str                   text the model answers; streamed word by word
     delay_first: float           seconds before the first byte (status line included)
+    gate: threading.Event | None when an Event, chat and embed calls with messages or input wait,
+                                 once recorded, until it is set: a request held in flight for exactly as
+                                 long as a test needs (Ollama's empty preload is not held)
     delay_between: float         seconds between streamed pieces
     fail_status: int | None      answer every chat/embed call with this status and
                                  the upstream's own error body
@@ -99,26 +102,39 @@ class FakeServer:
     malformed_after: int | None  stream: after N pieces send one non-JSON line, go on
     error_after: int | None      stream: after N pieces send the upstream's in-band
                                  error and end (non-stream: HTTP 500)
+    end_after: int | None        stream: after N pieces end the response cleanly but
+                                 unfinished: vLLM sends [DONE] with no finish_reason (as
+                                 llama-cpp-python does when another request interrupts a
+                                 stream), Ollama closes with no done:true line
     tool_calls: list[dict] | None  reply is a tool call: [{"name", "arguments": dict}]
     split_writes: bool           write each frame in 1-3 byte pieces (partial-line decoders)
     requests: list[dict]         JSON bodies received on chat/embed endpoints, in order
+    hits: list[str]              every request received, any path, as "METHOD /path", in order
+                                 (health and model-list probes included)
     headers: list[dict]          request headers of those same calls
     disconnects: int             clients that went away before their response finished
     url: str                     "http://127.0.0.1:PORT" once started
     """
 
+    # aiohttp leaves a handler running when its client leaves; a fake that must notice at once while
+    # idle (a request queued for a slot) sets this and gets CancelledError instead.
+    handler_cancellation = False
+
     def __init__(self, models: list[str], reply: str) -> None:
         self.models = list(models)
         self.reply = reply
         self.delay_first = 0.0
+        self.gate: threading.Event | None = None
         self.delay_between = 0.0
         self.fail_status: int | None = None
         self.drop_after: int | None = None
         self.malformed_after: int | None = None
         self.error_after: int | None = None
+        self.end_after: int | None = None
         self.tool_calls: list[dict[str, Any]] | None = None
         self.split_writes = False
         self.requests: list[dict[str, Any]] = []
+        self.hits: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.disconnects = 0
         self.url = ""
@@ -130,16 +146,18 @@ class FakeServer:
         raise NotImplementedError
 
     # -- lifecycle -------------------------------------------------------
-    async def start(self) -> str:
-        app = web.Application()
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
+        app = web.Application(middlewares=[self._hit])
         app.add_routes(self._routes())
         # Short shutdown: a test that leaves a slow stream open must not stall teardown.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.5, handler_cancellation=self.handler_cancellation
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
         return self.url
 
     async def stop(self) -> None:
@@ -173,9 +191,25 @@ class FakeServer:
         self._loop = self._thread = None
 
     # -- request helpers -------------------------------------------------
+    @web.middleware
+    async def _hit(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # Recorded before the handler runs, whatever the path: a probe that 404s still touched us.
+        self.hits.append(f"{request.method} {request.path}")
+        return await handler(request)
+
     def _record(self, request: web.Request, body: dict[str, Any]) -> None:
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+
+    async def _first_byte(self, request: web.Request, body: dict[str, Any]) -> None:
+        """What comes before the first byte of an answer: the gate, then ``delay_first``."""
+        gate = self.gate
+        if gate is not None and (body.get("messages") or body.get("input")):
+            while not gate.is_set():
+                await self._sleep(request, _POLL_S)  # notices a vanished client meanwhile
+        await self._sleep(request, self.delay_first)
 
     async def _sleep(self, request: web.Request, seconds: float) -> None:
         """Sleep, but notice a vanished client promptly instead of at the next write."""
@@ -216,8 +250,10 @@ class FakeServer:
         tail: Callable[[], list[bytes]],
         error: list[bytes],
         malformed: bytes,
+        cut: Sequence[bytes] = (),
     ) -> web.StreamResponse:
-        """Send head, pieces (with the fault switches applied), then tail()."""
+        """Send head, pieces (with the fault switches applied), then tail(); ``cut`` ends an unfinished
+        stream (end_after)."""
         resp = web.StreamResponse(headers={"Content-Type": content_type})
         request[_RESPONSE] = resp
         await resp.prepare(request)
@@ -229,6 +265,11 @@ class FakeServer:
                 return resp
             if i == self.malformed_after:
                 await self._write(resp, malformed)
+            if i == self.end_after:
+                for frame in cut:
+                    await self._write(resp, frame)
+                await resp.write_eof()
+                return resp
             if i == self.error_after:
                 for frame in error:
                     await self._write(resp, frame)

@@ -47,7 +47,7 @@ def _keep_alive_seconds(value: Any) -> float:
 
 
 class FakeOllama(FakeServer):
-    """Ollama 0.12 native API: /api/chat, /api/embed, /api/tags, /api/ps, /api/version.
+    """Ollama 0.12 native API: /api/chat, /api/embed, /api/tags, /api/show, /api/ps, /api/version.
 
     Constructor: FakeOllama(models=["llama3.2:1b"]). Common switches: see FakeServer
     (reply defaults to "Hello from fake Ollama."). Ollama-only switches:
@@ -79,6 +79,7 @@ class FakeOllama(FakeServer):
             web.post("/api/chat", self._chat),
             web.post("/api/embed", self._embed),
             web.get("/api/tags", self._tags),
+            web.post("/api/show", self._show),
             web.get("/api/ps", self._ps),
             web.get("/api/version", self._version),
         ]
@@ -95,7 +96,7 @@ class FakeOllama(FakeServer):
         if not isinstance(body, dict):
             return _error(400, "json: cannot unmarshal into Go value of type api.ChatRequest")
         self._record(request, body)
-        await self._sleep(request, self.delay_first)
+        await self._first_byte(request, body)
         if self.fail_status is not None:
             # Ollama's bodies are {"error": str}; reuse its real texts where it has them.
             known = {500: RUNNER_EOF, 503: QUEUE_FULL}.get(self.fail_status)
@@ -262,6 +263,24 @@ class FakeOllama(FakeServer):
     async def _tags(self, request: web.Request) -> web.Response:
         return json_response(
             {"models": [_model_entry(m) | {"modified_at": rfc3339_now()} for m in self.models]}
+        )
+
+    async def _show(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read() or b"{}")
+        model = body.get("model") or body.get("name") or ""
+        if model not in self.models:
+            return _error(404, f"model '{model}' not found")
+        entry = _model_entry(model)
+        return json_response(
+            {
+                "modelfile": f"FROM {model}\n",
+                "parameters": 'stop "<|eot_id|>"',
+                "template": "{{ .Prompt }}",
+                "details": entry["details"],
+                "model_info": {"general.architecture": "llama", "llama.context_length": 131072},
+                "capabilities": ["completion", "tools"],
+                "modified_at": rfc3339_now(),
+            }
         )
 
     async def _ps(self, request: web.Request) -> web.Response:

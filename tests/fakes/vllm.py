@@ -47,6 +47,11 @@ class FakeVLLM(FakeServer):
     healthy: bool            /health answers 200 (True) or 503 (False)
     frame_separator: str     what ends each SSE frame ("\\n\\n"; try "\\r\\n\\r\\n")
     max_model_len: int       reported by /tokenize and /v1/models
+    honours_n: bool          n > 1 gives n choices (vLLM); False ignores n (llama-cpp-python)
+    json_schema: str         "native": response_format json_schema is taken (vLLM);
+                             "json_object_schema": only {"type": "json_object", "schema"} is, and
+                             json_schema gets llama-cpp-python's 500 "internal_server_error"
+    fail_type: str | None    error.type in the fail_status body (default: vLLM's for the status)
     """
 
     def __init__(self, models: list[str] | None = None, api_key: str | None = None) -> None:
@@ -57,6 +62,9 @@ class FakeVLLM(FakeServer):
         self.healthy = True
         self.frame_separator = "\n\n"
         self.max_model_len = 4096
+        self.honours_n = True
+        self.json_schema = "native"
+        self.fail_type: str | None = None
 
     def _routes(self) -> list[web.RouteDef]:
         return [
@@ -110,12 +118,28 @@ class FakeVLLM(FakeServer):
         stream = bool(body.get("stream"))
         if body.get("stream_options") and not stream:  # empty {} passes, as in vLLM
             return _error(400, STREAM_OPTIONS_ERROR, "stream_options")
-        await self._sleep(request, self.delay_first)
+        await self._first_byte(request, body)
         if self.fail_status is not None:
-            return _error(self.fail_status, HTTPStatus(self.fail_status).phrase)
+            failure = error_body(self.fail_status, HTTPStatus(self.fail_status).phrase)
+            if self.fail_type is not None:
+                failure["error"]["type"] = self.fail_type
+            return json_response(failure, status=self.fail_status)
         model, err = self._check_model(body)
         if err is not None:
             return err
+        fmt = body.get("response_format")
+        if (
+            self.json_schema == "json_object_schema"
+            and isinstance(fmt, dict)
+            and fmt.get("type") == "json_schema"
+        ):
+            # llama-cpp-python turns its request validation errors into this 500.
+            problem = "1 validation error: response_format.type: Input should be 'text' or 'json_object'"
+            return json_response(
+                {"error": {"message": problem, "type": "internal_server_error", "param": None, "code": None}},
+                status=500,
+            )
+        n = body.get("n") if self.honours_n and isinstance(body.get("n"), int) else 1
 
         deltas = self._plan()
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -128,25 +152,27 @@ class FakeVLLM(FakeServer):
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        usage["completion_tokens"] *= n
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if not stream:
-            return self._whole(request, rid, created, model, deltas, finish, usage)
+            return self._whole(request, rid, created, model, deltas, finish, usage, n)
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-        def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+        def chunk(delta: dict[str, Any], reason: str | None = None, index: int = 0) -> bytes:
             obj: dict[str, Any] = {
                 "id": rid,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
+                "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}],
             }
             if include_usage:  # OpenAI's shape: null on every chunk but the last
                 obj["usage"] = None
             return self._frame(obj)
 
         def tail() -> list[bytes]:
-            frames = [chunk({}, finish)]
+            frames = [chunk({}, finish, i) for i in range(n)]
             if include_usage:
                 last = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
                 frames.append(self._frame(last | {"choices": [], "usage": usage}))
@@ -156,11 +182,12 @@ class FakeVLLM(FakeServer):
         return await self._stream(
             request,
             content_type="text/event-stream; charset=utf-8",
-            head=[chunk({"role": "assistant", "content": ""})],
-            pieces=[chunk(d) for d in deltas],
+            head=[chunk({"role": "assistant", "content": ""}, None, i) for i in range(n)],
+            pieces=[chunk(d, None, i) for d in deltas for i in range(n)],
             tail=tail,
             error=[self._frame(internal), self._frame(b"[DONE]")],
             malformed=self._frame(b'{"id": "' + rid.encode() + b'", "choices": [{'),
+            cut=[self._frame(b"[DONE]")],
         )
 
     def _plan(self) -> list[dict[str, Any]]:
@@ -190,6 +217,7 @@ class FakeVLLM(FakeServer):
         deltas: list[dict[str, Any]],
         finish: str,
         usage: dict[str, int],
+        n: int = 1,
     ) -> web.Response:
         if self.drop_after is not None:
             self._drop(request)
@@ -219,7 +247,8 @@ class FakeVLLM(FakeServer):
             "stop_reason": None,
         }
         body = {"id": rid, "object": "chat.completion", "created": created, "model": model}
-        return json_response(body | {"choices": [choice], "usage": usage})
+        choices = [choice | {"index": i} for i in range(n)]
+        return json_response(body | {"choices": choices, "usage": usage})
 
     # -- other endpoints ------------------------------------------------
     @counts_disconnects
@@ -227,7 +256,7 @@ class FakeVLLM(FakeServer):
         body = await self._parse(request)
         if isinstance(body, web.Response):
             return body
-        await self._sleep(request, self.delay_first)
+        await self._first_byte(request, body)
         if self.fail_status is not None:
             return _error(self.fail_status, HTTPStatus(self.fail_status).phrase)
         model, err = self._check_model(body)

@@ -34,6 +34,16 @@ def test_defaults_fill_what_the_file_leaves_out() -> None:
     assert cfg.upstreams["vllm"].connect_timeout == 2.0
 
 
+def test_slow_request_deadlines_have_defaults_and_must_be_positive() -> None:
+    cfg = parse(MINIMAL)
+    assert (cfg.server.header_timeout, cfg.server.body_timeout) == (10.0, 30.0)
+    cfg = parse({**MINIMAL, "server": {"header_timeout": 2.5, "body_timeout": 4}})
+    assert (cfg.server.header_timeout, cfg.server.body_timeout) == (2.5, 4.0)
+    found = problems({**MINIMAL, "server": {"header_timeout": 0, "body_timeout": "fast"}})
+    assert any(p.startswith("server.header_timeout:") for p in found)
+    assert any(p.startswith("server.body_timeout:") for p in found)
+
+
 def test_every_problem_is_reported_at_once_and_names_its_key() -> None:
     found = problems(
         {

@@ -14,6 +14,7 @@ from proxy.config import parse
 from tests.conftest import config, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
+from tests.support.wait import wait_until
 
 Fake = FakeOllama | FakeVLLM
 HI = [{"role": "user", "content": "hi"}]
@@ -105,9 +106,16 @@ def test_models_lists_the_configured_aliases(fluido: httpx.Client) -> None:
 
 
 def test_health_answers_without_touching_upstreams(fluido: httpx.Client, upstream: Fake) -> None:
-    before = len(upstream.requests)
-    assert fluido.get("/health").json() == {"status": "ok"}
-    assert len(upstream.requests) == before
+    if isinstance(upstream, FakeOllama):  # start-up preloads the Ollama model: let that land first
+        wait_until(lambda: "POST /api/chat" in upstream.hits, "the start-up preload")
+    before = list(upstream.hits)
+    for _ in range(3):
+        assert fluido.get("/health").json() == {"status": "ok"}
+    assert upstream.hits == before, "/health reached the upstream"
+    # Positive control: /ready does probe the upstream, and the fake records that probe.
+    fluido.get("/ready")
+    probe = "GET /api/version" if isinstance(upstream, FakeOllama) else "GET /v1/models"
+    assert upstream.hits[len(before) :] == [probe]
 
 
 def test_a_sane_request_id_is_echoed_and_an_odd_one_replaced(fluido: httpx.Client) -> None:

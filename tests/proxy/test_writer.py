@@ -89,3 +89,18 @@ def test_the_error_frame_is_an_openai_error_object() -> None:
     assert orjson.loads(frame[6:]) == {
         "error": {"message": "stalled", "type": "upstream_error", "param": None, "code": "upstream_timeout"}
     }
+
+
+def test_a_content_chunk_renders_byte_for_byte_as_the_general_form() -> None:
+    """Content-only chunks take a shortcut; its bytes must be orjson's rendering of the full choice."""
+    w = writer(include_usage=True)
+    w.render(Chunk(role="assistant", content=""))
+    for chunk in (Chunk(content='a "quoted"\nline é 😀'), Chunk(content=""), Chunk(index=0, content="x")):
+        choice = {"index": 0, "delta": {"content": chunk.content}, "logprobs": None, "finish_reason": None}
+        head = b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"chat",'
+        assert w.render(chunk) == head + b'"choices":[' + orjson.dumps(choice) + b"]}\n\n"
+    with_usage = w.render(Chunk(content="y", usage=Usage(1, 2)))
+    assert [orjson.loads(f[6:])["choices"] for f in with_usage.split(b"\n\n")[:-1]] == [
+        [{"index": 0, "delta": {"content": "y"}, "logprobs": None, "finish_reason": None}],
+        [],
+    ]

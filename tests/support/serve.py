@@ -6,14 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import VLLM_MODEL, free_port
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,26 +27,30 @@ def vllm_config(path: Path, vllm_url: str, extra: str = "") -> Path:
 
 
 @contextmanager
-def serving(config: Path, workers: int) -> Iterator[str]:
-    """``fluido serve`` on a free port until the block ends (then SIGTERM, which must exit 0)."""
+def serving(config: Path, workers: int, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """``fluido serve`` on a free port until the block ends, then SIGTERM, after which it must shut down
+    cleanly: several workers' supervisor exits 0; one worker exits by that SIGTERM, which uvicorn re-raises
+    once its graceful shutdown is done.
+
+    ``env`` adds variables (API keys, a Prometheus multiprocess directory) to this process's environment."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    child_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | dict(env or {})
     command = ["serve", "--config", str(config), "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", *command], cwd=REPO, env=env, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "proxy.cli", *command], cwd=REPO, env=child_env, stdout=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, "fluido serve exited"
+        try:
+            return httpx.get(f"{base}/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "fluido serve did not come up"
-            time.sleep(0.2)
+        wait_until(up, "fluido serve to come up", 30)
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == (0 if workers > 1 else -signal.SIGTERM)

@@ -20,10 +20,11 @@ from tests.conftest import model_of, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
 from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_until
 
 Fake = FakeOllama | FakeVLLM
 HI = [{"role": "user", "content": "What is the boiling point of water?"}]
-ENV = {"A_KEY": "sk-a", "B_KEY": "sk-b", "ADMIN_KEY": "sk-admin"}
+ENV = {"A_KEY": "sk-a", "B_KEY": "sk-b", "C_KEY": "sk-c", "ADMIN_KEY": "sk-admin"}
 
 
 def cached(
@@ -36,7 +37,7 @@ def cached(
     }
     if redis is not None:
         data["cache"] = {**cache, "backend": "redis"}
-        data["redis"] = {"url": redis.url, "timeout": 0.3}
+        data["redis"] = {"url": redis.url, "timeout": 2.0}  # generous: a loaded machine is not an outage
     if keys is not None:
         data["keys"] = keys
     return parse(data, ENV)
@@ -151,6 +152,28 @@ def test_stream_and_non_stream_requests_hit_each_others_entries(upstream: Fake) 
     assert chat_count(upstream) == 1
 
 
+@pytest.mark.parametrize("tools", [False, True], ids=["text", "tool_calls"])
+def test_a_non_stream_entry_is_replayed_as_sse_through_the_sdk(upstream: Fake, tools: bool) -> None:
+    if tools:
+        upstream.tool_calls = [{"name": "lookup", "arguments": {"q": "water"}}]
+    with running(cached(upstream)) as url:
+        client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        whole = client.chat.completions.create(model="chat", messages=HI, temperature=0)
+        with client.chat.completions.with_streaming_response.create(
+            model="chat", messages=HI, temperature=0, stream=True, stream_options={"include_usage": True}
+        ) as raw:
+            assert raw.headers["x-fluido-cache"] == "hit"
+            assert raw.headers["content-type"].startswith("text/event-stream")
+        text, calls, usage, _ = sdk_stream(client)
+    message = whole.choices[0].message
+    assert text == (message.content or "")
+    assert [(n, json.loads(a)) for n, a in calls] == [
+        (t.function.name, json.loads(t.function.arguments)) for t in message.tool_calls or ()
+    ]
+    assert usage is not None and usage.total_tokens == whole.usage.total_tokens  # type: ignore[union-attr]
+    assert chat_count(upstream) == 1, "the stream was served from the non-stream entry"
+
+
 @pytest.mark.parametrize("fault", ["error_after", "drop_after"])
 def test_a_stream_that_fails_is_not_stored(upstream: Fake, fault: str) -> None:
     setattr(upstream, fault, 2)
@@ -170,8 +193,17 @@ def test_an_abandoned_stream_is_not_stored(upstream: Fake) -> None:
             lines = r.iter_lines()
             next(lines)
             lines.close()
+        # Wait until the upstream has seen the client leave: by then the stream would have been stored.
+        wait_until(lambda: upstream.disconnects == 1, "the upstream to see the client leave")
         upstream.delay_between = 0
         assert post(url).headers["x-fluido-cache"] == "miss"
+        # Check again once a whole reply has had time to finish: the abandoned one never lands later.
+        assert post(url).headers["x-fluido-cache"] == "hit", "positive control: a finished reply is stored"
+        upstream.delay_between = 0.05
+        with stream_chat(url) as r:
+            assert r.headers["x-fluido-cache"] == "hit"
+            r.read()
+    assert chat_count(upstream) == 2, "the abandoned stream and the one miss after it"
 
 
 def test_cache_control_no_cache_skips_the_lookup_and_no_store_skips_both(upstream: Fake) -> None:
@@ -196,6 +228,16 @@ def tenants() -> dict[str, Any]:
 
 def as_key(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
+
+
+def test_keys_with_share_cache_share_their_answers(vllm: FakeVLLM) -> None:
+    keys = {**tenants(), "c": {"key_env": "C_KEY", "share_cache": True}}
+    with running(cached(vllm, keys=keys)) as url:
+        assert post(url, as_key("sk-c")).headers["x-fluido-cache"] == "miss"
+        assert post(url, as_key("sk-admin")).headers["x-fluido-cache"] == "hit", "another sharing key"
+        assert post(url, as_key("sk-a")).headers["x-fluido-cache"] == "miss", "a key that does not share"
+        assert post(url, as_key("sk-c")).headers["x-fluido-cache"] == "hit"
+    assert chat_count(vllm) == 2
 
 
 def test_entries_are_isolated_per_api_key(vllm: FakeVLLM) -> None:

@@ -20,6 +20,10 @@ from middleware.cache.guard import same_specifics
         ("¿Cuál es la capital de Francia?", "Dime la capital de Francia"),
         ("¿No es malo el café?", "¿El café no es malo?"),
         ("How do I use NASA data?", "NASA data: how do I use it?"),
+        # Names are compared whatever their case: people type in lower case.
+        ("What is the capital of France?", "what's the capital of france"),
+        ("Reverse a list in Python", "reverse a list in python"),
+        ("how do i use nasa data", "How do I use NASA data?"),
     ],
 )
 def test_same_specifics_accepts_rewordings(query: str, candidate: str) -> None:
@@ -48,6 +52,11 @@ def test_same_specifics_accepts_rewordings(query: str, candidate: str) -> None:
         ("GDP of the USA", "GDP of the UK"),
         ("Is coffee good for you?", "Is coffee bad for you?"),
         ("¿Qué comer antes de correr?", "¿Qué comer después de correr?"),
+        # ... and still strictly: another name, a missing one, or the same names in another order.
+        ("What is the capital of France?", "what's the capital of spain"),
+        ("what is the capital of france", "What is the capital of Spain?"),
+        ("What is the capital of France?", "what's the capital"),
+        ("convert 100 fahrenheit to Celsius", "Convert 100 celsius to Fahrenheit"),
     ],
 )
 def test_same_specifics_rejects_a_different_question(query: str, candidate: str) -> None:

@@ -15,15 +15,25 @@ from middleware.classify.config import ClassifierConfig, Profile
 from middleware.classify.scorer import RuleScorer, apply_profile
 from proxy.config import parse
 from proxy.parsing import parse_chat
-from tests.conftest import OLLAMA_MODEL, VLLM_MODEL, running, upstream_for
+from tests.conftest import OLLAMA_MODEL, VLLM_MODEL, chats, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "query_classes.jsonl"
+DATA = Path(__file__).resolve().parents[2] / "data"
+# The scorer's weights were tuned on the tuning set; the held-out set was written apart and never used to
+# tune them, so only its figure says how the scorer does on prompts it has not seen.
+TUNING = DATA / "query_classes.tuning.jsonl"
+HELD_OUT = DATA / "query_classes.heldout.jsonl"
+LANGUAGES = {"en", "es", "fr", "de", "pt", "it"}
 
 
-def labelled() -> list[dict[str, str]]:
-    return [orjson.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+def labelled(path: Path = TUNING) -> list[dict[str, str]]:
+    return [orjson.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def accuracy(rows: list[dict[str, str]]) -> float:
+    scorer = RuleScorer(ClassifierConfig())
+    return sum(scorer.pick(r["prompt"]) == r["class"] for r in rows) / len(rows)
 
 
 @pytest.mark.parametrize(
@@ -39,24 +49,54 @@ def labelled() -> list[dict[str, str]]:
         ("Write a 1500-word essay on the history of the printing press.", "long"),
         ("Escribe un cuento largo sobre un faro abandonado, con detalle.", "long"),
         ("Résume cet article: " + "Le texte continue longuement. " * 40, "long"),
+        # A counting question is a word problem only when it gives numbers to work with.
+        ("how many moons does jupiter have", "short"),
+        ("how many apples are left if I eat 3 of 12?", "reasoning"),
+        (
+            "how many socks must I pull from a drawer of ten black and ten white to be sure of a pair?",
+            "reasoning",
+        ),
+        ("who is the prime minister of japan", "short"),
+        ("is 97 a prime number?", "reasoning"),
+        # Dates and times in a log are not arithmetic.
+        (
+            "my cron job logs this, why?\n2024-05-20 02:09:58 ERROR worker-3 exited with code 1\n"
+            "2024-05-20 02:10:01 ERROR worker-4 exited with code 1",
+            "code",
+        ),
+        ("write me two pages on the history of jazz", "long"),
+        ("my landing page is slow to load in php", "code"),
     ],
 )
 def test_the_fast_scorer_reads_the_last_user_turn(text: str, expected: str) -> None:
     assert RuleScorer(ClassifierConfig()).pick(text) == expected
 
 
-def test_the_fast_scorer_is_accurate_on_the_labelled_set() -> None:
-    rows = labelled()
-    scorer = RuleScorer(ClassifierConfig())
-    right = sum(scorer.pick(r["prompt"]) == r["class"] for r in rows)
-    assert len(rows) >= 200 and right / len(rows) >= 0.85
+def test_the_fast_scorer_is_accurate_on_held_out_prompts() -> None:
+    rows = labelled(HELD_OUT)
+    assert len(rows) >= 150 and accuracy(rows) >= 0.92
 
 
-def test_the_labelled_set_covers_every_class_and_several_languages() -> None:
+def test_the_fast_scorer_still_fits_its_tuning_set() -> None:
+    rows = labelled(TUNING)
+    assert len(rows) >= 200 and accuracy(rows) >= 0.85
+
+
+def test_the_labelled_sets_cover_every_class_and_several_languages() -> None:
     rows = labelled()
     assert set(collections.Counter(r["class"] for r in rows)) == {"short", "long", "code", "reasoning"}
     languages = collections.Counter(r["lang"] for r in rows)
     assert len(languages) >= 4 and languages["es"] >= 40
+
+
+def test_the_held_out_set_is_balanced_and_shares_no_prompt_with_the_tuning_set() -> None:
+    held_out = labelled(HELD_OUT)
+    classes = collections.Counter(r["class"] for r in held_out)
+    languages = collections.Counter(r["lang"] for r in held_out)
+    assert set(classes) == {"short", "long", "code", "reasoning"} and min(classes.values()) >= 40
+    assert set(languages) == LANGUAGES and min(languages.values()) >= 25
+    tuning = {r["prompt"].casefold() for r in labelled(TUNING)}
+    assert not [r["prompt"] for r in held_out if r["prompt"].casefold() in tuning]
 
 
 def test_configured_signals_add_a_class() -> None:
@@ -127,7 +167,8 @@ def test_classes_are_noted_and_profiles_reach_each_upstream_in_its_terms(
                           "messages": [{"role": "user", "content": "fix this:\n```py\nprint(x\n```"}]})  # fmt: skip
         metrics = httpx.get(f"{url}/metrics").text
     assert short.headers["x-fluido-query-class"] == "short" and short.headers["x-fluido-upstream"] == "ollama"
-    assert ollama.requests[-1]["options"] == {"num_predict": 64, "temperature": 0.3, "top_k": 20}
+    (sent,) = chats(ollama)
+    assert sent["options"] == {"num_predict": 64, "temperature": 0.3, "top_k": 20}
     assert code.headers["x-fluido-query-class"] == "code" and code.headers["x-fluido-upstream"] == "vllm"
     assert code.headers["x-fluido-routed-from"] == "chat" and code.json()["model"] == "coder"
     assert vllm.requests[-1]["max_tokens"] == 512 and vllm.requests[-1]["priority"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -120,4 +122,27 @@ async def test_an_unreachable_redis_is_limiter_unavailable() -> None:
         await backend.acquire([bucket(rpm=1)], 0)
     with pytest.raises(LimiterUnavailable):
         await backend.ping()
+    await backend.close()
+
+
+async def test_a_burst_larger_than_the_connection_pool_is_limited_exactly(limiter: Limiter) -> None:
+    """Hundreds of checks at once queue for a connection; none is mistaken for an unreachable Redis."""
+    burst = 300
+    grants = await asyncio.gather(*(limiter.acquire([bucket(concurrency=burst)], 0) for _ in range(burst)))
+    assert all(g.allowed for g in grants)
+    refused = await limiter.acquire([bucket(concurrency=burst)], 0)
+    assert not refused.allowed and refused.refused_by == "concurrency"
+    await asyncio.gather(*(limiter.settle(g, 0, 0) for g in grants))
+    assert (await limiter.acquire([bucket(concurrency=burst)], 0)).allowed
+
+
+async def test_a_dead_redis_still_fails_fast_under_a_burst() -> None:
+    """The wait for a free connection is bounded too: a burst against a dead Redis does not hang."""
+    backend = RedisLimiter(RedisConfig(url="redis://127.0.0.1:1/0", timeout=0.2), lease_seconds=60)
+    start = time.monotonic()
+    results = await asyncio.gather(
+        *(backend.acquire([bucket(rpm=1)], 0) for _ in range(200)), return_exceptions=True
+    )
+    assert all(isinstance(r, LimiterUnavailable) for r in results)
+    assert time.monotonic() - start < 5
     await backend.close()

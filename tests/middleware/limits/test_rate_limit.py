@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,9 +16,12 @@ import pytest
 from openai import OpenAI
 
 from proxy.config import Config, parse
-from tests.conftest import VLLM_MODEL, running, upstream_for
+from tests.conftest import OLLAMA_MODEL, VLLM_MODEL, running, upstream_for
+from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
 from tests.support.redis_server import RedisServer
+from tests.support.serve import serving, vllm_config
+from tests.support.wait import wait_until
 
 HI = [{"role": "user", "content": "hi"}]
 ENV = {"TUTOR_KEY": "sk-tutor", "OPS_KEY": "sk-ops"}
@@ -34,7 +39,7 @@ def limited(
     }
     if redis is not None:
         data["limits"] = {**data.get("limits", {}), "backend": "redis"}
-        data["redis"] = {"url": redis.url, "timeout": 0.3}
+        data["redis"] = {"url": redis.url, "timeout": 2.0}  # generous: a loaded machine is not an outage
     return parse(data, ENV)
 
 
@@ -100,15 +105,47 @@ def test_the_sdk_raises_rate_limit_error(vllm: FakeVLLM) -> None:
 
 
 def test_the_sdk_retries_after_the_advertised_wait_and_succeeds(vllm: FakeVLLM) -> None:
-    vllm.delay_first = 0.6
+    vllm.gate = threading.Event()  # the first request holds the only slot until the 429 has been seen
+    seen: list[tuple[float, str, httpx.Headers | None]] = []  # what the retrying client sent and got, timed
+
+    def sent(request: Any) -> None:
+        seen.append((time.monotonic(), "request", None))
+
+    def got(response: Any) -> None:
+        seen.append((time.monotonic(), str(response.status_code), response.headers))
+
+    hooks = {"request": [sent], "response": [got]}
     with running(limited(vllm, {"concurrency": 1})) as url:
-        client = OpenAI(base_url=url + "/v1", api_key="sk-tutor", max_retries=3)
+        client = OpenAI(base_url=url + "/v1", api_key="sk-tutor", max_retries=0)
         slow = threading.Thread(target=lambda: client.chat.completions.create(model="chat", messages=HI))
         slow.start()
-        time.sleep(0.2)
-        raw = client.chat.completions.with_raw_response.create(model="chat", messages=HI)
+        wait_until(lambda: vllm.requests, "the first request to hold the slot")
+        retrying = OpenAI(
+            base_url=url + "/v1",
+            api_key="sk-tutor",
+            max_retries=3,
+            http_client=openai.DefaultHttpxClient(event_hooks=hooks),
+        )
+        result: list[Any] = []
+        second = threading.Thread(
+            target=lambda: result.append(
+                retrying.chat.completions.with_raw_response.create(model="chat", messages=HI)
+            )
+        )
+        second.start()
+        wait_until(lambda: any(kind == "429" for _, kind, _ in seen), "the refusal")
+        vllm.gate.set()
         slow.join()
+        second.join()
+    (raw,) = result
     assert raw.retries_taken >= 1 and raw.parse().choices[0].message.content == vllm.reply
+    waits = [
+        (after[0] - at, float(headers["retry-after-ms"]) / 1000)
+        for (at, kind, headers), after in itertools.pairwise(seen)
+        if kind == "429" and headers is not None
+    ]
+    assert waits and all(advertised > 0 for _, advertised in waits)
+    assert all(waited >= advertised - 0.01 for waited, advertised in waits), waits
 
 
 def test_tokens_are_reconciled_after_a_streamed_reply(vllm: FakeVLLM, backend: RedisServer | None) -> None:
@@ -137,13 +174,70 @@ def test_a_client_leaving_mid_stream_releases_its_concurrency_slot(
             next(lines)
             assert chat(url).status_code == 429, "the slot is taken while the stream runs"
             lines.close()
-        deadline = time.monotonic() + 2
-        while (status := chat(url).status_code) == 429 and time.monotonic() < deadline:
-            time.sleep(0.05)
-    assert status == 200
+        wait_until(lambda: chat(url).status_code == 200, "the slot to be released")
+
+
+def test_tokens_are_given_back_when_the_upstream_fails(vllm: FakeVLLM, backend: RedisServer | None) -> None:
+    with running(limited(vllm, {"tpm": 5000}, redis=backend)) as url:
+        vllm.fail_status = 500
+        failed = chat(url, max_tokens=2000)
+        vllm.fail_status = None
+        after = chat(url, max_tokens=1)
+    assert failed.status_code == 502
+    assert int(failed.headers["x-ratelimit-remaining-tokens"]) < 5000 - 2000, "it was reserved"
+    # Nothing was generated: the next request sees the whole budget but its own small reservation.
+    assert after.status_code == 200 and int(after.headers["x-ratelimit-remaining-tokens"]) >= 5000 - 30
+
+
+@pytest.mark.parametrize("ending", ["client_leaves", "stream_breaks"])
+def test_tokens_are_settled_after_a_stream_ends_early(
+    vllm: FakeVLLM, backend: RedisServer | None, ending: str
+) -> None:
+    """No usage report comes from a stream cut short: what was generated is charged, not max_tokens."""
+    vllm.reply = " ".join(["word"] * 50)
+    if ending == "client_leaves":
+        vllm.delay_between = 0.1
+    else:
+        vllm.error_after = 3
+    body = {"model": "chat", "messages": HI, "stream": True, "max_tokens": 2000}
+    with running(limited(vllm, {"tpm": 5000}, redis=backend)) as url:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=TUTOR) as r:
+            reserved_left = int(r.headers["x-ratelimit-remaining-tokens"])
+            lines = r.iter_lines()
+            if ending == "client_leaves":
+                next(lines)
+                lines.close()
+            else:
+                assert "error" in "".join(lines)
+        vllm.error_after, vllm.reply = None, "ok"  # each check below then costs a few tokens only
+        polls: list[int] = []
+
+        def remaining() -> int:
+            polls.append(int(chat(url, max_tokens=1).headers["x-ratelimit-remaining-tokens"]))
+            return polls[-1]
+
+        left = wait_until(lambda: remaining() > 4000 and polls[-1], "the early end to be settled")
+    assert reserved_left < 5000 - 2000, "the reservation covered max_tokens"
+    # Charged: the prompt and the few words streamed (tens of tokens), the earlier checks (2 tokens each:
+    # one prompt word, one answer word) and the last check's own reservation; not max_tokens.
+    assert left >= 5000 - 50 - 2 * (len(polls) - 1) - 10, polls
 
 
 def test_two_fluido_processes_sharing_redis_enforce_one_limit(
+    vllm: FakeVLLM, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    extra = (
+        '[keys.tutor]\nkey_env = "TUTOR_KEY"\nrpm = 6\n[keys.ops]\nkey_env = "OPS_KEY"\n'
+        f'[limits]\nbackend = "redis"\n[redis]\nurl = "{redis_server.url}"\ntimeout = 2.0\n'
+    )
+    config = vllm_config(tmp_path / "config.toml", vllm.url, extra)
+    with ExitStack() as stack:
+        urls = [stack.enter_context(serving(config, workers=1, env=ENV)) for _ in range(2)]
+        statuses = [chat(urls[i % 2]).status_code for i in range(10)]
+    assert statuses.count(200) == 6 and statuses[6:] == [429] * 4
+
+
+def test_two_fluido_apps_in_one_process_sharing_redis_enforce_one_limit(
     vllm: FakeVLLM, redis_server: RedisServer
 ) -> None:
     cfg = limited(vllm, {"rpm": 6}, redis=redis_server)
@@ -154,7 +248,7 @@ def test_two_fluido_processes_sharing_redis_enforce_one_limit(
 
 
 def test_an_upstream_limit_holds_for_all_clients_together(vllm: FakeVLLM) -> None:
-    vllm.delay_first = 0.5
+    vllm.gate = threading.Event()
     cfg = parse(
         {
             "upstreams": {"up0": upstream_for(vllm, concurrency=1)},
@@ -165,12 +259,47 @@ def test_an_upstream_limit_holds_for_all_clients_together(vllm: FakeVLLM) -> Non
         first: list[int] = []
         slow = threading.Thread(target=lambda: first.append(chat(url, headers={}).status_code))
         slow.start()
-        time.sleep(0.2)
+        wait_until(lambda: vllm.requests, "the first request to reach the upstream")
         busy = chat(url, headers={})
+        vllm.gate.set()
         slow.join()
         after = chat(url, headers={})
     assert first == [200] and after.status_code == 200
     assert busy.status_code == 429 and "retry-after" in busy.headers
+    assert len(vllm.requests) == 2, "the refused request never reached the upstream"
+
+
+def test_an_upstreams_rpm_holds_for_all_keys_together(vllm: FakeVLLM) -> None:
+    cfg = parse(
+        {
+            "keys": {"tutor": {"key_env": "TUTOR_KEY"}, "ops": {"key_env": "OPS_KEY"}},
+            "upstreams": {"up0": upstream_for(vllm, rpm=2)},
+            "models": {"chat": {"targets": [{"upstream": "up0", "model": VLLM_MODEL}]}},
+        },
+        ENV,
+    )
+    ops = {"authorization": "Bearer sk-ops"}
+    with running(cfg) as url:
+        statuses = [chat(url).status_code, chat(url, headers=ops).status_code]
+        refused = chat(url, headers=ops)
+    assert statuses == [200, 200], "each key alone is far from any limit of its own"
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert len(vllm.requests) == 2
+
+
+def test_an_upstream_at_its_rpm_hands_over_to_the_next_target(vllm: FakeVLLM, ollama: FakeOllama) -> None:
+    cfg = parse(
+        {
+            "upstreams": {"up0": upstream_for(vllm, rpm=2), "up1": upstream_for(ollama)},
+            "models": {"chat": {"targets": [{"upstream": "up0", "model": VLLM_MODEL},
+                                            {"upstream": "up1", "model": OLLAMA_MODEL}]}},
+        }
+    )  # fmt: skip
+    with running(cfg) as url:
+        served = [chat(url, headers={}) for _ in range(3)]
+    assert [r.status_code for r in served] == [200, 200, 200]
+    assert [r.headers["x-fluido-upstream"] for r in served] == ["up0", "up0", "up1"]
+    assert len(vllm.requests) == 2 and served[2].json()["choices"][0]["message"]["content"] == ollama.reply
 
 
 @pytest.fixture

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import parse
@@ -16,6 +17,7 @@ from tests.conftest import VLLM_MODEL, config, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
 from tests.support.serve import serving, vllm_config
+from tests.support.wait import wait_until
 
 HI = [{"role": "user", "content": "hi"}]
 REPO = Path(__file__).resolve().parents[3]
@@ -83,25 +85,53 @@ def test_failed_attempts_and_fallbacks_are_counted(ollama: FakeOllama, vllm: Fak
 
 
 def test_in_flight_counts_requests_being_handled(client: httpx.Client, vllm: FakeVLLM) -> None:
-    vllm.delay_first = 0.5
+    vllm.gate = threading.Event()  # the chat stays in flight until the scrape is done
     worker = threading.Thread(
         target=lambda: client.post("/v1/chat/completions", json={"model": "chat", "messages": HI})
     )
     worker.start()
-    time.sleep(0.2)
+    wait_until(lambda: vllm.requests, "the chat to reach the upstream")
     during = samples(client.get("/metrics").text, "fluido_requests_in_flight")
+    vllm.gate.set()
     worker.join()
     assert during == 1, "the slow chat"
     assert samples(client.get("/metrics").text, "fluido_requests_in_flight") == 0
 
 
+def chats_per_worker(directory: Path) -> dict[str, float]:
+    """Each worker's own count of chat requests, read from the file it writes in the multiprocess directory."""
+    counts: dict[str, float] = {}
+    for path in directory.glob("counter_*.db"):
+        pid = path.stem.removeprefix("counter_")
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            _, sample, labels, *_ = orjson.loads(key)
+            if sample == "fluido_requests_total" and labels.get("route") == "/v1/chat/completions":
+                counts[pid] = counts.get(pid, 0.0) + value
+    return counts
+
+
 def test_metrics_from_several_workers_add_up(vllm: FakeVLLM, tmp_path: Path) -> None:
     config = vllm_config(tmp_path / "config.toml", vllm.url, "[log]\naccess_log = false\n")
-    with serving(config, workers=2) as base:
-        for _ in range(12):  # each on a new connection, so both workers take some
-            httpx.post(f"{base}/v1/chat/completions", json={"model": "chat", "messages": HI})
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    sent = 0
+
+    def both_served() -> bool:
+        nonlocal sent
+        # Each on a new connection, so the kernel hands it to either worker; until both have served.
+        httpx.post(f"{base}/v1/chat/completions", json={"model": "chat", "messages": HI})
+        sent += 1
+        return sent >= 12 and len(chats_per_worker(directory)) == 2
+
+    with serving(config, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(directory)}) as base:
+        wait_until(both_served, "both workers to serve chats", 60)
+        # A worker counts a request as it ends, which can be just after its client has the answer.
+        wait_until(lambda: sum(chats_per_worker(directory).values()) == sent, "every chat to be counted")
+        per_worker = chats_per_worker(directory)
         totals = [
             samples(httpx.get(f"{base}/metrics").text, "fluido_requests_total", route="/v1/chat/completions")
             for _ in range(4)
         ]
-    assert totals == [12, 12, 12, 12], "whichever worker answers the scrape, the sum is every worker's"
+    assert len(per_worker) == 2 and all(n >= 1 for n in per_worker.values()), per_worker
+    assert sum(per_worker.values()) == sent
+    assert totals == [sent] * 4, "whichever worker answers the scrape, the sum is every worker's"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from proxy.config import Config, parse
 from tests.conftest import VLLM_MODEL, free_port, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
+from tests.support.wait import wait_until
 
 
 def two_upstreams(ollama_url: str, vllm: FakeVLLM, **ready: Any) -> Config:
@@ -55,12 +57,24 @@ def test_unavailable_with_the_failing_checks_when_no_target_can_serve(vllm: Fake
 
 
 def test_results_are_cached_for_the_configured_seconds(ollama: FakeOllama, vllm: FakeVLLM) -> None:
-    with running(two_upstreams(ollama.url, vllm, model="ollama-only", cache_seconds=0.5)) as url:
+    with running(two_upstreams(ollama.url, vllm, model="ollama-only", cache_seconds=60)) as url:
         assert httpx.get(f"{url}/ready").status_code == 200
+        probes = ollama.hits.count("GET /api/version")
+        assert probes >= 1
+        assert httpx.get(f"{url}/ready").status_code == 200
+        assert ollama.hits.count("GET /api/version") == probes, "the second answer probed nothing"
         ollama.stop_thread()
         assert httpx.get(f"{url}/ready").status_code == 200, "served from the cache"
-        time.sleep(0.6)
-        assert httpx.get(f"{url}/ready").status_code == 503
+
+
+def test_cached_results_expire_after_the_configured_seconds(ollama: FakeOllama, vllm: FakeVLLM) -> None:
+    ttl = 0.5
+    with running(two_upstreams(ollama.url, vllm, model="ollama-only", cache_seconds=ttl)) as url:
+        checked = time.monotonic()  # before the check, so never later than the cache's own clock
+        assert httpx.get(f"{url}/ready").status_code == 200
+        ollama.stop_thread()
+        wait_until(lambda: httpx.get(f"{url}/ready").status_code == 503, "the cached result to expire")
+        assert time.monotonic() - checked >= ttl
 
 
 def test_an_embedded_model_not_started_yet_is_ready_on_standby(ollama: FakeOllama) -> None:
@@ -80,11 +94,10 @@ def test_an_embedded_model_not_started_yet_is_ready_on_standby(ollama: FakeOllam
             },
         }
     )
-    with running(cfg) as url:
-        deadline = time.monotonic() + 5
-        while not ollama.requests and time.monotonic() < deadline:  # start-up found Ollama serving
-            time.sleep(0.02)
-        time.sleep(0.2)
+    sink = io.BytesIO()
+    with running(cfg, log_sink=sink) as url:
+        # Start-up found Ollama serving, so it left the embedded model on standby.
+        wait_until(lambda: b'"warmup_finished"' in sink.getvalue(), "the start-up work to finish")
         ollama.stop_thread()
         r = httpx.get(f"{url}/ready")
     local = r.json()["checks"]["local"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import socket
-import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
+import orjson
 import pytest
 
 from proxy.config import parse
@@ -16,6 +18,7 @@ from proxy.errors import UpstreamUnavailable
 from proxy.upstream.embedded import EmbeddedServer, bundled_model_path
 from tests.conftest import free_port, running
 from tests.fakes.ollama import FakeOllama
+from tests.support.wait import wait_until
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -59,24 +62,52 @@ def test_the_bundled_model_file_is_found_without_importing_its_package() -> None
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
 
 
+def children_serving(port: int) -> list[int]:
+    """Processes of ours running llama.cpp's server on ``port``, found by their command line."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not a process directory
+            continue
+        if b"llama_cpp.server" in argv and str(port).encode() in argv:
+            found.append(int(proc.name))
+    return found
+
+
+def log_events(sink: io.BytesIO) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in sink.getvalue().splitlines()]
+
+
 def test_with_ollama_serving_the_child_is_never_started(ollama: FakeOllama) -> None:
     port = free_port()
-    with running(parse(default_like(ollama.url, port))) as url:
+    sink = io.BytesIO()
+    with running(parse(default_like(ollama.url, port)), log_sink=sink) as url:
         r = httpx.post(f"{url}/v1/chat/completions", json={"model": "default", "messages": HI})
         assert r.headers["x-fluido-upstream"] == "ollama"
-        time.sleep(0.5)
-        assert not listening(port)
-    assert ollama.requests[0] == {"model": "llama3.2:1b", "keep_alive": -1}, "the model was preloaded first"
+        (finished,) = wait_until(
+            lambda: [e for e in log_events(sink) if e["event"] == "warmup_finished"], "the start-up work"
+        )
+        assert finished["embedded_running"] == [], "start-up found Ollama serving and launched nothing"
+        assert not [e for e in log_events(sink) if e["event"].startswith("embedded_")], "never even tried"
+        assert children_serving(port) == [] and not listening(port)
+    preloads = [body for body in ollama.requests if "messages" not in body]
+    assert preloads == [{"model": "llama3.2:1b", "keep_alive": -1}], "the model was preloaded at start-up"
 
 
 def test_with_ollama_down_the_child_starts_in_the_background_at_startup() -> None:
+    """Also the positive control of the test above: its checks see a child when there is one."""
     port = free_port()
-    with running(parse(default_like(f"http://127.0.0.1:{free_port()}", port))):
-        deadline = time.monotonic() + 60
-        while not listening(port) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    sink = io.BytesIO()
+    with running(parse(default_like(f"http://127.0.0.1:{free_port()}", port)), log_sink=sink):
+        (finished,) = wait_until(
+            lambda: [e for e in log_events(sink) if e["event"] == "warmup_finished"], "the start-up work", 60
+        )
+        assert finished["embedded_running"] == ["local"]
         assert listening(port), "launched without any request"
+        assert len(children_serving(port)) == 1
     assert not listening(port), "stopped with Fluido"
+    assert children_serving(port) == []
 
 
 async def test_a_child_that_dies_is_started_again() -> None:

@@ -13,6 +13,7 @@ from proxy.config import Config, parse
 from tests.conftest import free_port, model_of, running, threaded, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
+from tests.support.wait import wait_until
 
 Fake = FakeOllama | FakeVLLM
 HI = [{"role": "user", "content": "hi"}]
@@ -137,17 +138,26 @@ def test_an_open_circuit_skips_the_failing_upstream(ollama: FakeOllama, backup: 
 
 def test_after_the_cooldown_a_probe_closes_the_circuit_again(ollama: FakeOllama, backup: FakeVLLM) -> None:
     ollama.fail_status = 500
+    cooldown = 1.5  # long enough that the next request surely falls inside it; the probe is waited for
     cfg = two_targets(
-        upstream_for(ollama), model_of(ollama), backup, breaker_failures=1, breaker_cooldown=0.3
+        upstream_for(ollama), model_of(ollama), backup, breaker_failures=1, breaker_cooldown=cooldown
     )
     with running(cfg) as url:
+        opened = time.monotonic()  # before the failure, so never later than the breaker's own clock
         ask(url, stream=False)
         ollama.fail_status = None
         ask(url, stream=False)
         assert chat_requests(ollama) == 1, "circuit open: skipped"
-        time.sleep(0.35)
-        r, text = ask(url, stream=False)
-        assert r.headers["x-fluido-upstream"] == "first" and text == ollama.reply
+        # Ask until the first upstream serves again: every request before that goes to the backup.
+        r, text = wait_until(
+            lambda: (answer := ask(url, stream=False))[0].headers["x-fluido-upstream"] == "first" and answer,
+            "the probe after the cooldown",
+        )
+        probed = time.monotonic()
+        assert text == ollama.reply and chat_requests(ollama) == 2, "one probe, and it closed the circuit"
+        assert probed - opened >= cooldown, "no probe before the cooldown ended"
+        r, _ = ask(url, stream=False)
+        assert r.headers["x-fluido-upstream"] == "first" and chat_requests(ollama) == 3, "closed again"
 
 
 def test_a_stalled_stream_ends_with_a_timeout_error_event(ollama: FakeOllama, backup: FakeVLLM) -> None:
