@@ -1,6 +1,6 @@
 """Fluido as the benchmark runs it: one uvicorn worker (uvloop, httptools) in front of one upstream.
 
-It is built the way ``fluido serve`` builds a worker: ``create_app`` on a parsed config, with one
+It is built and served the way ``fluido serve`` runs a worker: ``create_app`` on a parsed config, with one
 OpenAI-compatible upstream in place of the configured ones, so that every request takes the ordinary
 routed path. Run: ``python -m bench.fluido_server --port 9002 --upstream http://127.0.0.1:9000/v1
 [--features routing|full|default]``.
@@ -88,8 +88,10 @@ def main() -> None:
     if args.cache_redis:
         data |= {"cache": {"backend": "redis"}, "redis": {"url": args.cache_redis}}
     cfg = parse(data, environ={"BENCH_KEY": BENCH_KEY})
-    uvicorn.run(create_app(cfg), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)  # fmt: skip
+    # The protocol `fluido serve` runs (uvicorn's httptools one, with a deadline on request headers).
+    uvicorn.run(create_app(cfg), host="127.0.0.1", port=args.port, loop="uvloop",
+                http="proxy.http_protocol:HeaderDeadlineProtocol", log_level="warning",
+                access_log=False)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -219,8 +219,7 @@ def _summary(results: dict[Key, Result], startups: dict[str, Startup]) -> None:
 def _goals(results: dict[Key, Result], startups: dict[str, Startup], added: Added) -> None:
     g = GOALS
     hit = results[(1, "json", "hit")]
-    p50, p99 = percentile_ms(hit.latency, 0.5), percentile_ms(hit.latency, 0.99)
-    hit_ok = p50 <= g["hit_p50"] and p99 <= g["hit_p99"]
+    hit_p50, hit_p99 = percentile_ms(hit.latency, 0.5), percentile_ms(hit.latency, 0.99)
     checks = [
         (f"full CPU/request <= {g['cpu_json']}x bare",
          paired_ratio(results, (16, "json", "full"), (16, "json", "bare"))[0] <= g["cpu_json"]),
@@ -233,7 +232,8 @@ def _goals(results: dict[Key, Result], startups: dict[str, Startup], added: Adde
          max(added("json", "full", 0.5), added("stream", "full", 0.5, True)) <= g["added_p50"]),
         (f"full added p99 <= {g['added_p99']} ms (non-stream, first token)",
          max(added("json", "full", 0.99), added("stream", "full", 0.99, True)) <= g["added_p99"]),
-        (f"cache hit p50 <= {g['hit_p50']} ms, p99 <= {g['hit_p99']} ms", hit_ok),
+        (f"cache hit p50 <= {g['hit_p50']} ms (non-stream, end to end)", hit_p50 <= g["hit_p50"]),
+        (f"cache hit p99 <= {g['hit_p99']} ms (non-stream, end to end)", hit_p99 <= g["hit_p99"]),
         (f"RSS after start <= {g['rss']:.0f} MB (no embedding model)", startups["full"].rss_mb <= g["rss"]),
         (f"start-up to first answer <= {g['startup']:.0f} s", startups["full"].seconds <= g["startup"]),
     ]  # fmt: skip

@@ -39,6 +39,7 @@ from middleware.limits import (
     RateLimit,
     RedisLimiter,
 )
+from middleware.rag import Rag
 from proxy.asgi import App
 from proxy.chain import build_chain
 from proxy.config import Config
@@ -120,6 +121,20 @@ def build_buffer_parts(
     return parts, own
 
 
+def build_rag(cfg: Config) -> Rag | None:
+    """Retrieval and injection when ``[rag]`` is enabled; each alias's context window comes from its first
+    target: the embedded server's n_ctx, or the largest num_ctx allowed for an Ollama model."""
+    if not cfg.rag.enabled:
+        return None
+    windows = {}
+    for alias, model in cfg.models.items():
+        first = model.targets[0]
+        embedded = cfg.upstreams[first.upstream].embedded
+        windows[alias] = embedded.n_ctx if embedded is not None else first.max_context
+    admins = {name: key.admin for name, key in cfg.keys.items()}
+    return Rag(cfg.rag, admins, cfg.rag.models, windows, cfg.server.max_body_bytes, cfg.server.body_timeout)
+
+
 def build_middleware(
     cfg: Config,
     limiter: Limiter | None,
@@ -127,6 +142,7 @@ def build_middleware(
     cache: ResponseCache | None,
     upstreams: Mapping[str, Upstream],
     buffer: BufferParts | None = None,
+    rag: Rag | None = None,
 ) -> list[Middleware]:
     """The chain, outermost first. Each entry is present only when enabled in the config."""
     chain: list[Middleware] = []
@@ -137,8 +153,12 @@ def build_middleware(
         chain.append(Classify(build_classifier(cfg.classifier), cfg.classifier.profiles))
         if cfg.classifier.compaction:
             chain.append(Compact(cfg.classifier.profiles, build_token_counter(cfg, upstreams)))
+    if rag is not None:
+        chain.append(rag.version)  # the cache's key covers the stores' generations ...
     if cache is not None:
         chain.append(cache)
+    if rag is not None:
+        chain.append(rag.inject)  # ... of the context injected here, after a miss
     if buffer is not None:
         chain.append(buffer.buffer)  # last: right before the router, which it keeps at L per upstream
     return chain
@@ -210,7 +230,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     router = Router(cfg.models, upstreams, limiter)
     cache = build_cache(cfg, metrics)
     buffer, buffer_limiter = build_buffer_parts(cfg, limiter, metrics, upstreams)
-    chain = build_chain(build_middleware(cfg, limiter, metrics, cache, upstreams, buffer), router)
+    rag = build_rag(cfg)
+    chain = build_chain(build_middleware(cfg, limiter, metrics, cache, upstreams, buffer, rag), router)
     log_writer = configure_logging(cfg.log, log_sink)
     if metrics is not None:
         log_writer.on_drop = metrics.log_dropped.inc
@@ -228,6 +249,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         gc.freeze()
         # The semantic index loads an embedding model: in the background, and used once it is ready.
         indexing = asyncio.create_task(attach_semantic_index(cache, cfg.cache.semantic)) if cache else None
+        if rag is not None:
+            rag.start()  # loads its model in the background; chat goes on without context until then
         if buffer is not None:
             buffer.start()
         try:
@@ -245,6 +268,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
                 await buffer_limiter.close()
             if cache is not None:
                 await cache.close()
+            if rag is not None:
+                await rag.close()
             for up in upstreams.values():
                 await up.adapter.close()
                 if up.launcher is not None:
@@ -269,6 +294,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         dependencies["cache_redis"] = Dependency(cache.store.ping, required=False)
     if cache is not None and cfg.cache.semantic.enabled:
         dependencies["chroma"] = Dependency(cache.ping_index, required=False)
+    if rag is not None:
+        dependencies["rag_chroma"] = Dependency(rag.ping, required=False)
     readiness = Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds, dependencies)
     body_timeout = cfg.server.body_timeout
     runtime = Runtime({key.name for key in cfg.keys.values() if key.admin}, keyed=bool(cfg.keys))
@@ -286,6 +313,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     routes += ollama
     if metrics is not None and listener is None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    if rag is not None:
+        routes += rag.api.routes()
     if cache is not None:
         purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes, body_timeout)
         routes.append(Route("/admin/cache/purge", purge, methods=["POST"]))

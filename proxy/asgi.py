@@ -111,7 +111,7 @@ class DisconnectWatch:
 
     __slots__ = ("_receive", "_start", "_task", "_watcher", "finished", "gone")
 
-    def __init__(self, receive: Receive, delay: float = WATCH_DELAY_SECONDS) -> None:
+    def __init__(self, receive: Receive, delay: float = 0.0) -> None:
         self.gone = False
         self.finished = False
         self._task = asyncio.current_task()

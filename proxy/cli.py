@@ -1,4 +1,4 @@
-"""``fluido serve`` and ``fluido check-config``."""
+"""``fluido serve``, ``fluido check-config`` and ``fluido ingest``."""
 
 from __future__ import annotations
 
@@ -68,6 +68,14 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def ingest(args: argparse.Namespace) -> int:
+    # The CLI is a composition point, like the app factory: the command itself lives with RAG, imported
+    # only when it runs.
+    from middleware.rag.cli import ingest_command
+
+    return ingest_command(load(args.config).rag, args.store, args.paths)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="fluido", description="OpenAI-compatible proxy for self-hosted LLMs.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -80,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration and summarise it")
     check.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.toml")
     check.set_defaults(handler=check_config)
+    load_docs = commands.add_parser("ingest", help="load documents into a vector store (RAG)")
+    load_docs.add_argument("--config", default=DEFAULT_CONFIG, help="path to config.toml")
+    load_docs.add_argument("--store", required=True, help="vector store name or id (created if missing)")
+    load_docs.add_argument(
+        "paths", nargs="+", metavar="PATH", help="txt, md, html or jsonl files, or folders"
+    )
+    load_docs.set_defaults(handler=ingest)
     # Listed for --help only: main() hands "bench" and its arguments to the tool's own parser.
     commands.add_parser("bench", help="load-test and compare endpoints (fluido bench --help)", add_help=False)
     return root

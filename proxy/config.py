@@ -3,6 +3,7 @@ frozen dataclasses. Every problem is reported at once, each naming its key."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from middleware.buffer.config import BufferConfig, parse_buffer
 from middleware.cache import CacheConfig, parse_cache
 from middleware.classify import ClassifierConfig, parse_classifier
 from middleware.limits import KeyConfig, LimitsConfig, RedisConfig, parse_keys, parse_limits, parse_redis
+from middleware.rag.config import RagConfig, parse_model_rag, parse_rag
 from proxy.config_reader import Reader
 from proxy.config_upstreams import ModelConfig, UpstreamConfig, parse_model, parse_upstream
 
@@ -73,6 +75,7 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    rag: RagConfig = field(default_factory=RagConfig)
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
 
@@ -137,6 +140,12 @@ def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Con
         name: parse_upstream(name, Reader(table, f"upstreams.{name}", problems))
         for name, table in root.table_of("upstreams").items()
     }
+    # [models.<alias>.rag] belongs to the RAG section: read there, so the model section stays RAG-free.
+    model_rag = {}
+    for alias, table in root.table_of("models").items():
+        if isinstance(table, dict) and "rag" in table:
+            reader = Reader(table.pop("rag"), f"models.{alias}.rag", problems)
+            model_rag[alias] = parse_model_rag(reader)
     models = {
         alias: parse_model(alias, Reader(table, f"models.{alias}", problems), upstreams)
         for alias, table in root.table_of("models").items()
@@ -161,12 +170,15 @@ def parse(data: dict[str, Any], environ: Mapping[str, str] | None = None) -> Con
     classifier = parse_classifier(Reader(root.table_of("classifier"), "classifier", problems), models)
     cache = parse_cache(Reader(root.table_of("cache"), "cache", problems))
     buffer = parse_buffer(Reader(root.table_of("buffer"), "buffer", problems), upstreams)
+    rag = dataclasses.replace(parse_rag(Reader(root.table_of("rag"), "rag", problems)), models=model_rag)
+    if model_rag and not rag.enabled:
+        problems += [f"models.{alias}.rag: needs [rag] enabled = true" for alias in model_rag]
     root.done()
     if problems:
         raise ConfigError(problems)
     return Config(
         server=server, log=log, metrics=metrics, ready=ready, limits=limits, redis=redis, keys=keys,
-        classifier=classifier, cache=cache, buffer=buffer, upstreams=upstreams, models=models,
+        classifier=classifier, cache=cache, rag=rag, buffer=buffer, upstreams=upstreams, models=models,
     )  # fmt: skip
 
 

@@ -5,6 +5,7 @@
     ├── AuthenticationFailed      401 authentication_error
     ├── PermissionDenied          403 permission_denied
     ├── ModelNotFound             404 model_not_found
+    ├── NotFound                  404 not_found (a file, a vector store)
     ├── RequestTimeout            408 request_timeout (headers or body too slow to arrive)
     ├── BodyTooLarge              413 request_too_large
     ├── UnsupportedEncoding       415 unsupported_encoding (a compressed request body)
@@ -74,6 +75,12 @@ class ModelNotFound(FluidoError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class NotFound(FluidoError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
 
 
 class RequestTimeout(FluidoError):

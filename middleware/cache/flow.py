@@ -34,6 +34,8 @@ from proxy.writer import message_body
 log = structlog.get_logger("fluido.cache")
 # Body fields that do not change the answer.
 NEUTRAL_EXTRAS = frozenset({"user", "metadata", "store", "stream_options", "service_tier", "keep_alive"})
+# RAG outcomes (its ``rag`` note) where the reply lacks the context the key was made for.
+RAG_DEGRADED = frozenset({"unavailable", "store_missing"})
 
 
 class Candidate(Protocol):
@@ -87,8 +89,11 @@ def params_of(req: ChatRequest) -> dict[str, Any]:
     }
 
 
-def exact_digest(req: ChatRequest) -> str:
-    return _digest({"params": params_of(req), "messages": [message_body(m) for m in req.messages]})
+def exact_digest(req: ChatRequest, rag_version: str | None = None) -> str:
+    params = params_of(req)
+    if rag_version:  # the injected context is a function of the request and the stores' generations
+        params["rag"] = rag_version
+    return _digest({"params": params, "messages": [message_body(m) for m in req.messages]})
 
 
 def deterministic(req: ChatRequest) -> bool:
@@ -121,11 +126,13 @@ class ResponseCache:
 
     async def __call__(self, call: Call, next: Handler) -> Reply:
         req, notes, control = call.request, call.notes, call.trace.cache_control
-        if "no-store" in control or not (self.cfg.sampled or deterministic(req)):
+        rag = notes.get("rag_version")
+        # RAG could not tell which generation of its stores this request reads: neither look up nor store.
+        if "no-store" in control or not (self.cfg.sampled or deterministic(req)) or rag == "unavailable":
             notes["cache"] = "bypass"
             return await next(call)
         namespace = self.namespace(call)
-        key = cache_key(namespace, exact_digest(req))
+        key = cache_key(namespace, exact_digest(req, rag))
         semantic = self._semantic_query(call)
         if "no-cache" not in control:
             if (reply := await self._lookup(key, req.stream)) is not None:
@@ -139,6 +146,8 @@ class ResponseCache:
                     return reply
         notes["cache"] = "miss"
         reply = await next(call)
+        if notes.get("rag") in RAG_DEGRADED:  # answered without the context its key stands for
+            return reply
         index_entry = (semantic, self._where(namespace, req)) if semantic is not None else None
         if isinstance(reply, Completion):
             await self._store(key, encode_completion(reply), index_entry)
@@ -164,6 +173,8 @@ class ResponseCache:
         """The text to look up by meaning, if this request may be answered by a near-repeat at all."""
         req, semantic = call.request, self.cfg.semantic
         if self.index is None or call.notes.get("query_class") not in semantic.classes or req.tools:
+            return None
+        if "rag_version" in call.notes:  # a paraphrase retrieves other passages: exact repeats only
             return None
         users = [m for m in req.messages if m.role == "user"]
         if len(users) > semantic.max_turns or any(m.role == "tool" or m.tool_calls for m in req.messages):

@@ -35,6 +35,7 @@ ROUTES = frozenset(
         "/api/ps", "/api/version",
     }
 )  # fmt: skip
+RAG_RESULTS = frozenset({"injected", "none", "no_room", "unavailable", "store_missing"})
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
@@ -139,6 +140,27 @@ class Metrics:
             "Cache look-ups or stores that could not reach their store.",
             registry=r,
         )
+        self.rag_requests = Counter(
+            "fluido_rag_requests",
+            "Chat requests that asked for RAG, by outcome: injected, none (nothing above the minimum score), "
+            "no_room, unavailable (Chroma down or retrieval loading), store_missing.",
+            ["model", "result"],
+            registry=r,
+        )
+        self.rag_retrieval = Histogram(
+            "fluido_rag_retrieval_seconds", "Time to retrieve passages for one chat request.",
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 5), registry=r,
+        )  # fmt: skip
+        self.rag_passages = Histogram(
+            "fluido_rag_passages_injected", "Passages injected into one chat request.", ["model"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 20, 50), registry=r,
+        )  # fmt: skip
+        self.rag_tokens = Counter(
+            "fluido_rag_tokens_added",
+            "Prompt tokens (estimated) added by RAG context.",
+            ["model"],
+            registry=r,
+        )
         self.log_dropped = Counter(
             "fluido_log_records_dropped", "Log records dropped because the log queue was full.", registry=r
         )
@@ -218,6 +240,13 @@ class Metrics:
             child(self.tokens_saved, model).inc(int(saved))
         if result := notes.get("cache"):
             child(self.cache_results, model, result).inc()
+        if rag := notes.get("rag"):
+            child(self.rag_requests, model, rag if rag in RAG_RESULTS else "other").inc()
+            if ms := notes.get("rag_ms"):
+                self.rag_retrieval.observe(float(ms) / 1000)
+            if passages := notes.get("rag_passages"):
+                child(self.rag_passages, model).observe(int(passages))
+                child(self.rag_tokens, model).inc(int(notes.get("rag_tokens", "0")))
         if limit := notes.get("rate_limited"):
             child(self.rate_limited, model, limit).inc()
         for name, kind in trace.upstream_failures:

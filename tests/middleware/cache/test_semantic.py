@@ -3,10 +3,6 @@ outages."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +13,7 @@ import pytest
 from middleware.cache.semantic import Candidate, SemanticIndex, SemanticUnavailable
 from proxy.services.embedder import Embedder, load_minilm
 from tests.conftest import free_port
+from tests.support.chroma_server import ChromaServer
 from tests.support.counting_model import CountingModel
 
 PAIRS = [
@@ -30,32 +27,6 @@ PAIRS = [
 # 0.832 and 0.841 similar, and one drops a name: "de Francia" vs "francesa"); the different questions that
 # the guard cannot see peak at 0.756, so 0.85 leaves a margin on both sides.
 THRESHOLD = 0.85
-
-
-class ChromaServer:
-    """A real ``chroma run`` on a free port; ``stop()`` then ``start()`` keeps the port and the data."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.port = path, free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = str(Path(sys.executable).parent / "chroma")
-        command = [binary, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)]
-        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("chroma did not start")
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--n_ctx")
     parser.add_argument("--n_threads")
     parser.add_argument("--verbose")
+    parser.add_argument("--interrupt_requests")
     args = parser.parse_args()
     fake = PacedVLLM(tokens=8, interval=0.05)
     fake.models = [args.model_alias]

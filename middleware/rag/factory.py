@@ -1,0 +1,20 @@
+"""Builds the retrieval service from ``[rag]``. Blocking (loads the embedding model): call it in a thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from middleware.rag.backend import ChromaBackend
+from middleware.rag.chunking import Chunker, ChunkSpec, load_tokenizer
+from middleware.rag.config import RagConfig
+from middleware.rag.retrieval import Retrieval
+from proxy.services.embedder import Embedder, bundled_minilm_path
+
+
+def build_retrieval(cfg: RagConfig) -> Retrieval:
+    Path(cfg.path).mkdir(parents=True, exist_ok=True)
+    chunker = Chunker(load_tokenizer(bundled_minilm_path()), ChunkSpec(cfg.chunk_tokens, cfg.chunk_overlap))
+    # Its own embedder (the shared class, its own model and thread): a long ingest batch must not hold up
+    # the semantic cache's look-ups. Query vectors are cached in memory and in SQLite next to the stores.
+    embedder = Embedder(cache_path=Path(cfg.path) / "query-embeddings.sqlite")
+    return Retrieval(cfg, ChromaBackend(cfg), embedder, chunker)

@@ -1,0 +1,157 @@
+"""Each store's snapshot in this process, kept fresh.
+
+A store is loaded on first use (from the copy saved under ``[rag] path`` when its generation still
+matches, else rebuilt from Chroma). After that, a write through this process, or the poll that reads the
+generations of the stores in use every ``refresh_seconds``, schedules a rebuild in the background; queries
+keep the snapshot they have until the new one replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from middleware.rag import catalog, snapshot
+from middleware.rag.backend import ChromaBackend, RagUnavailable
+from middleware.rag.config import RagConfig
+from middleware.rag.lexical import Analyzer
+from middleware.rag.snapshot import Snapshot
+
+T = TypeVar("T")
+
+
+class StoreMissing(Exception):
+    """No vector store with this id."""
+
+
+class Snapshots:
+    def __init__(
+        self,
+        cfg: RagConfig,
+        backend: ChromaBackend,
+        analyzer: Analyzer,
+        cpu: Callable[..., Awaitable[Any]],
+    ) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.analyzer = analyzer
+        self.cpu = cpu
+        self._snapshots: dict[str, Snapshot] = {}
+        self._generations: dict[str, str] = {}  # the newest generation known per store in use
+        self._rebuilds: dict[str, asyncio.Task[None]] = {}
+        self._loading: dict[str, asyncio.Task[Snapshot]] = {}
+        self._refresher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._refresher = asyncio.create_task(self._refresh_loop())
+
+    def held(self, store_id: str) -> Snapshot | None:
+        """The snapshot in use, if the store is loaded."""
+        return self._snapshots.get(store_id)
+
+    def forget(self, store_id: str) -> None:
+        self._snapshots.pop(store_id, None)
+        self._generations.pop(store_id, None)
+        if (task := self._rebuilds.pop(store_id, None)) is not None:
+            task.cancel()
+
+    def moved(self, store_id: str, generation: str) -> None:
+        if store_id in self._snapshots:  # only stores in use are kept fresh; others load on first use
+            self._generations[store_id] = generation
+            self._schedule(store_id)
+
+    def _schedule(self, store_id: str) -> None:
+        if (task := self._rebuilds.get(store_id)) is None or task.done():
+            self._rebuilds[store_id] = asyncio.create_task(self._rebuild_until_fresh(store_id))
+
+    async def _rebuild_until_fresh(self, store_id: str) -> None:
+        with contextlib.suppress(RagUnavailable, StoreMissing):
+            while (wanted := self._generations.get(store_id)) is not None:
+                current = self._snapshots.get(store_id)
+                if current is None or current.generation == wanted:
+                    return
+                fresh = await self._build(store_id, wanted, current)
+                if store_id in self._snapshots:
+                    self._snapshots[store_id] = fresh
+
+    async def _build(self, store_id: str, generation: str, old: Snapshot) -> Snapshot:
+        cfg, analyzer = self.cfg, self.analyzer
+        # Chroma reads go through the backend's pool; the BM25 build runs in that worker too, which
+        # keeps it off the event loop and limits rebuilds to the backend's two threads.
+        fresh = await self.backend.run(
+            lambda b: snapshot.rebuild(b, store_id, generation, old, analyzer, cfg.bm25_k1, cfg.bm25_b),
+            wait=max(60.0, cfg.timeout * 10),
+        )
+        with contextlib.suppress(OSError):
+            await self.cpu(snapshot.save, fresh, self._saved(store_id))
+        return fresh
+
+    def _saved(self, store_id: str) -> Path:
+        return Path(self.cfg.path) / "bm25" / store_id
+
+    async def get(self, store_id: str) -> Snapshot:
+        """The store's snapshot; the first use in this process loads (or builds) it."""
+        if (known := self._snapshots.get(store_id)) is not None:
+            return known
+        task = self._loading.get(store_id)
+        if task is None:
+            task = self._loading[store_id] = asyncio.create_task(self._first_load(store_id))
+            task.add_done_callback(lambda _: self._loading.pop(store_id, None))
+        return await asyncio.shield(task)
+
+    async def _first_load(self, store_id: str) -> Snapshot:
+        found = await self.backend.run(lambda b: catalog.get_stores(b, [store_id]))
+        if not found:
+            raise StoreMissing(store_id)
+        generation = found[0].generation
+        saved = await self.cpu(snapshot.load, self._saved(store_id)) or Snapshot.empty()
+        snap = saved if saved.generation == generation else await self._build(store_id, generation, saved)
+        self._snapshots[store_id] = snap
+        self._generations[store_id] = generation
+        return snap
+
+    async def prepare(self, store_id: str) -> None:
+        """Loads, brings up to date and saves the store's snapshot (``fluido ingest`` ends with it)."""
+        await self.get(store_id)
+        if (task := self._rebuilds.get(store_id)) is not None:
+            await task
+
+    async def generation(self, store_id: str) -> str:
+        """The store's generation as this process knows it (loading the store if needed)."""
+        if (known := self._generations.get(store_id)) is not None:
+            return known
+        return (await self.get(store_id)).generation
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.refresh_seconds)
+            in_use = list(self._snapshots)
+            if not in_use:
+                continue
+            try:
+                records = await self.backend.run(partial(catalog.get_stores, ids=in_use))
+            except RagUnavailable:
+                continue
+            found = {r.id: r.generation for r in records}
+            for store_id in in_use:
+                generation = found.get(store_id)
+                if generation is None:
+                    self.forget(store_id)  # deleted through another replica
+                    continue
+                self._generations[store_id] = generation
+                snap = self._snapshots.get(store_id)
+                # Also when a rebuild failed earlier (Chroma was down): retried until it lands.
+                if snap is not None and snap.generation != generation:
+                    self._schedule(store_id)
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._refresher, *self._rebuilds.values(), *self._loading.values()) if t]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
