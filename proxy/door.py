@@ -108,6 +108,15 @@ class ChatDoor(Protocol[S]):
         ...
 
 
+def as_fluido(exc: Exception, event: str, doing: str) -> FluidoError:
+    """``exc`` if it is one of Fluido's errors; otherwise a bug: logged with its traceback as ``event``, and
+    told to the client only as "Fluido failed ``doing``"."""
+    if isinstance(exc, FluidoError):
+        return exc
+    log.exception(event)
+    return InternalError(f"Fluido failed {doing}.")
+
+
 async def send_failure(
     send: Send, trace: Trace, error: FluidoError, render: ChatDoor[S] | EmbedDoor[S]
 ) -> None:
@@ -135,13 +144,10 @@ class ChatRoute(Generic[S]):
             answer = None if req is not None else await door.answer(state, trace)
         except ClientGone:
             return
-        except FluidoError as exc:
-            await send_failure(send, trace, exc, door)
-            return
-        except Exception:
-            # A bug in validation: still a reply in the door's shape, never a plain-text 500.
-            log.exception("request_parsing_failed")
-            await send_failure(send, trace, InternalError("Fluido failed to read the request."), door)
+        except Exception as exc:
+            # A bug in validation too is answered in the door's shape, never as a plain-text 500.
+            error = as_fluido(exc, "request_parsing_failed", "to read the request")
+            await send_failure(send, trace, error, door)
             return
         if req is None:
             await send_bytes(send, 200, answer or b"", [*door.json_headers, *note_headers(trace)])
@@ -168,13 +174,10 @@ class ChatRoute(Generic[S]):
             if not watch.absorb():
                 raise
             trace.notes["client_gone"] = "1"
-        except FluidoError as exc:
+        except Exception as exc:
             watch.finished = True
-            await send_failure(send, trace, exc, door)
-        except Exception:
-            log.exception("request_failed")
-            watch.finished = True
-            await send_failure(send, trace, InternalError("Fluido failed to handle the request."), door)
+            error = as_fluido(exc, "request_failed", "to handle the request")
+            await send_failure(send, trace, error, door)
         finally:
             watch.close()
 
@@ -209,12 +212,9 @@ class ChatRoute(Generic[S]):
                     last = writer.done()
                 except FluidoError as exc:
                     last = door.error_frame(failed(trace, exc))
-            except FluidoError as exc:
-                last = door.error_frame(failed(trace, exc))  # never a "done" frame after a failure
-            except Exception:
-                log.exception("stream_failed")
-                error = InternalError("Fluido failed while streaming the reply.")
-                last = door.error_frame(failed(trace, error))
+            except Exception as exc:
+                error = as_fluido(exc, "stream_failed", "while streaming the reply")
+                last = door.error_frame(failed(trace, error))  # never a "done" frame after a failure
             finally:
                 if text is not None:
                     trace.completion = clip("".join(text), self.content_chars)
@@ -260,12 +260,8 @@ class EmbedRoute(Generic[S]):
             body = door.encode(result, tokens, state, trace)
         except ClientGone:
             return
-        except FluidoError as exc:
-            await send_failure(send, trace, exc, door)
-            return
-        except Exception:
-            log.exception("request_failed")
-            await send_failure(send, trace, InternalError("Fluido failed to handle the request."), door)
+        except Exception as exc:
+            await send_failure(send, trace, as_fluido(exc, "request_failed", "to handle the request"), door)
             return
         if tokens is not None:
             trace.usage = Usage(tokens, 0)
