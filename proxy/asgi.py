@@ -8,7 +8,7 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,9 +191,15 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, error: FluidoError, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_error(
+    send: Send,
+    error: FluidoError,
+    headers: list[tuple[bytes, bytes]],
+    body: Callable[[FluidoError], bytes] = render,
+) -> None:
+    """``error`` as the whole reply, in OpenAI's shape unless ``body`` renders another (Ollama's)."""
     extra = encode_headers(error.headers().items())
-    await send_bytes(send, error.status, render(error), [JSON_TYPE, *headers, *extra])
+    await send_bytes(send, error.status, body(error), [JSON_TYPE, *headers, *extra])
 
 
 @functools.lru_cache(maxsize=256)

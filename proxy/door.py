@@ -17,16 +17,15 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from proxy.asgi import (
-    JSON_TYPE,
     WATCH_DELAY_SECONDS,
     BodyLimits,
     ClientGone,
     DisconnectWatch,
-    encode_headers,
     failed,
     header,
     note_headers,
     send_bytes,
+    send_error,
     trace_of,
 )
 from proxy.errors import FluidoError, UpstreamError
@@ -118,13 +117,10 @@ def as_fluido(exc: Exception, event: str, doing: str) -> FluidoError:
 
 
 async def send_failure(
-    send: Send, trace: Trace, error: FluidoError, render: ChatDoor[S] | EmbedDoor[S]
+    send: Send, trace: Trace, error: FluidoError, door: ChatDoor[S] | EmbedDoor[S]
 ) -> None:
-    """An error as the whole reply, in the door's shape, with the headers the error and the trace carry."""
-    failed(trace, error)
-    extra = encode_headers(error.headers().items())
-    body = render.error_body(error)
-    await send_bytes(send, error.status, body, [JSON_TYPE, *note_headers(trace), *extra])
+    """An error as the whole reply, in the door's shape, with the headers the trace carries."""
+    await send_error(send, failed(trace, error), note_headers(trace), door.error_body)
 
 
 class ChatRoute(Generic[S]):
