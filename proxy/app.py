@@ -40,9 +40,10 @@ from middleware.limits import (
     RedisLimiter,
 )
 from middleware.rag import Rag
-from proxy.asgi import App
+from proxy.asgi import App, BodyLimits
 from proxy.chain import build_chain
 from proxy.config import Config
+from proxy.door import ChatRoute, EmbedRoute
 from proxy.errors import InvalidRequest, render
 from proxy.http_protocol import HEADER_TIMEOUT_STATE
 from proxy.limits import Limiter
@@ -51,7 +52,7 @@ from proxy.observe.metrics_port import MetricsListener
 from proxy.observe.runtime import Runtime
 from proxy.ollama_api.errors import error_body, is_ollama_path
 from proxy.ollama_api.mount import ollama_routes
-from proxy.routes import ChatCompletions, Embeddings, Models, health
+from proxy.routes import Models, OpenAIChat, OpenAIEmbeddings, health
 from proxy.types import Middleware
 from proxy.upstream import CircuitBreaker, EmbeddedServer, Router, Upstream, warm_up
 
@@ -121,6 +122,10 @@ def build_buffer_parts(
     return parts, own
 
 
+def body_limits(cfg: Config) -> BodyLimits:
+    return BodyLimits(cfg.server.max_body_bytes, cfg.server.body_timeout)
+
+
 def build_rag(cfg: Config) -> Rag | None:
     """Retrieval and injection when ``[rag]`` is enabled; each alias's context window comes from its first
     target: the embedded server's n_ctx, or the largest num_ctx allowed for an Ollama model."""
@@ -132,7 +137,7 @@ def build_rag(cfg: Config) -> Rag | None:
         embedded = cfg.upstreams[first.upstream].embedded
         windows[alias] = embedded.n_ctx if embedded is not None else first.max_context
     admins = {name: key.admin for name, key in cfg.keys.items()}
-    return Rag(cfg.rag, admins, cfg.rag.models, windows, cfg.server.max_body_bytes, cfg.server.body_timeout)
+    return Rag(cfg.rag, admins, cfg.rag.models, windows, body_limits(cfg))
 
 
 def build_middleware(
@@ -297,10 +302,10 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
     if rag is not None:
         dependencies["rag_chroma"] = Dependency(rag.ping, required=False)
     readiness = Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds, dependencies)
-    body_timeout = cfg.server.body_timeout
+    limits = body_limits(cfg)
     runtime = Runtime({key.name for key in cfg.keys.values() if key.admin}, keyed=bool(cfg.keys))
-    chat = ChatCompletions(chain, cfg.server.max_body_bytes, content_chars, body_timeout)
-    embeddings = Embeddings(router, cfg.server.max_body_bytes, body_timeout)
+    chat = ChatRoute(OpenAIChat(), chain, limits, content_chars)
+    embeddings = EmbedRoute(OpenAIEmbeddings(), router, limits)
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
@@ -309,14 +314,14 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         Route("/ready", readiness, methods=["GET"]),
         Route("/admin/runtime", runtime, methods=["GET"]),
     ]
-    ollama, ollama_hot = ollama_routes(cfg.models, chain, router, cfg.server.max_body_bytes, content_chars)
+    ollama, ollama_hot = ollama_routes(cfg.models, chain, router, limits, content_chars)
     routes += ollama
     if metrics is not None and listener is None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if rag is not None:
         routes += rag.api.routes()
     if cache is not None:
-        purge = CachePurge(Purge(cache, cfg.keys), cfg.server.max_body_bytes, body_timeout)
+        purge = CachePurge(Purge(cache, cfg.keys), limits)
         routes.append(Route("/admin/cache/purge", purge, methods=["POST"]))
     app = App(
         routes=routes,

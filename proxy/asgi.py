@@ -8,7 +8,8 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -63,20 +64,32 @@ def trace_of(scope: Scope) -> Trace:
     return trace
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, within: float | None = None) -> bytes:
-    """The whole request body, at most ``limit`` bytes, arrived within ``within`` seconds."""
-    encoding = header(scope, b"content-encoding")
-    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
-        raise UnsupportedEncoding("Compressed request bodies are not accepted; send the JSON uncompressed.")
-    length = header(scope, b"content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-    try:
-        async with asyncio.timeout(within):
-            return await _receive_body(receive, limit)
-    except TimeoutError:
-        # A client trickling its body holds a connection and a buffer: cut it off, and say so.
-        raise RequestTimeout(f"The request body did not arrive within {within:g} seconds.") from None
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """How big a request body may be and how long it may take to arrive (``server.max_body_bytes`` and
+    ``server.body_timeout``): one value, so a route that reads a body cannot apply one and not the other."""
+
+    max_bytes: int
+    timeout: float | None  # seconds; None: no deadline
+
+    async def read(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole request body, at most ``max_bytes`` bytes, arrived within ``timeout`` seconds."""
+        encoding = header(scope, b"content-encoding")
+        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+            raise UnsupportedEncoding(
+                "Compressed request bodies are not accepted; send the JSON uncompressed."
+            )
+        limit = self.max_bytes
+        length = header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await _receive_body(receive, limit)
+        except TimeoutError:
+            # A client trickling its body holds a connection and a buffer: cut it off, and say so.
+            message = f"The request body did not arrive within {self.timeout:g} seconds."
+            raise RequestTimeout(message) from None
 
 
 async def _receive_body(receive: Receive, limit: int) -> bytes:
@@ -178,9 +191,15 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[b
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, error: FluidoError, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_error(
+    send: Send,
+    error: FluidoError,
+    headers: list[tuple[bytes, bytes]],
+    body: Callable[[FluidoError], bytes] = render,
+) -> None:
+    """``error`` as the whole reply, in OpenAI's shape unless ``body`` renders another (Ollama's)."""
     extra = encode_headers(error.headers().items())
-    await send_bytes(send, error.status, render(error), [JSON_TYPE, *headers, *extra])
+    await send_bytes(send, error.status, body(error), [JSON_TYPE, *headers, *extra])
 
 
 @functools.lru_cache(maxsize=256)

@@ -5,7 +5,7 @@ that timer: a client that sends its request line and then one header byte every 
 holds a connection, and the memory behind it, for as long as it likes. Here every request must have sent
 all its headers within ``server.header_timeout`` seconds of its first byte (or, on a new connection, of
 connecting); otherwise it gets a 408 and the connection is closed. Bodies have their own deadline,
-``server.body_timeout``, enforced where they are read (``proxy.asgi.read_body``).
+``server.body_timeout``, enforced where they are read (``proxy.asgi.BodyLimits.read``).
 
 The timeout reaches the protocol through the lifespan state (``HEADER_TIMEOUT_STATE``), which uvicorn hands
 to every connection; without it (another server, a test harness) the protocol behaves as uvicorn's own.

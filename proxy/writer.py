@@ -97,6 +97,10 @@ class SSEWriter:
         self._include_usage = include_usage
         self._started: set[int] = set()
 
+    def done(self) -> bytes:
+        """The frame that ends a stream the upstream finished."""
+        return DONE
+
     def render(self, chunk: Chunk) -> bytes:
         """The SSE frames for one chunk, as one write: empty for a usage chunk the client did not ask for."""
         usage = b""

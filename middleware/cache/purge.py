@@ -12,10 +12,10 @@ from middleware.cache.store import CacheUnavailable
 from middleware.limits import KeyConfig
 from proxy.asgi import (
     JSON_TYPE,
+    BodyLimits,
     ClientGone,
     failed,
     note_headers,
-    read_body,
     send_bytes,
     send_error,
     trace_of,
@@ -48,15 +48,14 @@ class Purge:
 class CachePurge:
     """POST /admin/cache/purge: empties one cache namespace, or all of it."""
 
-    def __init__(self, purge: Purge, max_body_bytes: int, body_timeout: float | None = None) -> None:
+    def __init__(self, purge: Purge, limits: BodyLimits) -> None:
         self.purge = purge
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout = body_timeout
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace = trace_of(scope)
         try:
-            body = await read_body(scope, receive, self.max_body_bytes, self.body_timeout)
+            body = await self.limits.read(scope, receive)
             if not self.purge.allowed(trace.key, trace.client):
                 raise PermissionDenied("Purging the cache needs an admin API key.")
             namespace = decode_object(body).get("namespace") if body.strip() else None

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from proxy.services.redis_pool import open_redis
+from proxy.services.redis_pool import open_redis, unreachable
 
 PREFIX = "fluido:cache:"
 
@@ -99,7 +99,7 @@ class RedisStore:
         try:
             raw = await self.client.get(key)
         except RedisError as exc:
-            raise CacheUnavailable(f"Redis is unreachable ({type(exc).__name__}).") from exc
+            raise unreachable(CacheUnavailable, exc) from exc
         if not isinstance(raw, bytes):
             return None
         try:
@@ -112,13 +112,13 @@ class RedisStore:
         try:
             await self.client.set(key, zlib.compress(value, 1), px=max(1, int(ttl * 1000)))
         except RedisError as exc:
-            raise CacheUnavailable(f"Redis is unreachable ({type(exc).__name__}).") from exc
+            raise unreachable(CacheUnavailable, exc) from exc
 
     async def delete(self, key: str) -> None:
         try:
             await self.client.unlink(key)
         except RedisError as exc:
-            raise CacheUnavailable(f"Redis is unreachable ({type(exc).__name__}).") from exc
+            raise unreachable(CacheUnavailable, exc) from exc
 
     async def purge(self, namespace: str | None) -> int:
         pattern = (PREFIX if namespace is None else cache_key(namespace, "")) + "*"
@@ -127,14 +127,14 @@ class RedisStore:
             async for key in self.client.scan_iter(match=pattern, count=500):
                 removed += await self.client.unlink(key)
         except RedisError as exc:
-            raise CacheUnavailable(f"Redis is unreachable ({type(exc).__name__}).") from exc
+            raise unreachable(CacheUnavailable, exc) from exc
         return removed
 
     async def ping(self) -> None:
         try:
             await self.client.ping()
         except RedisError as exc:
-            raise CacheUnavailable(f"Redis is unreachable ({type(exc).__name__}).") from exc
+            raise unreachable(CacheUnavailable, exc) from exc
 
     async def close(self) -> None:
         await self.client.aclose()

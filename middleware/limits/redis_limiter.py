@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from middleware.limits.config import RedisConfig
 from proxy.limits import WINDOW, Bucket, Budget, Grant, LimiterUnavailable, budget
-from proxy.services.redis_pool import open_redis
+from proxy.services.redis_pool import open_redis, unreachable
 
 # KEYS: per bucket its requests, tokens and concurrency keys. ARGV: lease, lease seconds, tokens, then per
 # bucket rpm, tpm, concurrency. Levels are returned as strings: Lua numbers would come back truncated.
@@ -116,7 +116,7 @@ class RedisLimiter:
         try:
             ok, retry, refused, requests_left, tokens_left = await self._acquire(keys=keys, args=args)
         except RedisError as exc:
-            raise LimiterUnavailable(f"Redis is unreachable ({type(exc).__name__}).") from exc
+            raise unreachable(LimiterUnavailable, exc) from exc
         first = buckets[0].limits
         return Grant(
             allowed=ok == 1,
@@ -139,13 +139,13 @@ class RedisLimiter:
         try:
             await self._settle(keys=keys, args=args)
         except RedisError as exc:
-            raise LimiterUnavailable(f"Redis is unreachable ({type(exc).__name__}).") from exc
+            raise unreachable(LimiterUnavailable, exc) from exc
 
     async def ping(self) -> None:
         try:
             await self.client.ping()
         except RedisError as exc:
-            raise LimiterUnavailable(f"Redis is unreachable ({type(exc).__name__}).") from exc
+            raise unreachable(LimiterUnavailable, exc) from exc
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -15,6 +15,7 @@ from middleware.rag.backend import RagUnavailable
 from middleware.rag.config import ModelRagConfig, RagConfig
 from middleware.rag.inject import Holder, RagInject, RagVersion
 from middleware.rag.retrieval import Retrieval
+from proxy.asgi import BodyLimits
 
 log = structlog.get_logger("fluido.rag")
 
@@ -30,15 +31,14 @@ class Rag:
         keys: Mapping[str, bool],
         models: Mapping[str, ModelRagConfig],
         context_windows: Mapping[str, int],
-        max_body_bytes: int,
-        body_timeout: float | None = None,
+        limits: BodyLimits,
     ) -> None:
         self.cfg = cfg
         access = Access(keys, cfg.readers)
         self.holder = Holder()
         self.version = RagVersion(self.holder, models)
         self.inject = RagInject(self.holder, models, context_windows, access)
-        self.api = RagApi(access, max_body_bytes, cfg.max_file_bytes, body_timeout)
+        self.api = RagApi(access, limits, cfg.max_file_bytes)
         self._starting: asyncio.Task[None] | None = None
 
     async def _build(self) -> None:

@@ -36,7 +36,7 @@ from middleware.rag.objects import (
 from middleware.rag.params import attributes, chunking, paging, strings
 from middleware.rag.retrieval import Retrieval
 from middleware.rag.sources import HTML_SUFFIXES, html_text
-from proxy.asgi import read_body, trace_of
+from proxy.asgi import BodyLimits, trace_of
 from proxy.errors import FluidoError, InvalidRequest, NotFound, PermissionDenied, StoreUnavailable, render
 from proxy.parsing import decode_object
 
@@ -58,12 +58,9 @@ def _error(request: Request, error: FluidoError) -> Response:
 class RagApi:
     """The handlers; ``retrieval`` is None until the lifespan has loaded the embedding model."""
 
-    def __init__(
-        self, access: Access, max_body_bytes: int, max_file_bytes: int, body_timeout: float | None = None
-    ) -> None:
+    def __init__(self, access: Access, limits: BodyLimits, max_file_bytes: int) -> None:
         self.access = access
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout = body_timeout
+        self.limits = limits
         self.max_file_bytes = max_file_bytes
         self.retrieval: Retrieval | None = None
 
@@ -88,7 +85,7 @@ class RagApi:
         return endpoint
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        body = await read_body(request.scope, request.receive, self.max_body_bytes, self.body_timeout)
+        body = await self.limits.read(request.scope, request.receive)
         return decode_object(body) if body.strip() else {}
 
     async def _readable(self, request: Request, r: Retrieval) -> StoreRecord:

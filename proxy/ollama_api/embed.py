@@ -7,14 +7,11 @@ from collections.abc import Container
 from typing import Any
 
 import orjson
-from starlette.types import Receive, Scope, Send
 
-from proxy.asgi import ClientGone, failed, note_headers, read_body, send_bytes, trace_of
-from proxy.errors import FluidoError, UpstreamError
-from proxy.ollama_api.decode import parse_embed
-from proxy.ollama_api.errors import send_ollama_error
-from proxy.types import JSON, Usage
-from proxy.upstream.router import Router
+from proxy.errors import UpstreamError
+from proxy.ollama_api.decode import EmbedRequest, parse_embed
+from proxy.ollama_api.errors import error_body as ollama_error_body
+from proxy.types import JSON, EmbeddingRequest, Trace
 
 JSON_HEADERS = [(b"content-type", b"application/json; charset=utf-8")]
 
@@ -35,38 +32,26 @@ class OllamaEmbed:
     """``/api/embed`` (``legacy=False``: ``input`` -> ``embeddings``) or ``/api/embeddings`` (``prompt`` ->
     ``embedding``)."""
 
-    def __init__(self, router: Router, aliases: Container[str], max_body_bytes: int, *, legacy: bool) -> None:
-        self.router = router
+    json_headers = JSON_HEADERS
+    error_body = staticmethod(ollama_error_body)
+
+    def __init__(self, aliases: Container[str], *, legacy: bool) -> None:
         self.aliases = aliases
-        self.max_body_bytes = max_body_bytes
         self.legacy = legacy
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        trace = trace_of(scope)
-        try:
-            body = await read_body(scope, receive, self.max_body_bytes)
-            door = parse_embed(body, self.aliases, self.legacy)
-            trace.model = door.alias
-            vectors: list[list[float]] = []
-            tokens: int | None = None
-            if door.request is not None:
-                result = await self.router.embed(door.request, trace)
-                vectors = vectors_of(result)
-                usage = result.get("usage")
-                if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-                    tokens = usage["prompt_tokens"]
-                    trace.usage = Usage(tokens, 0)
-        except ClientGone:
-            return
-        except FluidoError as exc:
-            await send_ollama_error(send, failed(trace, exc), note_headers(trace))
-            return
+    def decode(self, body: bytes, trace: Trace) -> tuple[EmbeddingRequest | None, EmbedRequest]:
+        door = parse_embed(body, self.aliases, self.legacy)
+        trace.model = door.alias
+        return door.request, door
+
+    def encode(self, result: JSON, tokens: int | None, state: EmbedRequest, trace: Trace) -> bytes:
+        vectors = vectors_of(result) if state.request is not None else []
         reply: dict[str, Any]
         if self.legacy:
             reply = {"embedding": vectors[0] if vectors else []}
         else:
-            reply = {"model": door.name, "embeddings": vectors}
+            reply = {"model": state.name, "embeddings": vectors}
             reply["total_duration"] = round((time.monotonic() - trace.started) * 1e9)
             if tokens is not None:
                 reply["prompt_eval_count"] = tokens
-        await send_bytes(send, 200, orjson.dumps(reply), [*JSON_HEADERS, *note_headers(trace)])
+        return orjson.dumps(reply)

@@ -7,6 +7,7 @@ it); token counts only when the upstream reported usage. Nothing unknown is fill
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -112,18 +113,20 @@ class OllamaEncoder:
         body["message"] = message
         return body
 
-    def completion(self, completion: Completion, now: float) -> bytes:
+    def completion(self, completion: Completion, now: float | None = None) -> bytes:
         choice = completion.choices[0]
         m: Message = choice.message
         calls = [tool_call_body(i, t.id, t.name, t.arguments) for i, t in enumerate(m.tool_calls)]
         body = self._piece(_text(m.content), m.reasoning_content, calls)
         body["done"] = True
         body["done_reason"] = done_reason(choice.finish_reason)
+        now = time.monotonic() if now is None else now
         body.update(statistics(completion.usage, completion.meta, self.started, None, now))
         return orjson.dumps(body)
 
-    def render(self, chunk: Chunk, now: float) -> bytes:
-        """The line for one chunk; nothing for the chunks that only carry bookkeeping."""
+    def render(self, chunk: Chunk, now: float | None = None) -> bytes:
+        """The line for one chunk; nothing for the chunks that only carry bookkeeping. ``now``: the monotonic
+        time, if not now (tests)."""
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.meta:
@@ -133,7 +136,7 @@ class OllamaEncoder:
         if chunk.tool_calls:
             self._collect(chunk.tool_calls)
         if self.first is None and (chunk.content or chunk.reasoning or chunk.tool_calls):
-            self.first = now
+            self.first = now if now is not None else time.monotonic()
         if not (chunk.content or chunk.reasoning):
             return b""  # tool calls go out whole, at the end, as Ollama sends them
         return self._line(chunk.content, chunk.reasoning, None)
@@ -152,7 +155,7 @@ class OllamaEncoder:
                 call[1] = d.name
             call[2].append(d.arguments)
 
-    def done(self, now: float) -> bytes:
+    def done(self, now: float | None = None) -> bytes:
         """The last lines of a stream that finished: its tool calls, if any, then the statistics."""
         lines = b""
         if self._calls:
@@ -164,6 +167,7 @@ class OllamaEncoder:
         body = self._piece("", None, None)
         body["done"] = True
         body["done_reason"] = done_reason(self.finish)
+        now = time.monotonic() if now is None else now
         body.update(statistics(self.usage, self.meta, self.started, self.first, now))
         return lines + orjson.dumps(body) + b"\n"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 from starlette.types import Send
 
-from proxy.asgi import JSON_TYPE, encode_headers, send_bytes
+from proxy.asgi import send_error
 from proxy.errors import FluidoError
 
 PREFIX = "/api/"
@@ -28,8 +28,7 @@ def error_line(error: FluidoError) -> bytes:
 
 
 async def send_ollama_error(send: Send, error: FluidoError, headers: list[tuple[bytes, bytes]]) -> None:
-    extra = encode_headers(error.headers().items())
-    await send_bytes(send, error.status, error_body(error), [JSON_TYPE, *headers, *extra])
+    await send_error(send, error, headers, error_body)
 
 
 class NotThroughFluido(FluidoError):

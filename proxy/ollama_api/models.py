@@ -16,7 +16,7 @@ import orjson
 import structlog
 from starlette.types import Receive, Scope, Send
 
-from proxy.asgi import ClientGone, failed, read_body, send_bytes, trace_of
+from proxy.asgi import BodyLimits, ClientGone, failed, send_bytes, trace_of
 from proxy.config_upstreams import ModelConfig
 from proxy.errors import FluidoError, UpstreamError
 from proxy.ollama_api.decode import resolve
@@ -61,11 +61,11 @@ class ModelRoutes:
     """The three routes, over the configured aliases and the adapters of their upstreams."""
 
     def __init__(
-        self, models: Mapping[str, ModelConfig], adapters: Mapping[str, Adapter], max_body_bytes: int
+        self, models: Mapping[str, ModelConfig], adapters: Mapping[str, Adapter], limits: BodyLimits
     ) -> None:
         self.models = models
         self.catalogs = {name: a for name, a in adapters.items() if isinstance(a, Catalog)}
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits
         self.since = created_at()  # the aliases exist since Fluido started
 
     def _entry(self, alias: str, found: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -122,7 +122,7 @@ class ModelRoutes:
         """POST /api/show: the first target's own description where it is an Ollama server."""
         trace = trace_of(scope)
         try:
-            data = decode_object(await read_body(scope, receive, self.max_body_bytes))
+            data = decode_object(await self.limits.read(scope, receive))
             _, alias = resolve(data.get("model") or data.get("name"), self.models)  # "name": older clients
         except ClientGone:
             return

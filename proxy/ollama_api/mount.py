@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 
 import orjson
 from starlette.requests import Request
@@ -11,13 +10,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from proxy.asgi import send_bytes, trace_of
+from proxy.asgi import BodyLimits, send_bytes, trace_of
 from proxy.config_upstreams import ModelConfig
+from proxy.door import ChatRoute, EmbedRoute
 from proxy.ollama_api.decode import parse_chat, parse_generate
 from proxy.ollama_api.embed import OllamaEmbed
 from proxy.ollama_api.errors import NotThroughFluido, send_ollama_error
 from proxy.ollama_api.models import ModelRoutes
-from proxy.ollama_api.routes import OllamaGenerate
+from proxy.ollama_api.routes import OllamaChat
 from proxy.types import Handler
 from proxy.upstream.router import Router
 
@@ -63,19 +63,20 @@ async def not_through_fluido(scope: Scope, receive: Receive, send: Send) -> None
 
 
 def ollama_routes(
-    models: Mapping[str, ModelConfig], chain: Handler, router: Router, max_body_bytes: int, content_chars: int
+    models: Mapping[str, ModelConfig], chain: Handler, router: Router, limits: BodyLimits, content_chars: int
 ) -> tuple[list[Route], dict[tuple[str, str], ASGIApp]]:
     """The routes, and the two busiest as hot-path entries (method, path) -> handler."""
-    door = partial(OllamaGenerate, chain, router, max_body_bytes=max_body_bytes, content_chars=content_chars)
-    chat = door(parse_chat, generate=False)
-    generate = door(parse_generate, generate=True)
-    listing = ModelRoutes(models, {name: up.adapter for name, up in router.upstreams.items()}, max_body_bytes)
+    chat = ChatRoute(OllamaChat(router, parse_chat, generate=False), chain, limits, content_chars)
+    generate = ChatRoute(OllamaChat(router, parse_generate, generate=True), chain, limits, content_chars)
+    embed = EmbedRoute(OllamaEmbed(models, legacy=False), router, limits)
+    embeddings = EmbedRoute(OllamaEmbed(models, legacy=True), router, limits)
+    listing = ModelRoutes(models, {name: up.adapter for name, up in router.upstreams.items()}, limits)
     routes = [
         Route("/", root, methods=["GET"]),
         Route("/api/chat", chat, methods=["POST"]),
         Route("/api/generate", generate, methods=["POST"]),
-        Route("/api/embed", OllamaEmbed(router, models, max_body_bytes, legacy=False), methods=["POST"]),
-        Route("/api/embeddings", OllamaEmbed(router, models, max_body_bytes, legacy=True), methods=["POST"]),
+        Route("/api/embed", embed, methods=["POST"]),
+        Route("/api/embeddings", embeddings, methods=["POST"]),
         Route("/api/tags", App(listing.tags), methods=["GET"]),
         Route("/api/show", App(listing.show), methods=["POST"]),
         Route("/api/ps", App(listing.ps), methods=["GET"]),

@@ -9,12 +9,14 @@ wait has its own, longer bound; a Redis that is really gone still fails each com
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 POOL_SIZE = 64  # a Lua check takes well under a millisecond: 64 connections serve thousands a second
 POOL_WAIT_SECONDS = 5.0  # a burst of hundreds of requests can keep the event loop busy for a second or two
+E = TypeVar("E", bound=Exception)
 
 
 def open_redis(url: str, timeout: float, **options: Any) -> redis.Redis:
@@ -28,3 +30,8 @@ def open_redis(url: str, timeout: float, **options: Any) -> redis.Redis:
         **options,
     )
     return redis.Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
+
+
+def unreachable(error: type[E], exc: RedisError) -> E:
+    """A part's own "unavailable" error for a failed Redis command, with the message every part gives."""
+    return error(f"Redis is unreachable ({type(exc).__name__}).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,6 +84,76 @@ def test_a_body_sent_to_a_route_that_takes_none_is_not_buffered(vllm: FakeVLLM, 
         r = client.request("GET", "/v1/models", content=chunks)
         assert r.status_code == 200
         assert client.get("/health").status_code == 200
+
+
+BODY_TIMEOUT = 0.6
+
+
+def trickle(url: str, method: str, path: str, body: bytes, every: float) -> tuple[bytes, float]:
+    """Send ``body`` a byte every ``every`` seconds after the headers; Fluido's reply and when it came."""
+    host, port = url.removeprefix("http://").split(":")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode()
+    stop = threading.Event()
+    with socket.create_connection((host, int(port)), timeout=BODY_TIMEOUT + 10) as sock:
+        sock.sendall(head)
+        start = time.monotonic()
+
+        def drip() -> None:
+            for i in range(len(body)):
+                if stop.wait(every):
+                    return
+                try:
+                    sock.sendall(body[i : i + 1])
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=drip, daemon=True)
+        sender.start()
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data and (part := sock.recv(65536)):
+                data += part
+            took = time.monotonic() - start
+            head_part, _, rest = data.partition(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head_part.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            while len(rest) < length and (part := sock.recv(65536)):
+                rest += part
+        finally:
+            stop.set()
+            sender.join(timeout=5)
+    return head_part + b"\r\n\r\n" + rest, took
+
+
+def test_every_route_that_takes_a_body_cuts_off_one_that_trickles(vllm: FakeVLLM, ollama: FakeOllama) -> None:
+    """``server.body_timeout`` bounds the whole body, however steadily its bytes come, on every door."""
+    config = full_config(vllm, ollama, server={"max_body_bytes": LIMIT, "body_timeout": BODY_TIMEOUT})
+    routes = body_routes(config)
+    assert ("POST", "/api/chat") in routes and ("POST", "/v1/chat/completions") in routes
+    body = orjson.dumps({"model": "chat", "messages": HI, "input": "x", "stream": False})
+    with running(config) as url:
+        for method, path in routes:
+            # Positive control: the same body, trickled fast enough to arrive in time, is read.
+            control, _ = trickle(url, method, path, body, every=0.0)
+            if control.startswith(b"HTTP/1.1 501"):  # a route refused whatever it is sent reads no body
+                continue
+            assert not control.startswith(b"HTTP/1.1 408"), (method, path, control[:200])
+            # A byte every 50 ms: the connection is never idle, yet the body takes far longer than allowed.
+            reply, took = trickle(url, method, path, body, every=0.05)
+            assert reply.startswith(b"HTTP/1.1 408"), (method, path, reply[:200])
+            assert BODY_TIMEOUT <= took < BODY_TIMEOUT + 2, (method, path, took)
+            error = orjson.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]
+            # Ollama's door answers in Ollama's shape, {"error": "..."}; every other route in OpenAI's.
+            if path.startswith("/api/"):
+                assert "did not arrive within" in error, (path, error)
+            else:
+                assert error["code"] == "request_timeout", (path, error)
 
 
 # -- echoed headers ----------------------------------------------------------------------------------

@@ -1,0 +1,264 @@
+"""The request handling every door shares: read, decode, run the chain (or the router), reply.
+
+A door (OpenAI's ``/v1``, Ollama's ``/api``) differs only in how it decodes a body and how it writes its
+replies and errors. ``ChatRoute`` and ``EmbedRoute`` own everything else, once: the bounded body read, the
+trace, the commit point of a stream, the disconnect watch, and the rule that every failure is answered in
+the door's shape (never a plain-text 500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from typing import Generic, Protocol, TypeVar
+
+import orjson
+import structlog
+from starlette.types import Receive, Scope, Send
+
+from proxy.asgi import (
+    WATCH_DELAY_SECONDS,
+    BodyLimits,
+    ClientGone,
+    DisconnectWatch,
+    failed,
+    header,
+    note_headers,
+    send_bytes,
+    send_error,
+    trace_of,
+)
+from proxy.errors import FluidoError, UpstreamError
+from proxy.types import (
+    JSON,
+    Call,
+    ChatRequest,
+    Chunk,
+    Completion,
+    EmbeddingRequest,
+    Handler,
+    Message,
+    Stream,
+    Trace,
+    Usage,
+)
+from proxy.upstream.router import Router
+
+log = structlog.get_logger("fluido.routes")
+Headers = list[tuple[bytes, bytes]]
+S = TypeVar("S")  # what a door keeps of one request for its reply (Ollama: the model's name as sent)
+
+
+class InternalError(FluidoError):
+    """A bug in Fluido; the details go to the log, not to the client."""
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def prompt_text(req: ChatRequest) -> str:
+    def text(m: Message) -> str:
+        return m.content if isinstance(m.content, str) else orjson.dumps(m.content).decode()
+
+    return "\n".join(f"{m.role}: {text(m)}" for m in req.messages)
+
+
+def prompt_tokens(result: JSON) -> int | None:
+    """The prompt tokens an OpenAI-shaped embeddings reply reports, if it does."""
+    usage = result.get("usage") if isinstance(result, dict) else None
+    if isinstance(usage, dict) and isinstance(tokens := usage.get("prompt_tokens"), int):
+        return tokens
+    return None
+
+
+class StreamWriter(Protocol):
+    """Renders one stream's chunks in a door's framing."""
+
+    def render(self, chunk: Chunk) -> bytes: ...
+
+    def done(self) -> bytes:
+        """The last frames of a stream the upstream finished (may raise a ``FluidoError``)."""
+        ...
+
+
+class ChatDoor(Protocol[S]):
+    """What a chat route does its own way."""
+
+    json_headers: Headers  # of a whole reply
+    stream_headers: Headers
+
+    def decode(self, body: bytes, trace: Trace) -> tuple[ChatRequest | None, S]:
+        """The request (its model noted on ``trace``) and what its reply needs; no request: ``answer``."""
+        ...
+
+    async def answer(self, state: S, trace: Trace) -> bytes:
+        """The whole reply to a request with nothing to generate (Ollama's load and unload requests)."""
+        ...
+
+    def whole(self, call: Call, state: S, reply: Completion) -> bytes: ...
+
+    def writer(self, call: Call, state: S) -> StreamWriter: ...
+
+    def error_body(self, error: FluidoError) -> bytes: ...
+
+    def error_frame(self, error: FluidoError) -> bytes:
+        """The last frame of a stream that failed after its first chunk went out."""
+        ...
+
+
+def as_fluido(exc: Exception, event: str, doing: str) -> FluidoError:
+    """``exc`` if it is one of Fluido's errors; otherwise a bug: logged with its traceback as ``event``, and
+    told to the client only as "Fluido failed ``doing``"."""
+    if isinstance(exc, FluidoError):
+        return exc
+    log.exception(event)
+    return InternalError(f"Fluido failed {doing}.")
+
+
+async def send_failure(
+    send: Send, trace: Trace, error: FluidoError, door: ChatDoor[S] | EmbedDoor[S]
+) -> None:
+    """An error as the whole reply, in the door's shape, with the headers the trace carries."""
+    await send_error(send, failed(trace, error), note_headers(trace), door.error_body)
+
+
+class ChatRoute(Generic[S]):
+    """A chat route, as a plain ASGI app: it owns the commit point and the disconnect watch."""
+
+    def __init__(self, door: ChatDoor[S], chain: Handler, limits: BodyLimits, content_chars: int = 0) -> None:
+        self.door = door
+        self.chain = chain
+        self.limits = limits
+        self.content_chars = content_chars  # > 0: keep this much prompt and completion text for the log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        trace = trace_of(scope)
+        door = self.door
+        try:
+            req, state = door.decode(await self.limits.read(scope, receive), trace)
+            answer = None if req is not None else await door.answer(state, trace)
+        except ClientGone:
+            return
+        except Exception as exc:
+            # A bug in validation too is answered in the door's shape, never as a plain-text 500.
+            error = as_fluido(exc, "request_parsing_failed", "to read the request")
+            await send_failure(send, trace, error, door)
+            return
+        if req is None:
+            await send_bytes(send, 200, answer or b"", [*door.json_headers, *note_headers(trace)])
+            return
+        trace.stream = req.stream
+        if (control := header(scope, b"cache-control")) is not None:
+            trace.cache_control = control.decode("latin-1").lower()
+        if self.content_chars:
+            trace.prompt = clip(prompt_text(req), self.content_chars)
+        call = Call(req, trace)
+        watch = DisconnectWatch(receive, 0.0 if req.stream else WATCH_DELAY_SECONDS)
+        try:
+            reply = await self.chain(call)
+            if isinstance(reply, Completion):
+                trace.usage = reply.usage
+                if self.content_chars:
+                    trace.completion = clip(str(reply.choices[0].message.content or ""), self.content_chars)
+                body = door.whole(call, state, reply)
+                watch.finished = True
+                await send_bytes(send, 200, body, [*door.json_headers, *note_headers(trace)])
+            else:
+                await self._stream(call, state, reply, send, watch)
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            trace.notes["client_gone"] = "1"
+        except Exception as exc:
+            watch.finished = True
+            error = as_fluido(exc, "request_failed", "to handle the request")
+            await send_failure(send, trace, error, door)
+        finally:
+            watch.close()
+
+    async def _stream(self, call: Call, state: S, stream: Stream, send: Send, watch: DisconnectWatch) -> None:
+        trace, door = call.trace, self.door
+        text: list[str] | None = [] if self.content_chars else None
+        async with aclosing(stream):
+            # The commit point: until the first chunk is here, any failure is still an ordinary HTTP error.
+            try:
+                chunk = await anext(stream)
+            except StopAsyncIteration:
+                raise UpstreamError("The upstream ended the stream before the reply was complete.") from None
+            writer = door.writer(call, state)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*door.stream_headers, *note_headers(trace)],
+                }
+            )
+            try:
+                while True:
+                    if chunk.usage is not None:
+                        trace.usage = chunk.usage
+                    if text is not None and chunk.content:
+                        text.append(chunk.content)
+                    if frame := writer.render(chunk):
+                        await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    chunk = await anext(stream)
+            except StopAsyncIteration:
+                try:
+                    last = writer.done()
+                except FluidoError as exc:
+                    last = door.error_frame(failed(trace, exc))
+            except Exception as exc:
+                error = as_fluido(exc, "stream_failed", "while streaming the reply")
+                last = door.error_frame(failed(trace, error))  # never a "done" frame after a failure
+            finally:
+                if text is not None:
+                    trace.completion = clip("".join(text), self.content_chars)
+            watch.finished = True
+            await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+class EmbedDoor(Protocol[S]):
+    """What an embeddings route does its own way."""
+
+    json_headers: Headers
+
+    def decode(self, body: bytes, trace: Trace) -> tuple[EmbeddingRequest | None, S]:
+        """The request (its model noted on ``trace``) and what its reply needs; no request: nothing to
+        embed, and ``encode`` gets no result."""
+        ...
+
+    def encode(self, result: JSON, tokens: int | None, state: S, trace: Trace) -> bytes:
+        """The reply to the upstream's OpenAI-shaped ``result``; raises ``UpstreamError`` if it is not one."""
+        ...
+
+    def error_body(self, error: FluidoError) -> bytes: ...
+
+
+class EmbedRoute(Generic[S]):
+    """An embeddings route: routed like chat, never streamed."""
+
+    def __init__(self, door: EmbedDoor[S], router: Router, limits: BodyLimits) -> None:
+        self.door = door
+        self.router = router
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        trace = trace_of(scope)
+        door = self.door
+        try:
+            req, state = door.decode(await self.limits.read(scope, receive), trace)
+            result: JSON = None
+            tokens = None
+            if req is not None:
+                result = await self.router.embed(req, trace)
+                tokens = prompt_tokens(result)
+            body = door.encode(result, tokens, state, trace)
+        except ClientGone:
+            return
+        except Exception as exc:
+            await send_failure(send, trace, as_fluido(exc, "request_failed", "to handle the request"), door)
+            return
+        if tokens is not None:
+            trace.usage = Usage(tokens, 0)
+        await send_bytes(send, 200, body, [*door.json_headers, *note_headers(trace)])
