@@ -150,6 +150,7 @@ class Trace:
     error_code: str = ""
     first_byte: float | None = None  # monotonic time the first body byte was sent
     upstream_ms: float | None = None  # the serving upstream's time: whole reply, or to first output
+    launch_seconds: float = 0.0  # time spent waiting for an embedded upstream to start (not serving)
     usage: Usage | None = None
     # (upstream, error code) for each failed attempt, in order.
     upstream_failures: list[tuple[str, str]] = field(default_factory=list)

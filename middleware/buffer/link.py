@@ -99,15 +99,17 @@ class Buffer:
         try:
             reply = await next(call)
         except BaseException:
+            entry.launch = call.trace.launch_seconds
             self._learn_failures(call, name, entry)
             admission.leave(entry)
             raise
+        entry.launch = call.trace.launch_seconds
         self._learn_failures(call, name, entry)
         served = call.notes.get("upstream", name)
         if served != name and served in self.admissions:
             admission.leave(entry)  # the router fell back: the slot moves to the upstream serving it
             admission = self.admissions[served]
-            entry = admission.take(cls)
+            entry = admission.take(cls)  # taken now, after any launch: its holding time is service alone
         elif not isinstance(reply, Completion) and call.trace.upstream_ms is not None:
             tokens = estimate_prompt_tokens(call.request)
             admission.gate.controller.sample(entry.epoch, call.trace.upstream_ms / 1000, tokens)

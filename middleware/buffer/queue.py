@@ -45,6 +45,7 @@ class Entry:
     state: str = QUEUED
     started_at: float = 0.0
     epoch: int = 0
+    launch: float = 0.0  # seconds of its slot spent waiting for the upstream to start: not service time
     waiter: object = field(default=None, repr=False)
     lease: object = field(default=None, repr=False)  # the replicas' shared count's, when there is one
 
@@ -211,7 +212,9 @@ class Gate:
         self._running.discard(entry)
         self.in_flight -= 1
         self.running[entry.cls] -= 1
-        self.forecast.observe(entry.cls, now - entry.started_at)
+        # A launch's wait is no measure of how long this class holds a slot: one first request that
+        # started the embedded server would otherwise make every later one look hopeless and be shed.
+        self.forecast.observe(entry.cls, now - entry.started_at - entry.launch)
         self.controller.slot_gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
 
     def cancel(self, entry: Entry) -> None:

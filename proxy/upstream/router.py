@@ -58,9 +58,13 @@ class Upstream:
     breaker: CircuitBreaker
     launcher: EmbeddedServer | None = None
 
-    async def ready(self) -> None:
-        if self.launcher is not None:
-            await self.launcher.ensure_running()
+    async def ready(self) -> float:
+        """Wait until the upstream can take the request; the seconds spent launching it (0 if it was up)."""
+        if self.launcher is None:
+            return 0.0
+        started = time.monotonic()
+        await self.launcher.ensure_running()
+        return time.monotonic() - started
 
 
 class Router:
@@ -146,7 +150,7 @@ class Router:
             slot: Grant | None = None
             try:
                 slot = await self._admit(up)
-                await up.ready()
+                trace.launch_seconds += await up.ready()
                 result = await attempt(up, target)
             except TimeoutError:
                 failure = UpstreamTimeout(f"Upstream '{up.cfg.name}' timed out.")

@@ -227,3 +227,18 @@ def test_a_request_that_would_push_a_waiter_past_its_deadline_is_shed() -> None:
     late = g.arrive("short", 2.2, 0.0)  # would push the long one to ~3 s, past its 2.5
     assert isinstance(late, Shed) and late.reason == "deadline_unreachable"
     assert long_.state == QUEUED and g.depth == 2
+
+
+def test_time_spent_launching_the_upstream_is_not_counted_as_holding_a_slot() -> None:
+    """The first request to an embedded server waits for it to start: that wait must not make every later
+    request look hopeless (and be shed) as if the class took that long to serve."""
+    launched = gate(limit=1)
+    first = entry(launched.arrive("short", 5.0, 0.0))
+    first.launch = 9.0  # nine of its ten seconds went to starting the server
+    launched.finish(first, 10.0)
+    assert launched.forecast.service("short") == pytest.approx(1.0)
+
+    control = gate(limit=1)  # the same ten seconds with no launch: all of it is service
+    second = entry(control.arrive("short", 5.0, 0.0))
+    control.finish(second, 10.0)
+    assert control.forecast.service("short") == pytest.approx(10.0)
