@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from middleware.buffer.admission import Admission, SharedCount
 from middleware.buffer.config import BufferConfig
@@ -14,9 +15,11 @@ from middleware.buffer.link import Buffer
 from middleware.buffer.queue import Gate
 from middleware.buffer.signals import Signals
 from proxy.config_upstreams import ModelConfig, UpstreamConfig
-from proxy.observe.metrics import Metrics
 from proxy.types import Target
 from proxy.upstream.breaker import CircuitBreaker
+
+if TYPE_CHECKING:  # proxy.observe imports proxy.config, which imports this package: a type only here
+    from proxy.observe import Metrics
 
 
 def settings_for(cfg: BufferConfig, up: UpstreamConfig) -> ControllerSettings:

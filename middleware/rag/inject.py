@@ -31,7 +31,8 @@ from middleware.rag.backend import RagUnavailable
 from middleware.rag.catalog import StoreRecord
 from middleware.rag.config import ModelRagConfig
 from middleware.rag.freshness import StoreMissing
-from middleware.rag.retrieval import Passage, Retrieval
+from middleware.rag.retrieval import Retrieval
+from middleware.rag.search import Passage
 from proxy.errors import InvalidRequest
 from proxy.tokens import MESSAGE_OVERHEAD, estimate_prompt_tokens, estimate_text_tokens
 from proxy.types import Call, ChatRequest, Handler, Message, Reply

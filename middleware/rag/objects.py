@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from middleware.rag.catalog import FileRecord, StoreFile, StoreRecord
-from middleware.rag.retrieval import Passage
+from middleware.rag.search import Passage
 
 
 def file_object(f: FileRecord) -> dict[str, Any]:

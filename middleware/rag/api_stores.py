@@ -1,0 +1,176 @@
+"""OpenAI's Vector Stores endpoints (``/v1/vector_stores/...``): stores, their files and file batches,
+and search. Attaching a file chunks, embeds and indexes it within the request."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from middleware.rag import catalog
+from middleware.rag.api_base import ApiBase, file_of
+from middleware.rag.chunking import ChunkSpec
+from middleware.rag.filters import compile_filter
+from middleware.rag.ingest import Document
+from middleware.rag.objects import batch_object, deleted, page, search_page, store_file_object, store_object
+from middleware.rag.params import attributes, chunking, paging, strings
+from middleware.rag.retrieval import Retrieval
+from middleware.rag.sources import HTML_SUFFIXES, html_text
+from proxy.asgi import trace_of
+from proxy.errors import InvalidRequest, NotFound
+
+
+class StoresApi(ApiBase):
+    """The vector store handlers."""
+
+    async def create_store(self, request: Request, r: Retrieval) -> Any:
+        body = await self._body(request)
+        name, metadata = body.get("name") or "", body.get("metadata") or {}
+        if not isinstance(name, str):
+            raise InvalidRequest("'name' must be a string.", param="name")
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise InvalidRequest("'metadata' must be an object of strings.", param="metadata")
+        file_ids = strings(body.get("file_ids", []), "file_ids")
+        spec = chunking(body.get("chunking_strategy"))
+        store = await r.create_store(name, metadata)
+        if file_ids:
+            await self._attach(r, store.id, [(f, {}, spec) for f in file_ids])
+        files = await r.backend.run(lambda b: catalog.get_store_files(b, store.id))
+        return store_object(store, files)
+
+    async def list_stores(self, request: Request, r: Retrieval) -> Any:
+        trace = trace_of(request.scope)
+        stores = [
+            s
+            for s in await r.backend.run(catalog.get_stores)
+            if self.access.may_read(trace.key, s.id, s.name)
+        ]
+        items = []
+        for s in stores:
+            files = await r.backend.run(functools.partial(catalog.get_store_files, store_id=s.id))
+            items.append(store_object(s, files))
+        return page(items, *paging(request))
+
+    async def get_store(self, request: Request, r: Retrieval) -> Any:
+        store = await self._readable(request, r)
+        return store_object(store, await r.backend.run(lambda b: catalog.get_store_files(b, store.id)))
+
+    async def delete_store(self, request: Request, r: Retrieval) -> Any:
+        store = await self._readable(request, r)
+        await r.drop_store(store.id)
+        return deleted(store.id, "vector_store.deleted")
+
+    # --- a store's files ------------------------------------------------------------------------
+
+    async def _attach(
+        self, r: Retrieval, store_id: str, wanted: list[tuple[str, dict[str, Any], ChunkSpec | None]]
+    ) -> list[catalog.StoreFile]:
+        docs = []
+        for file_id, attrs, spec in wanted:
+            record, text = await file_of(r, file_id, with_text=True)
+            if any(record.filename.lower().endswith(s) for s in HTML_SUFFIXES):
+                text = html_text(text)
+            docs.append(Document(file_id, record.filename, text, attrs, spec))
+        return [record for record, _ in await r.ingest(store_id, docs)]
+
+    async def create_store_file(self, request: Request, r: Retrieval) -> Any:
+        store = await self._readable(request, r)
+        body = await self._body(request)
+        file_id = body.get("file_id")
+        if not isinstance(file_id, str) or not file_id:
+            raise InvalidRequest("'file_id' is required.", param="file_id")
+        wanted = (file_id, attributes(body.get("attributes")), chunking(body.get("chunking_strategy")))
+        return store_file_object((await self._attach(r, store.id, [wanted]))[0])
+
+    async def create_batch(self, request: Request, r: Retrieval) -> Any:
+        store = await self._readable(request, r)
+        body = await self._body(request)
+        shared, spec = attributes(body.get("attributes")), chunking(body.get("chunking_strategy"))
+        wanted = [(f, shared, spec) for f in strings(body.get("file_ids", []), "file_ids")]
+        for i, item in enumerate(body.get("files") or []):
+            if not isinstance(item, dict) or not isinstance(item.get("file_id"), str):
+                raise InvalidRequest(f"'files[{i}]' must be an object with a 'file_id'.", param="files")
+            wanted.append(
+                (
+                    item["file_id"],
+                    attributes(item.get("attributes")),
+                    chunking(item.get("chunking_strategy")),
+                )
+            )
+        if not wanted:
+            raise InvalidRequest("'file_ids' or 'files' must name at least one file.", param="file_ids")
+        await self._attach(r, store.id, wanted)
+        batch_id, created = await r.backend.run(lambda b: catalog.put_batch(b, store.id, len(wanted), 0))
+        return batch_object(batch_id, store.id, created, len(wanted), 0)
+
+    async def get_batch(self, request: Request, r: Retrieval) -> Any:
+        store = await self._readable(request, r)
+        batch_id = request.path_params["batch_id"]
+        found = await r.backend.run(lambda b: catalog.get_batch(b, batch_id))
+        if found is None or found["store"] != store.id:
+            raise NotFound(f"No file batch with id '{batch_id}'.", param="batch_id")
+        return batch_object(
+            batch_id, store.id, int(found["created_at"]), int(found["total"]), int(found["failed"])
+        )
+
+    async def list_store_files(self, request: Request, r: Retrieval) -> Any:
+        store = await self._readable(request, r)
+        files = await r.backend.run(lambda b: catalog.get_store_files(b, store.id))
+        return page([store_file_object(f) for f in files], *paging(request))
+
+    async def get_store_file(self, request: Request, r: Retrieval) -> Any:
+        store = await self._readable(request, r)
+        file_id = request.path_params["file_id"]
+        found = await r.backend.run(lambda b: catalog.get_store_files(b, store.id, [file_id]))
+        if not found:
+            raise NotFound(f"No file '{file_id}' in vector store '{store.id}'.", param="file_id")
+        return store_file_object(found[0])
+
+    async def delete_store_file(self, request: Request, r: Retrieval) -> Any:
+        store = await self._readable(request, r)
+        file_id = request.path_params["file_id"]
+        if not await r.remove(store.id, file_id):
+            raise NotFound(f"No file '{file_id}' in vector store '{store.id}'.", param="file_id")
+        return deleted(file_id, "vector_store.file.deleted")
+
+    async def search(self, request: Request, r: Retrieval) -> Any:
+        store = await self._readable(request, r)
+        body = await self._body(request)
+        query = body.get("query")
+        if isinstance(query, list) and query and all(isinstance(q, str) for q in query):
+            query = " ".join(query)
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequest("'query' must be a non-empty string or list of strings.", param="query")
+        k = body.get("max_num_results", 10)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:
+            raise InvalidRequest(
+                "'max_num_results' must be an integer from 1 to 50.", param="max_num_results"
+            )
+        predicate = compile_filter(body["filters"]) if body.get("filters") is not None else None
+        ranking = body.get("ranking_options") or {}
+        threshold = ranking.get("score_threshold", 0.0) if isinstance(ranking, dict) else None
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+            raise InvalidRequest(
+                "'ranking_options.score_threshold' must be from 0 to 1.", param="ranking_options"
+            )
+        found = await r.search([store.id], query, k, predicate, threshold=float(threshold))
+        return search_page(query, found)
+
+    def store_routes(self) -> list[Route]:
+        g, w = self._guard, functools.partial(self._guard, write=True)
+        base = "/v1/vector_stores/{store_id}"
+        return [
+            Route("/v1/vector_stores", w(self.create_store), methods=["POST"]),
+            Route("/v1/vector_stores", g(self.list_stores), methods=["GET"]),
+            Route(base, g(self.get_store), methods=["GET"]),
+            Route(base, w(self.delete_store), methods=["DELETE"]),
+            Route(f"{base}/files", w(self.create_store_file), methods=["POST"]),
+            Route(f"{base}/files", g(self.list_store_files), methods=["GET"]),
+            Route(f"{base}/files/{{file_id}}", g(self.get_store_file), methods=["GET"]),
+            Route(f"{base}/files/{{file_id}}", w(self.delete_store_file), methods=["DELETE"]),
+            Route(f"{base}/file_batches", w(self.create_batch), methods=["POST"]),
+            Route(f"{base}/file_batches/{{batch_id}}", g(self.get_batch), methods=["GET"]),
+            Route(f"{base}/search", g(self.search), methods=["POST"]),
+        ]
