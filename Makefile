@@ -55,6 +55,9 @@ bench: install redis-server
 	$(BIN)/python -m bench.limits
 	$(BIN)/python -m bench.classifier
 	$(BIN)/python -m bench.cache
+	$(BIN)/python -m bench.buffer
+	# Ingests SciFact's 5,183 abstracts: minutes of embedding on a CPU.
+	$(BIN)/python -m bench.rag
 
 lint: install
 	$(BIN)/ruff check .
