@@ -8,22 +8,33 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message
 
 from middleware.rag import catalog
 from middleware.rag.api_base import ApiBase, file_of
 from middleware.rag.objects import deleted, file_object, page
 from middleware.rag.params import paging
 from middleware.rag.retrieval import Retrieval
+from proxy.asgi import BodyLimits
 from proxy.errors import InvalidRequest
+
+# Room for the multipart envelope around the file: boundaries, part headers and the purpose field.
+MULTIPART_OVERHEAD = 64 * 1024
 
 
 class FilesApi(ApiBase):
     """The file handlers."""
 
     async def create_file(self, request: Request, r: Retrieval) -> Any:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_file_bytes:
-            raise InvalidRequest(f"The file exceeds the limit of {self.max_file_bytes} bytes.", param="file")
+        # Read the upload under a size cap and the body deadline before parsing it: Starlette's form
+        # parser would otherwise take a chunked upload of any size, as slowly as the client likes.
+        upload_limits = BodyLimits(self.max_file_bytes + MULTIPART_OVERHEAD, self.limits.timeout)
+        body = await upload_limits.read(request.scope, request.receive)
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        request = Request(request.scope, replay)
         async with request.form(max_files=1, max_fields=8) as form:
             upload, purpose = form.get("file"), form.get("purpose")
             if upload is None or isinstance(upload, str):
