@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -17,6 +16,7 @@ import pytest
 from tests.conftest import free_port
 from tests.fakes.capacity import FakeCapacity
 from tests.fakes.ollama import QUEUE_FULL
+from tests.support.wait import until
 
 
 def chat(words: int = 10, tokens: int = 5, stream: bool = True, **extra: Any) -> dict[str, Any]:
@@ -38,16 +38,6 @@ async def timed_stream(session: aiohttp.ClientSession, url: str, body: dict[str,
             if any(c["delta"].get("content") for c in event.get("choices", [])):
                 token_times.append(time.perf_counter() - t0)
         return {"status": resp.status, "times": token_times, "events": events}
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result if isinstance(result, bool) else await result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_first_token_follows_prefill_and_tokens_follow_the_inter_token_latency() -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -21,3 +22,14 @@ def wait_until(condition: Callable[[], T], what: str, within: float = 10.0) -> T
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         time.sleep(INTERVAL_S)
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
+    """The async twin of ``wait_until``: ``check`` may be a plain or an awaitable condition."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result if isinstance(result, bool) else await result:
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(INTERVAL_S)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -14,6 +12,7 @@ import pytest
 from bench.load.client import ERROR, OK, SHED, Record, send
 from tests.bench.load.conftest import ITL_S, PER_WORD_S, PREFILL_S
 from tests.fakes.capacity import FakeCapacity
+from tests.support.wait import until
 
 WORDS = 20
 
@@ -37,13 +36,6 @@ async def call(fake: FakeCapacity, raw: bytes, stream: bool = True) -> Record:
         return await send(
             session, url, raw, stream=stream, query_class="short", sent=0.0, lag=0.0, give_up_after=10
         )
-
-
-async def until(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def test_ttft_and_itl_match_the_servers_timings(fake: FakeCapacity) -> None:

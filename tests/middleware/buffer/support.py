@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -82,16 +81,6 @@ async def ask(
                     answer.text += choice["delta"]["content"]
                 answer.finish = choice.get("finish_reason") or answer.finish
         return answer
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result if isinstance(result, bool) else await result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float | None:

@@ -8,7 +8,8 @@ import asyncio
 import aiohttp
 
 from tests.conftest import running
-from tests.middleware.buffer.support import LONG, SHORT, ask, buffer_config, capacity, metric_is, until
+from tests.middleware.buffer.support import LONG, SHORT, ask, buffer_config, capacity, metric_is
+from tests.support.wait import until
 
 FIXED_2 = {"upstreams": {"fake": {"parallel": 2, "adaptive": False}}}
 FIXED_1 = {"upstreams": {"fake": {"parallel": 1, "adaptive": False}}}

@@ -15,8 +15,8 @@ from tests.middleware.buffer.support import (
     capacity,
     metric,
     metric_is,
-    until,
 )
+from tests.support.wait import until
 
 FIXED_1 = {"upstreams": {"fake": {"parallel": 1, "adaptive": False}}}
 DEPTH = 'fluido_buffer_queue_depth{upstream="fake"}'

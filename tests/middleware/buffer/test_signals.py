@@ -9,7 +9,7 @@ import aiohttp
 
 from middleware.buffer.signals import Signals, queued, root_of
 from tests.fakes.capacity import FakeCapacity
-from tests.middleware.buffer.support import until
+from tests.support.wait import until
 
 
 def test_queue_gauges_are_read_by_prefix_and_summed_over_label_sets() -> None:
