@@ -101,10 +101,12 @@ class Gate:
         limit = self.limit
         return max(math.floor(limit * share), 1 if limit >= 3 else 0)
 
+    def _held(self, cls: str) -> int:
+        """Free slots ``cls`` may not take: other classes' reservations they do not use now."""
+        return sum(max(0, self.reserved(k) - self.running[k]) for k in self.reserve if k != cls)
+
     def may_start(self, cls: str) -> bool:
-        free = self.limit - self.in_flight
-        held = sum(max(0, self.reserved(k) - self.running[k]) for k in self.reserve if k != cls)
-        return free - held > 0
+        return self.limit - self.in_flight - self._held(cls) > 0
 
     def arrive(self, cls: str, budget: float, now: float) -> Entry | Shed:
         """Start at once, queue, or shed. A started entry has ``state == STARTED``."""
@@ -135,8 +137,9 @@ class Gate:
     def _waiting(self) -> list[Entry]:
         return sorted(e for heap in self._heaps.values() for e in heap if e.state == QUEUED)
 
-    def _starts(self, now: float, order: list[Entry]) -> list[float] | None:
-        free = 0 if self.shared else max(self.limit - self.in_flight, 0)
+    def _starts(self, now: float, order: list[Entry], cls: str = "") -> list[float] | None:
+        """The forecast's starts; for ``cls``, without the free slots other classes hold in reserve."""
+        free = 0 if self.shared else max(self.limit - self.in_flight - (self._held(cls) if cls else 0), 0)
         return self.forecast.starts(now, self._running, free, order)
 
     def _feasible(self, entry: Entry, now: float) -> bool:
@@ -145,17 +148,24 @@ class Gate:
         Unknown, so admitted, until a holding time was measured."""
         waiting = self._waiting()
         ahead = sum(1 for e in waiting if e < entry)
-        after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]])
+        after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]], entry.cls)
         before = self._starts(now, waiting)
         if after is None or before is None:
             return True
-        start = after[ahead]
+        start = now + (after[ahead] - now) * self._stretch(entry.cls)
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
             start = self.forecast.with_arrivals(now, start, entry.cls, entry.deadline, self.budgets, slots)
         if start > entry.deadline - self.margin():
             return False
         return not any(after[k + 1] > waiting[k].deadline >= before[k] for k in range(ahead, len(waiting)))
+
+    def _stretch(self, cls: str) -> float:
+        """How much slower than the replay ``cls``'s queue drains: the replay hands every slot that
+        frees to the next waiter, but the slots other classes hold in reserve are not ``cls``'s."""
+        usable = self.limit - sum(self.reserved(k) for k in self.reserve if k != cls)
+        replayed = max(self.limit - self.in_flight - self._held(cls), 0) + self.in_flight
+        return replayed / usable if 0 < usable < replayed else 1.0
 
     def margin(self) -> float:
         """The forecast's error allowance: the mean gap between two slots freeing. A start predicted

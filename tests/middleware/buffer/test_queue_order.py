@@ -8,7 +8,7 @@ from statistics import median
 
 from middleware.buffer.config import BufferConfig
 from middleware.buffer.controller import Controller, ControllerSettings
-from middleware.buffer.queue import EXPIRED, STARTED, Entry, Gate, Shed
+from middleware.buffer.queue import EXPIRED, QUEUED, STARTED, Entry, Gate, Shed
 
 
 def gate(limit: int = 1, fifo: bool = False) -> Gate:
@@ -112,3 +112,19 @@ def test_at_twice_the_capacity_no_admitted_long_request_waits_past_its_budget() 
     assert max(longs) <= 2.0  # served within the budget, or shed at arrival: none expired or starved
     # and the short questions passed them: their typical wait is a small part of the long requests'
     assert median(shorts) < 0.25 * median(longs)
+
+
+def test_the_start_forecast_leaves_out_the_slots_other_classes_hold_in_reserve() -> None:
+    g = Gate(Controller(ControllerSettings(initial=2, adaptive=False)), 100, {"short": 0.5}, jitter=0.0)
+    g.forecast.by_class, g.forecast.mean = {"short": 0.1, "long": 1.0}, 0.4
+    entry(g.arrive("long", 30.0, 0.0))  # runs until 1.0; the other slot is the short class's
+    # Its only slot frees at 1.0, past its deadline less the margin: shed, though a slot is free now.
+    shed = g.arrive("long", 1.1, 0.0)
+    assert isinstance(shed, Shed) and shed.reason == "deadline_unreachable"
+    assert entry(g.arrive("long", 1.3, 0.0)).state == QUEUED  # the control: 1.0 is in time for this one
+    short = entry(g.arrive("short", 0.5, 0.0))
+    assert short.state == STARTED  # the reserved slot
+    # With the reserved slot busy, the replay would hand the short one's slot to the long waiters
+    # (free at 0.1): they drain on one slot only, so a second long waiter starts at 2.0, not 1.0.
+    assert isinstance(g.arrive("long", 2.1, 0.0), Shed)
+    assert entry(g.arrive("long", 3.0, 0.0)).state == QUEUED
