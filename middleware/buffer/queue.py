@@ -31,6 +31,7 @@ from middleware.buffer.forecast import Forecast
 
 QUEUED, STARTED, DONE, CANCELLED, EXPIRED = "queued", "started", "done", "cancelled", "expired"
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # the range the OpenAI SDKs honour
+MARGIN_OF_BUDGET = 0.2  # the most of a request's budget its forecast margin may take
 
 
 @dataclass(slots=True, eq=False)
@@ -156,7 +157,7 @@ class Gate:
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
             start = self.forecast.with_arrivals(now, start, entry.cls, entry.deadline, self.budgets, slots)
-        if start > entry.deadline - self.margin():
+        if start > entry.deadline - self.margin(entry):
             return False
         return not any(after[k + 1] > waiting[k].deadline >= before[k] for k in range(ahead, len(waiting)))
 
@@ -167,12 +168,13 @@ class Gate:
         replayed = max(self.limit - self.in_flight - self._held(cls), 0) + self.in_flight
         return replayed / usable if 0 < usable < replayed else 1.0
 
-    def margin(self) -> float:
-        """The forecast's error allowance: the mean gap between two slots freeing. A start predicted
-        closer to a deadline than this is taken as late (the requests running may hold their slots a
-        little longer than their class's mean): what is admitted then starts in time, and expiry in the
-        queue stays the exception."""
-        return (self.forecast.mean or 0.0) / max(self.limit, 1)
+    def margin(self, entry: Entry) -> float:
+        """The forecast's error allowance for ``entry``: the mean gap between two slots freeing, at most a
+        fifth of its budget. A start predicted closer to the deadline than this is taken as late (the
+        requests running may hold their slots a little longer than their class's mean): what is admitted
+        then starts in time, and expiry in the queue stays the exception."""
+        gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
+        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival))
 
     def retry_after(self, now: float) -> float:
         """When to come back: the predicted drain time of the queue, jittered, within 1-60 s."""
@@ -203,22 +205,23 @@ class Gate:
     def _quicker(self, first: Entry, heads: list[Entry], now: float) -> Entry:
         """Shortest job first within the deadlines' slack: the head of a class that holds a slot for less
         time than ``first``'s passes the waiters ahead of it when, replayed on the slots, each of them still
-        starts a margin (the gap between two slots freeing) before its deadline. Without this, EDF under
+        starts a margin (see ``margin``) before its deadline. Without this, EDF under
         overload serves a short question only once its own deadline nears, since the long requests
         admitted before it fill the queue up to theirs; with it, short questions start at the next free
         slot while every admitted long request is still served in time."""
         service = self.forecast.service
-        quicker = sorted((e for e in heads if service(e.cls) < service(first.cls)), key=lambda e: service(e.cls))
+        quicker = sorted(
+            (e for e in heads if service(e.cls) < service(first.cls)), key=lambda e: service(e.cls)
+        )
         if not quicker or self.forecast.mean is None:
             return first
-        margin = self.margin()
         waiting = self._waiting()
         for candidate in quicker:
             ahead = waiting.index(candidate)
             passed = waiting[:ahead]
             starts = self._starts(now, [candidate, *passed])
             if starts is not None and all(
-                start <= w.deadline - margin for start, w in zip(starts[1:], passed, strict=True)
+                start <= w.deadline - self.margin(w) for start, w in zip(starts[1:], passed, strict=True)
             ):
                 return candidate
         return first

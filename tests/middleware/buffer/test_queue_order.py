@@ -37,9 +37,9 @@ def test_a_short_question_passes_a_long_request_that_still_starts_in_time() -> N
 def test_a_short_question_does_not_pass_a_long_request_it_would_make_late() -> None:
     g = gate()
     running = entry(g.arrive("long", 30.0, 0.0))
-    # Deadline 1.45: it starts at 1.0 at least a slot gap (0.4 s) before it, but after the short one it
-    # would start at 1.1, within its deadline yet less than a slot gap before it.
-    long_ = entry(g.arrive("long", 1.45, 0.0))
+    # Deadline 1.3, margin 0.26 (a fifth of its budget, less than the 0.4 s slot gap): it starts at 1.0,
+    # in time with the margin, but after the short one it would start at 1.1, within the margin.
+    long_ = entry(g.arrive("long", 1.3, 0.0))
     entry(g.arrive("short", 5.0, 0.5))
     g.finish(running, 1.0)
     assert g.pop_ready(1.0) is long_
