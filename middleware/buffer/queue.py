@@ -118,13 +118,33 @@ class Gate:
         if self.may_start(cls) and not self._waiting_before(entry):
             self._start(entry, now)
             return entry
+        if (shed := self._refusal(entry, now)) is not None:
+            return shed
+        heapq.heappush(self._heaps.setdefault(cls, []), entry)
+        self.depth += 1
+        return entry
+
+    def check(self, cls: str, budget: float, now: float) -> Shed | None:
+        """The refusal ``arrive`` would answer now, without taking a place: lets a request be shed before
+        costly work that would be wasted on it. A refused request counts in the demand, as in ``arrive``;
+        one that would be admitted counts when it arrives."""
+        entry = Entry(cls, now, now + budget, self._seq + 1, now if self.fifo else now + budget)
+        if self.may_start(cls) and not self._waiting_before(entry):
+            return None
+        shed = self._refusal(entry, now)
+        if shed is not None:
+            self.budgets[cls] = budget
+            self.forecast.arrived(cls, now)
+        return shed
+
+    def _refusal(self, entry: Entry, now: float) -> Shed | None:
+        """Why a request that cannot start now may not wait either: the queue is at its bound, or it
+        cannot start in time."""
         if self.depth >= self.bound:
             return Shed("queue_full", self.retry_after(now))
         if not self._feasible(entry, now):
             return Shed("deadline_unreachable", self.retry_after(now))
-        heapq.heappush(self._heaps.setdefault(cls, []), entry)
-        self.depth += 1
-        return entry
+        return None
 
     def _waiting_before(self, entry: Entry) -> bool:
         """Whether a waiter that may start now comes before ``entry`` (it must then go first)."""
