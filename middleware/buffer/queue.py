@@ -19,8 +19,10 @@ Pure: the caller passes ``now`` and applies what the queue decides (starting wai
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
+from operator import attrgetter
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -31,6 +33,7 @@ from middleware.buffer.forecast import Forecast
 
 QUEUED, STARTED, DONE, CANCELLED, EXPIRED = "queued", "started", "done", "cancelled", "expired"
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # the range the OpenAI SDKs honour
+ORDER = attrgetter("key", "seq")  # the queue's order, as a sort key (Entry.__lt__ compares the same)
 MARGIN_OF_BUDGET = 0.2  # the most of a request's budget its forecast margin may take
 
 
@@ -142,8 +145,8 @@ class Gate:
         cannot start in time."""
         if self.depth >= self.bound:
             return Shed("queue_full", self.retry_after(now))
-        if not self._feasible(entry, now):
-            return Shed("deadline_unreachable", self.retry_after(now))
+        if (drain := self._late(entry, now)) is not None:
+            return Shed("deadline_unreachable", self._jittered(drain))
         return None
 
     def _waiting_before(self, entry: Entry) -> bool:
@@ -156,30 +159,36 @@ class Gate:
         return False
 
     def _waiting(self) -> list[Entry]:
-        return sorted(e for heap in self._heaps.values() for e in heap if e.state == QUEUED)
+        return sorted((e for heap in self._heaps.values() for e in heap if e.state == QUEUED), key=ORDER)
 
     def _starts(self, now: float, order: list[Entry], cls: str = "") -> list[float] | None:
         """The forecast's starts; for ``cls``, without the free slots other classes hold in reserve."""
         free = 0 if self.shared else max(self.limit - self.in_flight - (self._held(cls) if cls else 0), 0)
         return self.forecast.starts(now, self._running, free, order)
 
-    def _feasible(self, entry: Entry, now: float) -> bool:
-        """Whether ``entry`` can start before its deadline, and going ahead of the waiters it passes does
-        not make one of them miss a deadline it would have met (EDF's admission test, on the forecast).
-        Unknown, so admitted, until a holding time was measured."""
+    def _late(self, entry: Entry, now: float) -> float | None:
+        """None when ``entry`` can start before its deadline and going ahead of the waiters it passes does
+        not make one of them miss a deadline it would have met (EDF's admission test, on the forecast);
+        otherwise the predicted drain time of the queue with it, for its Retry-After. Unknown, so in
+        time, until a holding time was measured."""
         waiting = self._waiting()
-        ahead = sum(1 for e in waiting if e < entry)
+        ahead = bisect.bisect_left(waiting, ORDER(entry), key=ORDER)
         after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]], entry.cls)
-        before = self._starts(now, waiting)
-        if after is None or before is None:
-            return True
+        if after is None:
+            return None
+        drain = after[-1] - now
         start = now + (after[ahead] - now) * self._stretch(entry.cls)
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
             start = self.forecast.with_arrivals(now, start, entry.cls, entry.deadline, self.budgets, slots)
         if start > entry.deadline - self.margin(entry):
-            return False
-        return not any(after[k + 1] > waiting[k].deadline >= before[k] for k in range(ahead, len(waiting)))
+            return drain
+        if ahead == len(waiting):
+            return None  # it passes nobody
+        before = self._starts(now, waiting)
+        assert before is not None
+        passed = range(ahead, len(waiting))
+        return drain if any(after[k + 1] > waiting[k].deadline >= before[k] for k in passed) else None
 
     def _stretch(self, cls: str) -> float:
         """How much slower than the replay ``cls``'s queue drains: the replay hands every slot that
@@ -199,7 +208,9 @@ class Gate:
     def retry_after(self, now: float) -> float:
         """When to come back: the predicted drain time of the queue, jittered, within 1-60 s."""
         starts = self._starts(now, self._waiting())
-        drain = (starts[-1] - now) if starts else RETRY_MIN
+        return self._jittered((starts[-1] - now) if starts else RETRY_MIN)
+
+    def _jittered(self, drain: float) -> float:
         drain *= 1 + self.jitter * (2 * self.rng() - 1)
         return min(max(drain, RETRY_MIN), RETRY_MAX)
 
