@@ -22,11 +22,11 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from operator import attrgetter
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from middleware.buffer.controller import Controller
 from middleware.buffer.forecast import Forecast
