@@ -2,16 +2,19 @@
 
 - A request's deadline is its arrival plus its query class's TTFT budget. The queue serves the earliest
   deadline first (EDF): a short question passes a long essay that arrived before it, and a long request
-  still reaches the head once its deadline is the earliest, so nothing starves.
+  still reaches the head once its deadline is the earliest, so nothing starves. Within the deadlines'
+  slack, a class that holds a slot for less time goes first (short questions pass long requests that
+  would still start in time).
 - A class may hold a reserved share of L: slots the other classes may not take while that class has fewer
   running than its share, so a burst of long jobs cannot occupy every slot.
 - On arrival, the predicted start comes from replaying the queue on the slots (``Forecast``: each class's
-  mean holding time, the running requests' time already spent) and, under EDF, pushed back by the
-  requests expected to arrive meanwhile with earlier deadlines (at their recent rates). A request that
-  cannot start before its deadline, or whose going ahead would make a waiter it passes miss a deadline
-  that waiter would have met, or that finds the queue at its bound, is shed at once with a Retry-After
-  of the predicted drain time. So what is admitted is (as far as the prediction goes) served in time,
-  and expiry stays the exception.
+  mean holding time, the running requests' time already spent, the slots other classes hold in
+  reserve) and, under EDF, pushed back by the requests expected to arrive meanwhile and go ahead (earlier
+  deadlines, or quicker classes) at their recent rates. A request that cannot start a margin before its
+  deadline, or whose going ahead would make a waiter it passes miss a deadline that waiter would have
+  met, or that finds the queue at its bound, is shed at once with a Retry-After of the predicted drain
+  time. So what is admitted is (as far as the prediction goes) served in time, and expiry stays the
+  exception.
 - A waiting request whose client leaves is removed; one still waiting at its deadline expires.
 
 Pure: the caller passes ``now`` and applies what the queue decides (starting waiters, replying to the shed).
@@ -25,44 +28,15 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from operator import attrgetter
 
 from middleware.buffer.controller import Controller
+from middleware.buffer.entry import CANCELLED, DONE, EXPIRED, ORDER, QUEUED, STARTED, Entry, Shed
 from middleware.buffer.forecast import Forecast
 
-QUEUED, STARTED, DONE, CANCELLED, EXPIRED = "queued", "started", "done", "cancelled", "expired"
+__all__ = ["CANCELLED", "DONE", "EXPIRED", "QUEUED", "STARTED", "Entry", "Gate", "Shed"]
+
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # the range the OpenAI SDKs honour
-ORDER = attrgetter("key", "seq")  # the queue's order, as a sort key (Entry.__lt__ compares the same)
 MARGIN_OF_BUDGET = 0.2  # the most of a request's budget its forecast margin may take
-
-
-@dataclass(slots=True, eq=False)
-class Entry:
-    """One request's place: waiting, running, or gone. ``waiter`` belongs to the async layer."""
-
-    cls: str
-    arrival: float
-    deadline: float
-    seq: int
-    key: float = 0.0  # the queue's order: the deadline (EDF), or the arrival (first come, first served)
-    state: str = QUEUED
-    started_at: float = 0.0
-    epoch: int = 0
-    launch: float = 0.0  # seconds of its slot spent waiting for the upstream to start: not service time
-    waiter: object = field(default=None, repr=False)
-    lease: object = field(default=None, repr=False)  # the replicas' shared count's, when there is one
-
-    def __lt__(self, other: Entry) -> bool:
-        return (self.key, self.seq) < (other.key, other.seq)
-
-
-@dataclass(frozen=True, slots=True)
-class Shed:
-    """A refusal: ``reason`` is queue_full, deadline_unreachable, expired or upstream_unavailable."""
-
-    reason: str
-    retry_after: float
 
 
 class Gate:
