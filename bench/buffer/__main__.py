@@ -28,6 +28,7 @@ from bench.buffer.scenarios import (
     load_cell,
     rig,
 )
+from bench.buffer.shedpath import report as shed_report
 from bench.buffer.table import load_table, ms, p, ttfts
 from tests.support.redis_server import RedisServer
 
@@ -109,7 +110,7 @@ async def coalescing(seconds: float) -> None:
             print(f"    -> {events[False] / events[True]:.1f}x fewer SSE writes with coalescing")
 
 
-SCENARIOS = ("load", "convergence", "replicas", "coalescing")
+SCENARIOS = ("load", "shedpath", "convergence", "replicas", "coalescing")
 
 
 class Tee(io.TextIOBase):
@@ -129,6 +130,8 @@ class Tee(io.TextIOBase):
 async def run(seconds: float, only: set[str], out: Path) -> None:
     if "load" in only:
         await load_table(seconds, out)
+    if "shedpath" in only:
+        await shed_report()
     if "convergence" in only:
         await convergence()
     if "replicas" in only:
