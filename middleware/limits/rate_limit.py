@@ -32,11 +32,19 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{rest}s"
 
 
+# OpenAI's header names, per kind of limit: built once, not per request.
+_HEADERS = {
+    kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+    for kind in ("requests", "tokens")
+}
+
+
 def _set_headers(headers: dict[str, str], kind: str, budget: Budget | None) -> None:
     if budget is not None:
-        headers[f"x-ratelimit-limit-{kind}"] = str(budget.limit)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(budget.remaining)
-        headers[f"x-ratelimit-reset-{kind}"] = duration(budget.reset)
+        limit, remaining, reset = _HEADERS[kind]
+        headers[limit] = str(budget.limit)
+        headers[remaining] = str(budget.remaining)
+        headers[reset] = duration(budget.reset)
 
 
 class RateLimit:
