@@ -45,12 +45,11 @@ class Forecast:
     ) -> float:
         """``start`` pushed back by the requests expected to arrive before it and go ahead of it (EDF: a
         class whose deadline, arrival + budget, comes before ``deadline``), at their recent rates."""
+        # Each class's rate and service time, taken once for the rounds below.
+        classes = [(self.rate(c, now), deadline - budget, self.service(c)) for c, budget in budgets.items()]
         pushed = start
         for _ in range(3):  # the push widens the window it is computed over: a few rounds settle it
-            work = sum(
-                self.rate(c, now) * max(0.0, min(pushed, deadline - budget) - now) * self.service(c)
-                for c, budget in budgets.items()
-            )
+            work = sum(rate * max(0.0, min(pushed, ends) - now) * service for rate, ends, service in classes)
             pushed = start + work / max(slots, 1)
         return pushed
 
@@ -69,16 +68,18 @@ class Forecast:
         None before anything was measured."""
         if self.mean is None:
             return None
+        # ``service`` inlined: this runs for every waiter on every arrival while a queue stands.
+        service, overall = self.by_class.get, self.mean or 0.0
         frees = [now] * free
         for entry in running:
-            mean = self.service(entry.cls)
+            mean = service(entry.cls, overall)
             frees.append(now + max(mean - (now - entry.started_at), OVERDUE * mean))
         if not frees:
             frees = [now]
         heapq.heapify(frees)
         starts = []
         for entry in order:
-            at = heapq.heappop(frees)
+            at = frees[0]  # the first slot to free: taken, and held for the entry's class's mean
             starts.append(at)
-            heapq.heappush(frees, at + self.service(entry.cls))
+            heapq.heapreplace(frees, at + service(entry.cls, overall))
         return starts

@@ -19,8 +19,10 @@ Pure: the caller passes ``now`` and applies what the queue decides (starting wai
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
+import operator
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -51,6 +53,9 @@ class Entry:
 
     def __lt__(self, other: Entry) -> bool:
         return (self.key, self.seq) < (other.key, other.seq)
+
+
+_order = operator.attrgetter("key", "seq")  # an entry's place in the queue, as ``Entry.__lt__`` compares
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +138,8 @@ class Gate:
         return False
 
     def _waiting(self) -> list[Entry]:
-        return sorted(e for heap in self._heaps.values() for e in heap if e.state == QUEUED)
+        # Sorted on (key, seq) tuples: the order of ``Entry.__lt__``, compared without a Python call each.
+        return sorted((e for heap in self._heaps.values() for e in heap if e.state == QUEUED), key=_order)
 
     def _starts(self, now: float, order: list[Entry]) -> list[float] | None:
         free = 0 if self.shared else max(self.limit - self.in_flight, 0)
@@ -144,11 +150,13 @@ class Gate:
         not make one of them miss a deadline it would have met (EDF's admission test, on the forecast).
         Unknown, so admitted, until a holding time was measured."""
         waiting = self._waiting()
-        ahead = sum(1 for e in waiting if e < entry)
+        ahead = bisect.bisect_left(waiting, _order(entry), key=_order)
         after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]])
-        before = self._starts(now, waiting)
-        if after is None or before is None:
+        if after is None:  # nothing measured yet (and then ``before`` would be None too)
             return True
+        # The waiters ``entry`` passes are those after it; when it goes last (the usual case: a later
+        # arrival of the same class) there are none, and their forecast without it is not needed.
+        before = self._starts(now, waiting) if ahead < len(waiting) else after
         start = after[ahead]
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
