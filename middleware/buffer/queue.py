@@ -152,11 +152,11 @@ class Gate:
         waiting = self._waiting()
         ahead = bisect.bisect_left(waiting, _order(entry), key=_order)
         after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]])
-        if after is None:  # nothing measured yet (and then ``before`` would be None too)
-            return True
         # The waiters ``entry`` passes are those after it; when it goes last (the usual case: a later
         # arrival of the same class) there are none, and their forecast without it is not needed.
         before = self._starts(now, waiting) if ahead < len(waiting) else after
+        if after is None or before is None:
+            return True
         start = after[ahead]
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
