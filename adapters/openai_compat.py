@@ -153,7 +153,7 @@ def parse_chunks(data: Any) -> list[Chunk]:
     if "error" in data:
         message, _ = error_message(data)
         raise UpstreamError(f"The upstream failed mid-stream: {message or 'unknown error'}")
-    choices = data.get("choices") or ()
+    choices = data.get("choices") or []
     if len(choices) == 1 and data.get("usage") is None:
         # Called once per token: most events are one choice with only a content delta.
         c = choices[0]
