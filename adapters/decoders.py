@@ -68,9 +68,9 @@ class SSEDecoder:
         # arrived together), with nothing pending: take their data without splitting lines. Anything
         # else goes the general way.
         if data.endswith(b"\n\n") and not self._data and not self._lines.pending and b"\r" not in data:
-            events = data[:-2].split(b"\n\n")
-            if data.count(b"\n") == 2 * len(events) and all(e.startswith(b"data: ") for e in events):
-                return [e[6:] for e in events]
+            whole = data[:-2].split(b"\n\n")
+            if data.count(b"\n") == 2 * len(whole) and all(e.startswith(b"data: ") for e in whole):
+                return [e[6:] for e in whole]
         events: list[bytes] = []
         for line in self._lines.feed(data):
             if not line:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections import deque
 from collections.abc import Callable
 
@@ -63,9 +62,10 @@ def merge(pending: deque[Chunk]) -> Chunk:
     if len(parts) == 1:
         return first
     text = "".join(parts)
+    # A mergeable chunk has nothing else that a merged one could keep (dataclasses.replace costs more).
     if field == "content":
-        return dataclasses.replace(first, content=text)
-    return dataclasses.replace(first, reasoning=text)
+        return Chunk(first.index, first.role, content=text)
+    return Chunk(first.index, first.role, reasoning=text)
 
 
 async def coalesce(
