@@ -194,8 +194,9 @@ class ChatRoute(Generic[S]):
                     "headers": [*door.stream_headers, *note_headers(trace)],
                 }
             )
-            # Once every choice has finished, only bookkeeping (usage) and the end can follow, and they
-            # come at once: their frames leave together with the last one, in one write instead of several.
+            # Every write is a system call. Frames with nothing for the reader to show (the role, usage)
+            # wait for the next one that has; once every choice has finished, only bookkeeping and the end
+            # can follow, and they come at once: those frames leave with the last one.
             finished: set[int] = set()
             held = b""
             try:
@@ -206,11 +207,10 @@ class ChatRoute(Generic[S]):
                         text.append(chunk.content)
                     if chunk.finish_reason is not None:
                         finished.add(chunk.index)
-                    if frame := writer.render(chunk):
-                        if len(finished) < call.request.n:
-                            await send({"type": "http.response.body", "body": frame, "more_body": True})
-                        else:
-                            held += frame
+                    held += writer.render(chunk)
+                    if held and chunk.carries_output and len(finished) < call.request.n:
+                        await send({"type": "http.response.body", "body": held, "more_body": True})
+                        held = b""
                     chunk = await anext(stream)
             except StopAsyncIteration:
                 try:
