@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections import deque
 from collections.abc import Callable
 
@@ -63,9 +62,10 @@ def merge(pending: deque[Chunk]) -> Chunk:
     if len(parts) == 1:
         return first
     text = "".join(parts)
+    # A mergeable chunk has nothing else that a merged one could keep (dataclasses.replace costs more).
     if field == "content":
-        return dataclasses.replace(first, content=text)
-    return dataclasses.replace(first, reasoning=text)
+        return Chunk(first.index, first.role, content=text)
+    return Chunk(first.index, first.role, reasoning=text)
 
 
 async def coalesce(
@@ -84,6 +84,7 @@ async def coalesce(
     room.set()
     failure: list[BaseException] = []
     finished = False
+    pacing = False  # the consumer waits out the pace: only what ends that wait needs to wake it
 
     async def read() -> None:
         nonlocal finished
@@ -91,7 +92,10 @@ async def coalesce(
             async for chunk in stream:
                 pending.append(chunk)
                 arrived.append(loop.time())
-                ready.set()
+                # Waking the consumer for every token while it waits for the pace would cost a task
+                # switch per token for nothing: it is woken for what ends the wait, or by its timer.
+                if not pacing or len(pending) >= MAX_DELTAS or not mergeable(chunk):
+                    ready.set()
                 if len(pending) >= MAX_PENDING:
                     room.clear()
                     await room.wait()
@@ -121,8 +125,13 @@ async def coalesce(
             due = last + pace
             while spoken and not finished and text_run() and loop.time() < due:
                 ready.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ready.wait(), due - loop.time())
+                pacing = True
+                timer = loop.call_at(due, ready.set)
+                try:
+                    await ready.wait()
+                finally:
+                    pacing = False
+                    timer.cancel()
             before = len(pending)
             oldest = arrived[0]
             event = merge(pending)

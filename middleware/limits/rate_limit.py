@@ -131,7 +131,8 @@ class RateLimit:
                 if chunk.carries_output:
                     pieces += 1
                     chars += len(chunk.content or "") + len(chunk.reasoning or "")
-                    chars += sum(len(t.arguments) + len(t.name or "") for t in chunk.tool_calls)
+                    if chunk.tool_calls:
+                        chars += sum(len(t.arguments) + len(t.name or "") for t in chunk.tool_calls)
                 yield chunk
         finally:
             await stream.aclose()
