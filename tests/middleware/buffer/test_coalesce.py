@@ -88,6 +88,31 @@ async def test_the_sdk_reassembles_the_same_reply_wherever_the_client_falls_behi
     assert merged == original
 
 
+ARGS = '{"city": "Paris", "unit": "celsius"}'
+
+
+@pytest.mark.parametrize("cut", range(len(ARGS) + 1))
+async def test_tool_calls_pass_byte_identical_wherever_their_arguments_are_split(cut: int) -> None:
+    """Split at 0 or at the end: the whole call in one delta (plus an empty one)."""
+    stream = [
+        Chunk(role="assistant", content=""),
+        Chunk(content="Checking"),
+        Chunk(content=" the"),
+        Chunk(content=" weather."),
+        Chunk(tool_calls=(ToolCallDelta(0, id="call_1", name="get_weather", arguments=ARGS[:cut]),)),
+        Chunk(tool_calls=(ToolCallDelta(0, arguments=ARGS[cut:]),)),
+        Chunk(finish_reason="tool_calls"),
+        Chunk(usage=Usage(12, 30)),
+    ]
+    expected = sdk_final(stream).model_dump()
+    original = [e for e in wire(stream) if not _text_only(e)]
+    for stall_after in (None, *range(1, len(stream))):
+        for pace in (0.0, 0.01):
+            events = await consume(stream, stall_after, pace)
+            assert sdk_final(events).model_dump() == expected
+            assert [e for e in wire(events) if not _text_only(e)] == original
+
+
 def _text_only(event: dict[str, Any]) -> bool:
     if not event["choices"]:
         return False
