@@ -14,18 +14,21 @@ What it prints per cell, and where each figure is measured:
   This counts every delay on the way (the fake's, Fluido's and the client's own), with or without
   coalescing: on minus off is the delay coalescing adds as the client sees it;
 - gap p99: time between two text events of a stream (client side);
-- CPU: Fluido's on-CPU time (all threads) over the measured window, per stream and per 1000 tokens.
+- CPU: Fluido's on-CPU time (all threads) over the measured window, per stream and per 1000 tokens;
+- sched p99: how late a process sleeping 1 ms at a time wakes up on this machine during the cell. Every
+  hand-over between tasks in Fluido waits for a turn of its event loop, and on a shared machine a turn
+  waits for a core: this is the floor under "hold" that no coalescing rule can remove.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import orjson
@@ -35,6 +38,15 @@ from bench.buffer.scenarios import bodies, fake_args, fluido_config
 from bench.load.stats import percentile
 from bench.procs import Fleet, cpu_seconds
 
+# A process that sleeps 1 ms at a time and prints, as JSON, how late it woke: p50 and p99 in seconds.
+SCHED_PROBE = """
+import sys, time, json
+end, late = time.monotonic() + float(sys.argv[1]), []
+while time.monotonic() < end:
+    t = time.monotonic(); time.sleep(0.001); late.append(time.monotonic() - t - 0.001)
+late.sort()
+print(json.dumps([late[len(late) // 2], late[int(len(late) * 0.99)]]))
+"""
 TOKENS = 200
 CELLS = ((64, 2.0), (16, 2.0), (64, 20.0))
 HOLD = "fluido_stream_coalesce_hold_seconds"
@@ -79,6 +91,7 @@ class Figures:
     deltas_per_event: float | None
     cpu: float  # Fluido's CPU seconds over the window
     tokens: int
+    sched: tuple[float, float]  # p50, p99 of a 1 ms sleeper's lateness during the window
 
 
 def lateness(read: Read, itl: float) -> list[float]:
@@ -94,7 +107,9 @@ def lateness(read: Read, itl: float) -> list[float]:
 def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float | None:
     """Like Prometheus's histogram_quantile: linear within the bucket the quantile falls in."""
     buckets = sorted(
-        (float(k.split('le="')[1].split('"')[0]), v) for k, v in metrics.items() if k.startswith(name + "_bucket")
+        (float(k.split('le="')[1].split('"')[0]), v)
+        for k, v in metrics.items()
+        if k.startswith(name + "_bucket")
     )
     if not buckets or not buckets[-1][1]:
         return None
@@ -114,7 +129,8 @@ def fluido(coalesce: bool, streams: int, itl_ms: float) -> Iterator[tuple[str, i
     """A capacity fake with a slot per stream, and Fluido in front of it: (Fluido's URL, its pid)."""
     buffer = {"coalesce": coalesce, "upstreams": {"fake": {"parallel": streams, "adaptive": False}}}
     with Fleet() as fleet:
-        fake = fleet.start("fake", "tests.fakes.capacity", fake_args("vllm", slots=streams, itl_ms=itl_ms), None)
+        args = fake_args("vllm", slots=streams, itl_ms=itl_ms)
+        fake = fleet.start("fake", "tests.fakes.capacity", args, cpu=None)
         fleet.wait_listening(fake)
         cfg = orjson.dumps(fluido_config(f"http://127.0.0.1:{fake.port}", "vllm", buffer)).decode()
         proxy = fleet.start("fluido0", "bench.buffer.server", ["--config", cfg], cpu=None)
@@ -129,6 +145,9 @@ async def cell(coalesce: bool, streams: int, seconds: float, itl_ms: float) -> F
             for body in load[:4]:  # two rounds of two: Fluido measures the upstream's pace
                 await read_stream(s, url, body)
             before, cpu0 = await scrape(url), cpu_seconds(pid)
+            probe = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", SCHED_PROBE, str(seconds), stdout=asyncio.subprocess.PIPE
+            )
             t_end = time.monotonic() + seconds
             reads: list[Read] = []
 
@@ -141,6 +160,7 @@ async def cell(coalesce: bool, streams: int, seconds: float, itl_ms: float) -> F
             await asyncio.gather(*(client(n) for n in range(streams)))
             cpu = cpu_seconds(pid) - cpu0
             after = await scrape(url)
+            sched = orjson.loads((await probe.communicate())[0])
     done = [r for r in reads if r.finished and r.times]
     itl = itl_ms / 1000
     window = {k: v - before.get(k, 0.0) for k, v in after.items() if k.startswith(HOLD)}
@@ -160,6 +180,7 @@ async def cell(coalesce: bool, streams: int, seconds: float, itl_ms: float) -> F
         deltas_per_event=deltas / events if events else None,
         cpu=cpu,
         tokens=sum(sum(r.tokens) for r in done),
+        sched=(sched[0], sched[1]),
     )
 
 
@@ -175,21 +196,21 @@ def line(label: str, f: Figures) -> str:
     return (
         f"    {label:<4} {f.streams:>5} {f.events:>7.1f} {ms(p(f.ttft, 50)):>7} {ms(p(f.ttft, 99)):>7}"
         f" {ms(f.hold[0]):>7} {ms(f.hold[1]):>7} {ms(p(f.late, 50)):>7} {ms(p(f.late, 99)):>7}"
-        f" {ms(p(f.gaps, 99)):>7} {per_stream * 1000:>8.1f} {per_k * 1000:>8.1f}{merged}"
+        f" {ms(p(f.gaps, 99)):>7} {per_stream * 1000:>8.1f} {per_k * 1000:>8.1f} {ms(f.sched[1]):>6}{merged}"
     )
 
 
 HEADER = (
     f"    {'':<4} {'strms':>5} {'ev/str':>7} {'ttft50':>7} {'ttft99':>7} {'hold50':>7} {'hold99':>7}"
-    f" {'late50':>7} {'late99':>7} {'gap99':>7} {'cpu/str':>8} {'cpu/ktk':>8}"
+    f" {'late50':>7} {'late99':>7} {'gap99':>7} {'cpu/str':>8} {'cpu/ktk':>8} {'sched99':>6}"
 )
 
 
 async def report(seconds: float, cells: tuple[tuple[int, float], ...] = CELLS) -> None:
-    print(f"\nCoalescing: concurrent streams of {TOKENS} tokens, coalescing off/on in the order off, on, on, off.")
+    print(f"\nCoalescing: concurrent streams of {TOKENS} tokens; coalescing off, on, on, off.")
     print("  times in ms; hold = wait inside Fluido's coalescer per delta; late = per token, behind its")
     print("  schedule as the client read it; gap99 = between text events; cpu = Fluido's CPU ms per")
-    print("  stream and per 1000 tokens")
+    print("  stream and per 1000 tokens; sched99 = how late a 1 ms sleeper woke on this machine, p99")
     for streams, itl in cells:
         print(f"  {streams} streams, {itl:g} ms between tokens:")
         print(HEADER)
