@@ -15,6 +15,7 @@ What it prints per cell, and where each figure is measured:
   coalescing: on minus off is the delay coalescing adds as the client sees it;
 - gap p99: time between two text events of a stream (client side);
 - CPU: Fluido's on-CPU time (all threads) over the measured window, per stream and per 1000 tokens;
+- the CPU of the fake and of the client (this process): the load generator must not be the bottleneck;
 - sched p99: how late a process sleeping 1 ms at a time wakes up on this machine during the cell. Every
   hand-over between tasks in Fluido waits for a turn of its event loop, and on a shared machine a turn
   waits for a core: this is the floor under "hold" that no coalescing rule can remove.
@@ -92,6 +93,7 @@ class Figures:
     cpu: float  # Fluido's CPU seconds over the window
     tokens: int
     sched: tuple[float, float]  # p50, p99 of a 1 ms sleeper's lateness during the window
+    loads: tuple[float, float]  # the fake's and the client's CPU, in cores, over the window
 
 
 def lateness(read: Read, itl: float) -> list[float]:
@@ -125,8 +127,9 @@ def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float 
 
 
 @contextmanager
-def fluido(coalesce: bool, streams: int, itl_ms: float) -> Iterator[tuple[str, int]]:
-    """A capacity fake with a slot per stream, and Fluido in front of it: (Fluido's URL, its pid)."""
+def fluido(coalesce: bool, streams: int, itl_ms: float) -> Iterator[tuple[str, int, int]]:
+    """A capacity fake with a slot per stream, and Fluido in front of it: (Fluido's URL, its pid, the
+    fake's pid)."""
     buffer = {"coalesce": coalesce, "upstreams": {"fake": {"parallel": streams, "adaptive": False}}}
     with Fleet() as fleet:
         args = fake_args("vllm", slots=streams, itl_ms=itl_ms)
@@ -135,16 +138,17 @@ def fluido(coalesce: bool, streams: int, itl_ms: float) -> Iterator[tuple[str, i
         cfg = orjson.dumps(fluido_config(f"http://127.0.0.1:{fake.port}", "vllm", buffer)).decode()
         proxy = fleet.start("fluido0", "bench.buffer.server", ["--config", cfg], cpu=None)
         fleet.wait_listening(proxy)
-        yield f"http://127.0.0.1:{proxy.port}", proxy.pid
+        yield f"http://127.0.0.1:{proxy.port}", proxy.pid, fake.pid
 
 
 async def cell(coalesce: bool, streams: int, seconds: float, itl_ms: float) -> Figures:
     load = [body for _, body in bodies(seed=5, tokens={"short": TOKENS, "long": TOKENS})]
-    with fluido(coalesce, streams, itl_ms) as (url, pid):
+    with fluido(coalesce, streams, itl_ms) as (url, pid, fake_pid):
         async with session() as s:
             for body in load[:4]:  # two rounds of two: Fluido measures the upstream's pace
                 await read_stream(s, url, body)
             before, cpu0 = await scrape(url), cpu_seconds(pid)
+            others0 = (cpu_seconds(fake_pid), time.process_time(), time.monotonic())
             probe = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", SCHED_PROBE, str(seconds), stdout=asyncio.subprocess.PIPE
             )
@@ -159,6 +163,8 @@ async def cell(coalesce: bool, streams: int, seconds: float, itl_ms: float) -> F
 
             await asyncio.gather(*(client(n) for n in range(streams)))
             cpu = cpu_seconds(pid) - cpu0
+            wall = time.monotonic() - others0[2]
+            loads = ((cpu_seconds(fake_pid) - others0[0]) / wall, (time.process_time() - others0[1]) / wall)
             after = await scrape(url)
             sched = orjson.loads((await probe.communicate())[0])
     done = [r for r in reads if r.finished and r.times]
@@ -181,6 +187,7 @@ async def cell(coalesce: bool, streams: int, seconds: float, itl_ms: float) -> F
         cpu=cpu,
         tokens=sum(sum(r.tokens) for r in done),
         sched=(sched[0], sched[1]),
+        loads=loads,
     )
 
 
@@ -196,13 +203,15 @@ def line(label: str, f: Figures) -> str:
     return (
         f"    {label:<4} {f.streams:>5} {f.events:>7.1f} {ms(p(f.ttft, 50)):>7} {ms(p(f.ttft, 99)):>7}"
         f" {ms(f.hold[0]):>7} {ms(f.hold[1]):>7} {ms(p(f.late, 50)):>7} {ms(p(f.late, 99)):>7}"
-        f" {ms(p(f.gaps, 99)):>7} {per_stream * 1000:>8.1f} {per_k * 1000:>8.1f} {ms(f.sched[1]):>6}{merged}"
+        f" {ms(p(f.gaps, 99)):>7} {per_stream * 1000:>8.1f} {per_k * 1000:>8.1f} {ms(f.sched[1]):>6}"
+        f" {f.loads[0]:>4.0%} {f.loads[1]:>4.0%}{merged}"
     )
 
 
 HEADER = (
     f"    {'':<4} {'strms':>5} {'ev/str':>7} {'ttft50':>7} {'ttft99':>7} {'hold50':>7} {'hold99':>7}"
     f" {'late50':>7} {'late99':>7} {'gap99':>7} {'cpu/str':>8} {'cpu/ktk':>8} {'sched99':>6}"
+    f" {'fake':>4} {'clnt':>4}"
 )
 
 
@@ -210,7 +219,8 @@ async def report(seconds: float, cells: tuple[tuple[int, float], ...] = CELLS) -
     print(f"\nCoalescing: concurrent streams of {TOKENS} tokens; coalescing off, on, on, off.")
     print("  times in ms; hold = wait inside Fluido's coalescer per delta; late = per token, behind its")
     print("  schedule as the client read it; gap99 = between text events; cpu = Fluido's CPU ms per")
-    print("  stream and per 1000 tokens; sched99 = how late a 1 ms sleeper woke on this machine, p99")
+    print("  stream and per 1000 tokens; sched99 = how late a 1 ms sleeper woke on this machine, p99;")
+    print("  fake, clnt = CPU of the upstream fake and of this client, in % of one core")
     for streams, itl in cells:
         print(f"  {streams} streams, {itl:g} ms between tokens:")
         print(HEADER)
