@@ -1,27 +1,33 @@
 """Stream coalescing: fewer, larger SSE events for fast upstreams, each delta held at most ``PACE``.
 
-A reader task pulls the upstream's chunks as they come; the consumer (the route writing to the client)
-takes what is due. Consecutive text-only deltas of the same choice (and kind: content or reasoning) are
-merged at the JSON level, up to ``MAX_DELTAS`` deltas or ``MAX_BYTES`` characters. Two things merge them:
+Up to its first output (text, reasoning, a tool call or the finish) a stream passes straight through in
+the consumer's own task (the route writing to the client), exactly as without coalescing: the first token
+is never held, not even for a hand-over between tasks. From then on a reader task pulls the upstream's
+chunks as they come and the consumer takes what is due. Consecutive text-only deltas of the same choice
+(and kind: content or reasoning) are merged at the JSON level, up to ``MAX_DELTAS`` deltas or
+``MAX_BYTES`` characters. Two things merge them:
 
-- what piled up while the consumer was behind (its client socket backed up, or the process busy with
-  other streams) leaves as one event, which costs no delay at all;
-- once the first text has gone out, text is due ``PACE`` (10 ms, under one display frame) after the
-  previous event left, or after it arrived itself if it had been waiting before that: so a stream at
-  2 ms per token leaves in events of about five tokens, and no delta waits longer than ``PACE``.
+- what piled up while the consumer was behind (its client socket backed up, so the write waited, or the
+  process busy with other streams) leaves as one event, which adds no delay at all;
+- text is due ``PACE`` (10 ms, under one display frame) after the previous event left, or after it arrived
+  itself if it had been waiting before that: so a stream at 2 ms per token leaves in events of about five
+  tokens, no delta waits longer than ``PACE``, and a stream slower than ``PACE`` is never held.
 
-The first text is never held, and a tool-call delta, finish reason, usage, logprobs or error is due at
-once: they pass through unmerged, in order, with whatever text was pending sent just before them.
+A tool-call delta, finish reason, usage, logprobs or error is due at once: they pass through unmerged, in
+order, with whatever text was pending sent just before them.
 
 The pace is kept by the reader, not by a timer per delta: each arriving delta checks the due time and wakes
 the consumer when the next delta (expected one recent gap later) would come too late; one timer per event
-covers an upstream that pauses. The consumer thus wakes once per event, not once per delta, and a busy
-event loop delays a flush by its own lag, never by a timer queued behind it.
+covers an upstream that pauses. The consumer thus wakes once per event, not once per delta. A woken
+consumer runs one turn of the event loop later, and on a busy loop that turn is what a delta waits beyond
+the pace: the coalescer measures it (from the wake-up to the consumer running) and wakes the consumer that
+much earlier, up to the pace itself.
 
 The reader task costs a little per chunk, so it runs only for streams from an upstream whose tokens come
 faster than ``FAST_GAP`` apart (measured over its recent streams), where merging pays. Every other stream is
-passed through untouched. The reader is the only task that iterates the upstream stream, so the router's
-idle watch (which cancels the task iterating it) stays attached to one task.
+passed through untouched. The reader is the only task that iterates the upstream stream past its first
+output, which the router has read before the chain returns (its head); so the router's idle watch (which
+cancels the task iterating the stream, set up after the head) binds to the reader.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from collections.abc import Callable
 from proxy.types import Chunk, Stream
 
 FAST_GAP = 0.005  # seconds between chunks below which an upstream's streams are coalesced
-PACE = 0.01  # seconds: after the first text, text is due this long after the last event, at most
+PACE = 0.01  # seconds: after the first output, text is due this long after the last event, at most
 MAX_DELTAS = 32  # deltas merged into one event at most
 MAX_BYTES = 4096  # characters merged into one event at most
 MAX_PENDING = 64  # chunks read ahead of a slow consumer before the reader waits (backpressure)
@@ -184,7 +190,7 @@ async def _coalesce(stream: Stream, on_event: Callable[[list[float]], None], pac
             async for chunk in stream:
                 now = loop.time()
                 pending.add(chunk, now)
-                if waiter is not None:
+                if waiter is not None and not waiter.done():
                     if pending.urgent(now):
                         wake()
                     else:
