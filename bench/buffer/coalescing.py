@@ -195,6 +195,19 @@ def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f}"
 
 
+def hold_ms(value: float | None) -> str:
+    """A quantile from the hold histogram: past 50 ms its buckets are too wide to interpolate in, so the
+    bucket it falls in."""
+    if value is None or value <= 0.05:
+        return ms(value)
+    lower = 0.05
+    for upper in (0.1, 0.2, 0.5, 1.0):
+        if value <= upper:
+            return f"{lower * 1000:g}-{upper * 1000:g}"
+        lower = upper
+    return ">1000"
+
+
 def line(label: str, f: Figures) -> str:
     p = percentile
     per_stream = f.cpu / max(f.streams, 1)
@@ -202,7 +215,7 @@ def line(label: str, f: Figures) -> str:
     merged = f" ({f.deltas_per_event:.1f} deltas/event)" if f.deltas_per_event else ""
     return (
         f"    {label:<4} {f.streams:>5} {f.events:>7.1f} {ms(p(f.ttft, 50)):>7} {ms(p(f.ttft, 99)):>7}"
-        f" {ms(f.hold[0]):>7} {ms(f.hold[1]):>7} {ms(p(f.late, 50)):>7} {ms(p(f.late, 99)):>7}"
+        f" {hold_ms(f.hold[0]):>7} {hold_ms(f.hold[1]):>7} {ms(p(f.late, 50)):>7} {ms(p(f.late, 99)):>7}"
         f" {ms(p(f.gaps, 99)):>7} {per_stream * 1000:>8.1f} {per_k * 1000:>8.1f} {ms(f.sched[1]):>6}"
         f" {f.loads[0]:>4.0%} {f.loads[1]:>4.0%}{merged}"
     )
