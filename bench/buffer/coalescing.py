@@ -5,10 +5,11 @@ shared machine weighs on both alike).
 What it prints per cell, and where each figure is measured:
 - SSE events per stream carrying text (client side);
 - TTFT p50/p99 (client side, from the request's send to its first text);
-- hold p50/p99: how long each delta waited inside Fluido's coalescer, from the moment the adapter handed
-  it over (when, without coalescing, it would have been written in that same step) to its hand-over to the
-  writer (which writes it to the socket in that same step unless the socket is backed up). Read from
-  Fluido's ``fluido_stream_coalesce_hold_seconds`` histogram, interpolated within its buckets;
+- hold p50/p99: per event, how long its oldest delta (the one that waited longest) waited inside Fluido's
+  coalescer, from the moment the adapter handed it over (when, without coalescing, it would have been
+  written in that same step) to its hand-over to the writer (which writes it to the socket in that same
+  step unless the socket is backed up). Read from Fluido's ``fluido_stream_coalesce_hold_seconds``
+  histogram, interpolated within its buckets;
 - late p50/p99: per token, how much later than its schedule the client read it. The fake sends token i at
   its first token's time plus i times the ITL; the client's schedule is the same from its own first token.
   This counts every delay on the way (the fake's, Fluido's and the client's own), with or without
@@ -230,9 +231,9 @@ HEADER = (
 
 async def report(seconds: float, cells: tuple[tuple[int, float], ...] = CELLS) -> None:
     print(f"\nCoalescing: concurrent streams of {TOKENS} tokens; coalescing off, on, on, off.")
-    print("  times in ms; hold = wait inside Fluido's coalescer per delta; late = per token, behind its")
-    print("  schedule as the client read it; gap99 = between text events; cpu = Fluido's CPU ms per")
-    print("  stream and per 1000 tokens; sched99 = how late a 1 ms sleeper woke on this machine, p99;")
+    print("  times in ms; hold = per event, its oldest delta's wait in Fluido's coalescer; late = per token,")
+    print("  behind its schedule as the client read it; gap99 = between text events; cpu = Fluido's CPU")
+    print("  ms per stream and per 1000 tokens; sched99 = how late a 1 ms sleeper woke on this machine, p99;")
     print("  fake, clnt = CPU of the upstream fake and of this client, in % of one core")
     for streams, itl in cells:
         print(f"  {streams} streams, {itl:g} ms between tokens:")

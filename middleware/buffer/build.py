@@ -98,7 +98,7 @@ def build_buffer(
         admissions,
         observe_wait=metrics.buffer_wait if metrics is not None else lambda upstream, seconds: None,
         observe_shed=metrics.buffer_refused if metrics is not None else lambda upstream, reason: None,
-        observe_event=metrics.stream_event if metrics is not None else lambda holds: None,
+        observe_event=metrics.stream_event if metrics is not None else lambda deltas, held: None,
     )
     return BufferParts(buffer, admissions, signals)
 

@@ -125,24 +125,27 @@ class Pending:
     def woke(self, lag: float) -> None:
         self.lag = self.lag * 0.75 + lag * 0.25
 
-    def take(self, now: float) -> tuple[Chunk, list[float]]:
-        """The next event, and how long each delta it carries waited."""
-        before = len(self.chunks)
+    def take(self, now: float) -> tuple[Chunk, int, float]:
+        """The next event, how many deltas it carries, and how long the oldest of them waited."""
+        before, held = len(self.chunks), now - self.arrived[0]
         event = merge(self.chunks)
-        holds = [now - self.arrived.popleft() for _ in range(before - len(self.chunks))]
+        deltas = before - len(self.chunks)
+        for _ in range(deltas):
+            self.arrived.popleft()
         self.solid -= not mergeable(event)
         self.last = now
-        return event, holds
+        return event, deltas, held
 
 
 async def coalesce(
     stream: Stream,
-    on_event: Callable[[list[float]], None] = lambda holds: None,
+    on_event: Callable[[int, float], None] = lambda deltas, held: None,
     pace: float = PACE,
 ) -> Stream:
-    """``stream`` re-chunked as above. ``on_event(holds)``: per event sent, how long each delta it carries
-    waited in this buffer (from its arrival here to its hand-over to the writer). ``pace``: once the first
-    output has gone out, text deltas leave at most this often (0: only what piled up is merged)."""
+    """``stream`` re-chunked as above. ``on_event(deltas, held)``: per event sent, how many deltas it
+    carries and how long the oldest of them waited in this buffer (from its arrival here to its hand-over to
+    the writer, which writes it in that same step): the longest any of them waited. ``pace``: once the
+    first output has gone out, text deltas leave at most this often (0: only what piled up is merged)."""
     try:
         async for event in _coalesce(stream, on_event, pace):
             yield event
@@ -150,7 +153,7 @@ async def coalesce(
         await stream.aclose()
 
 
-async def _coalesce(stream: Stream, on_event: Callable[[list[float]], None], pace: float) -> Stream:
+async def _coalesce(stream: Stream, on_event: Callable[[int, float], None], pace: float) -> Stream:
     loop = asyncio.get_running_loop()
     # Up to the first output, chunks pass straight through in the consumer's own task: no hand-over, so
     # the first token leaves exactly as without coalescing. The router has read them already (its head),
@@ -159,7 +162,7 @@ async def _coalesce(stream: Stream, on_event: Callable[[list[float]], None], pac
         if chunk.carries_output or chunk.usage is not None:
             first = chunk
             break
-        on_event([0.0])
+        on_event(1, 0.0)
         yield chunk
     else:
         return
@@ -208,16 +211,16 @@ async def _coalesce(stream: Stream, on_event: Callable[[list[float]], None], pac
 
     reader = loop.create_task(read())  # it starts reading ahead while the first output is being written
     try:
-        on_event([0.0])
+        on_event(1, 0.0)
         yield first
         pending.last = loop.time()
         while True:
             now = loop.time()
             if pending.chunks and pending.wake_at() <= now + TIMER_SLACK:
-                event, holds = pending.take(now)
+                event, deltas, held = pending.take(now)
                 if room is not None and not room.done():
                     room.set_result(None)
-                on_event(holds)
+                on_event(deltas, held)
                 yield event
                 continue
             if pending.finished and not pending.chunks:

@@ -50,7 +50,7 @@ class Buffer:
         admissions: Mapping[str, Admission],
         observe_wait: Callable[[str, float], None] = lambda upstream, seconds: None,
         observe_shed: Callable[[str, str], None] = lambda upstream, reason: None,
-        observe_event: Callable[[list[float]], None] = lambda holds: None,
+        observe_event: Callable[[int, float], None] = lambda deltas, held: None,
     ) -> None:
         self.cfg = cfg
         self.targets = targets
@@ -134,10 +134,10 @@ class Buffer:
         started = loop.time()
         deltas = 0
 
-        def on_event(holds: list[float]) -> None:
+        def on_event(n: int, held: float) -> None:
             nonlocal deltas
-            deltas += len(holds)
-            self.observe_event(holds)
+            deltas += n
+            self.observe_event(n, held)
 
         source = stream
         if self.cfg.coalesce and meter is not None and meter.fast():

@@ -142,7 +142,7 @@ class Series:
             ["kind"], registry=r,
         )  # fmt: skip
         self.stream_hold = Histogram(
-            "fluido_stream_coalesce_hold_seconds", "How long each delta of a coalesced stream was held.",
+            "fluido_stream_coalesce_hold_seconds", "Per coalesced event, how long its oldest delta was held.",
             buckets=_HOLD_BUCKETS, registry=r,
         )  # fmt: skip
         self.circuit = Gauge(
