@@ -88,7 +88,7 @@ class Pending:
     """What the reader has read and the consumer not yet sent, with when each chunk arrived, and the rule
     for when it is due. Sans-IO: the caller passes the time."""
 
-    __slots__ = ("arrived", "chunks", "finished", "gap", "lag", "last", "pace", "solid")
+    __slots__ = ("arrived", "chunks", "finished", "gap", "lag", "last", "pace", "seen", "solid")
 
     def __init__(self, pace: float = PACE, last: float = 0.0) -> None:
         self.pace = pace
@@ -98,11 +98,13 @@ class Pending:
         self.finished = False  # the upstream ended (or failed): everything is due
         self.last = last  # when the last event left
         self.gap = 0.0  # recent time between this stream's chunks (EWMA)
+        self.seen: float | None = None  # when the last chunk arrived
         self.lag = 0.0  # recent time from waking the consumer to its running (EWMA): the loop's lag
 
     def add(self, chunk: Chunk, now: float) -> None:
-        if self.arrived:
-            self.gap = self.gap * 0.75 + (now - self.arrived[-1]) * 0.25
+        if self.seen is not None:
+            self.gap = self.gap * 0.75 + (now - self.seen) * 0.25
+        self.seen = now
         self.chunks.append(chunk)
         self.arrived.append(now)
         self.solid += not mergeable(chunk)
