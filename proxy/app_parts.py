@@ -142,6 +142,8 @@ def build_middleware(
     if cache is not None:
         chain.append(cache)
     if rag is not None:
+        if buffer is not None:
+            chain.append(buffer.buffer.early)  # a request the buffer would shed skips the retrieval
         chain.append(rag.inject)  # ... of the context injected here, after a miss
     if buffer is not None:
         chain.append(buffer.buffer)  # last: right before the router, which it keeps at L per upstream

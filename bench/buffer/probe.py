@@ -28,14 +28,27 @@ class Shot:
     retry_after: bool  # a shed answer carried Retry-After and retry-after-ms within 1-60 s
     events: int  # SSE events carrying text
     queue_ms: float | None
+    server_ms: float | None = None  # Fluido's own time to the answer's headers (Server-Timing proxy;dur)
+    sent_at: float = 0.0  # seconds from the start of the run
 
 
 GIVE_UP = 20.0  # seconds: a request still unanswered then is abandoned (its client leaves)
 
 
-async def shoot(session: aiohttp.ClientSession, url: str, cls: str, body: bytes) -> Shot:
+def proxy_ms(server_timing: str | None) -> float | None:
+    """Fluido's ``proxy;dur=`` from a Server-Timing header: from the request reaching its app to the
+    answer's headers, measured inside the server (no client or network time)."""
+    for part in (server_timing or "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name == "proxy" and dur:
+            return float(dur)
+    return None
+
+
+async def shoot(session: aiohttp.ClientSession, url: str, cls: str, body: bytes, at: float = 0.0) -> Shot:
     t0 = time.perf_counter()
     ttft, events, finished, code, retry, status, queue_ms = None, 0, False, "", False, 0, None
+    server_ms = None
     try:
         async with asyncio.timeout(GIVE_UP), session.post(url + "/v1/chat/completions", data=body) as resp:
             status = resp.status
@@ -43,6 +56,7 @@ async def shoot(session: aiohttp.ClientSession, url: str, cls: str, body: bytes)
                 float(resp.headers["x-fluido-queue-ms"]) if "x-fluido-queue-ms" in resp.headers else None
             )
             if status != 200:
+                server_ms = proxy_ms(resp.headers.get("server-timing"))
                 raw = await resp.read()
                 err = orjson.loads(raw).get("error", {}) if raw.startswith(b"{") else {}
                 code = str(err.get("code") or err.get("type") or f"http_{status}")
@@ -64,7 +78,8 @@ async def shoot(session: aiohttp.ClientSession, url: str, cls: str, body: bytes)
         status, code = 0, type(exc).__name__
     except TimeoutError:
         status, code = 0, "gave_up"
-    return Shot(cls, status, code, ttft, time.perf_counter() - t0, finished, retry, events, queue_ms)
+    e2e = time.perf_counter() - t0
+    return Shot(cls, status, code, ttft, e2e, finished, retry, events, queue_ms, server_ms, at)
 
 
 def session() -> aiohttp.ClientSession:
@@ -87,7 +102,7 @@ async def open_loop(
             if delay > 0:
                 await asyncio.sleep(delay)
             cls, body = bodies[i % len(bodies)]
-            tasks.append(asyncio.create_task(shoot(s, urls[i % len(urls)], cls, body)))
+            tasks.append(asyncio.create_task(shoot(s, urls[i % len(urls)], cls, body, at)))
         return list(await asyncio.gather(*tasks))
 
 

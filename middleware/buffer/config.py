@@ -37,6 +37,10 @@ class BufferConfig:
     upstreams: Mapping[str, UpstreamBuffer] = field(default_factory=dict)
 
     def budget(self, query_class: str) -> float:
+        """A request's TTFT budget. First come, first served knows no classes: one common budget for all,
+        as a plain FIFO queue in front of the upstream would have."""
+        if self.order == "fifo":
+            return self.default_budget
         return self.budgets.get(query_class, self.default_budget)
 
     def upstream(self, name: str) -> UpstreamBuffer:

@@ -15,7 +15,10 @@ for Ollama, a small default for vLLM). From then on, a Gradient2-style rule adap
   a ceiling. Calm and fully used (some moment of the window had L in flight): L steps up; to the ceiling
   only after a few calm windows, more of them each time the ceiling congests again (so L rests at the slot
   count instead of bouncing above it), but never so many that it cannot follow an upstream that gained
-  slots. A probe of the ceiling fails on two samples and passes only on a whole window.
+  slots. A probe of the ceiling fails on two samples and passes only on two whole windows in a row (one
+  calm window one past the slots can be luck: slots that free together let most requests start at once).
+- Queueing, not jitter: a window is congested when its mean ratio passes ``tolerance``, its mean excess
+  TTFT is a fair share of the gap between two slots freeing, and more than one sample waited that long.
 - Steps are integers: 1 up to 8 slots, ``sqrt(L) // 2`` above (2 at 16, 4 at 64).
 - Hard signals: an upstream 503 "busy", 429 or timeout cuts L at once (``x0.9``, at least 1), once per
   dispatch generation; while the upstream reports its own queue, L does not grow, and while it reports
@@ -79,6 +82,7 @@ class PromptCost:
 
 RATIO_CAP = 10.0  # one stalled sample must not decide a window alone
 PROBE_SAMPLES = 2
+PROBE_PASSES = 2
 JITTER_SHARE = 0.25  # of the slot gap: less excess TTFT than this is not counted as queueing
 
 
@@ -102,6 +106,7 @@ class Controller:
         self.ceiling: int | None = None  # the lowest L seen congested since the last successful probe
         self._probe_wait = 1
         self._calm = 0  # calm, fully used windows in a row just below the ceiling
+        self._passes = 0  # calm windows in a row at the ceiling
         self._ratios: list[float] = []
         self._excess: list[float] = []  # seconds over the cost model, for the same samples
         self._peak = 0  # the most in flight at once since the window began
@@ -155,10 +160,17 @@ class Controller:
         if self._mean() <= self.settings.tolerance or self.upstream_queue == 0:
             return False
         # Short prompts have tiny TTFTs, so scheduling jitter alone can double them: count it as queueing
-        # only when the typical (median) excess is also a fair share of the time a queued request would
-        # wait for a slot. Queueing delays every request of the window; a stall of the proxy's CPU, a few.
+        # only when the mean excess is a fair share of the time a queued request would wait for a slot,
+        # and more than one sample waited that long (a stall of the proxy's CPU delays one). Queueing one
+        # past the slots delays every request, but each only until the next slot frees, and slots often
+        # free together (requests sent together end together): many wait a moment, a few wait long, so
+        # a median would miss it.
         gap = self.slot_gap
-        return gap is None or statistics.median(self._excess) > JITTER_SHARE * gap
+        if gap is None:
+            return True
+        share = JITTER_SHARE * gap
+        waited = sum(1 for excess in self._excess if excess > share)
+        return waited >= 2 and statistics.fmean(self._excess) > share
 
     def _judge(self) -> None:
         s = self.settings
@@ -169,6 +181,7 @@ class Controller:
         self._excess.clear()
         self._peak = 0
         if congested:
+            self._passes = 0
             if self.ceiling is not None and self.limit >= self.ceiling:
                 self._probe_wait = min(self._probe_wait * 2, s.max_probe_wait)
             self.ceiling = self.limit
@@ -178,7 +191,13 @@ class Controller:
             self._set(self.limit - cut)
             return
         if self.ceiling is not None and self.limit >= self.ceiling:
-            self.ceiling, self._probe_wait = None, 1  # the ceiling held: it was a passing jam
+            # One calm window at the ceiling may be luck (the slots happened to free together): the
+            # ceiling is lifted only after PROBE_PASSES calm windows in a row, so a lucky one does not
+            # let L climb two past the slots.
+            self._passes += 1
+            if self._passes < PROBE_PASSES:
+                return
+            self.ceiling, self._probe_wait, self._passes = None, 1, 0  # it held: it was a passing jam
         if self.hold or not used:
             return
         grow = step(self.limit)
@@ -195,6 +214,7 @@ class Controller:
         if limit != self.limit:
             self.limit = limit
             self.epoch += 1
+            self._passes = 0
         self._ratios.clear()
         self._excess.clear()
         self._peak = 0

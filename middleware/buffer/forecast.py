@@ -12,7 +12,8 @@ from typing import Protocol
 
 OVERDUE = 0.1  # a request running past its class's mean is assumed this share of that mean from its end
 SMOOTHING = 0.1
-RATE_WINDOW = 3.0  # seconds over which arrivals per class are counted (exponential decay)
+RATE_WINDOW = 3.0
+PUSH_ROUNDS = 50  # seconds over which arrivals per class are counted (exponential decay)
 
 
 class Placed(Protocol):
@@ -41,17 +42,26 @@ class Forecast:
         return rate * math.exp((then - now) / RATE_WINDOW)
 
     def with_arrivals(
-        self, now: float, start: float, deadline: float, budgets: Mapping[str, float], slots: int
+        self, now: float, start: float, cls: str, deadline: float, budgets: Mapping[str, float], slots: int
     ) -> float:
-        """``start`` pushed back by the requests expected to arrive before it and go ahead of it (EDF: a
-        class whose deadline, arrival + budget, comes before ``deadline``), at their recent rates."""
+        """``start`` pushed back by the requests expected to arrive before it and go ahead of it, at their
+        recent rates: a class whose deadline (arrival + budget) comes before ``deadline`` (EDF), and a
+        class quicker than ``cls``, which passes it whenever its slack allows (so, until it starts)."""
         pushed = start
-        for _ in range(3):  # the push widens the window it is computed over: a few rounds settle it
+        own = self.service(cls)
+        # The push widens the window it is computed over: iterate to the fixed point. Past the deadline the
+        # answer is "late" however far, so stop there.
+        for _ in range(PUSH_ROUNDS):
             work = sum(
-                self.rate(c, now) * max(0.0, min(pushed, deadline - budget) - now) * self.service(c)
+                self.rate(c, now)
+                * max(0.0, min(pushed, pushed if self.service(c) < own else deadline - budget) - now)
+                * self.service(c)
                 for c, budget in budgets.items()
             )
-            pushed = start + work / max(slots, 1)
+            nxt = start + work / max(slots, 1)
+            if nxt > deadline or nxt - pushed < 1e-4:
+                return nxt
+            pushed = nxt
         return pushed
 
     def observe(self, cls: str, held: float) -> None:

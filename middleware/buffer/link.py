@@ -1,6 +1,8 @@
 """The adaptive buffer's chain link: Fluido holds the queue, the upstream gets at most L requests at once.
 
-Where it sits: after the cache and RAG (a hit never queues), right before the router.
+Where it sits: after the cache and RAG (a hit never queues), right before the router. When RAG is on, its
+shedding decision alone (``early``) also runs just after the cache, so a request refused under overload
+is refused before the retrieval is spent on it.
 
 Which upstream's slot a request holds: the router serves an alias from its first target whose circuit lets
 a request through (closed, or half-open with no probe running), so the buffer queues the request at that
@@ -72,13 +74,30 @@ class Buffer:
                 return target.upstream
         raise overloaded(Shed("upstream_unavailable", self.cooldowns[targets[0].upstream]))
 
-    async def __call__(self, call: Call, next: Handler) -> Reply:
+    def _pick(self, call: Call) -> str | None:
         try:
-            name = self.pick(call.request.model)
+            return self.pick(call.request.model)
         except Exception:
             self.observe_shed("none", "upstream_unavailable")
             call.notes["shed"] = "upstream_unavailable"
             raise
+
+    async def early(self, call: Call, next: Handler) -> Reply:
+        """The shedding decision alone, taken before costly links that sit between the cache and the
+        buffer (retrieval for RAG): a request the buffer would refuse now is refused before that work is
+        spent on it. One that passes is judged again, and queued, by the buffer itself."""
+        name = self._pick(call)
+        if name is not None:
+            cls = call.notes.get("query_class", "")
+            now = asyncio.get_running_loop().time()
+            if (shed := self.admissions[name].gate.check(cls, self.cfg.budget(cls), now)) is not None:
+                call.notes["shed"] = shed.reason
+                self.observe_shed(name, shed.reason)
+                raise overloaded(shed)
+        return await next(call)
+
+    async def __call__(self, call: Call, next: Handler) -> Reply:
+        name = self._pick(call)
         if name is None:
             return await next(call)  # an unknown alias: the router answers 404
         admission = self.admissions[name]

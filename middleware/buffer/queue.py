@@ -2,16 +2,19 @@
 
 - A request's deadline is its arrival plus its query class's TTFT budget. The queue serves the earliest
   deadline first (EDF): a short question passes a long essay that arrived before it, and a long request
-  still reaches the head once its deadline is the earliest, so nothing starves.
+  still reaches the head once its deadline is the earliest, so nothing starves. Within the deadlines'
+  slack, a class that holds a slot for less time goes first (short questions pass long requests that
+  would still start in time).
 - A class may hold a reserved share of L: slots the other classes may not take while that class has fewer
   running than its share, so a burst of long jobs cannot occupy every slot.
 - On arrival, the predicted start comes from replaying the queue on the slots (``Forecast``: each class's
-  mean holding time, the running requests' time already spent) and, under EDF, pushed back by the
-  requests expected to arrive meanwhile with earlier deadlines (at their recent rates). A request that
-  cannot start before its deadline, or whose going ahead would make a waiter it passes miss a deadline
-  that waiter would have met, or that finds the queue at its bound, is shed at once with a Retry-After
-  of the predicted drain time. So what is admitted is (as far as the prediction goes) served in time,
-  and expiry stays the exception.
+  mean holding time, the running requests' time already spent, the slots other classes hold in
+  reserve) and, under EDF, pushed back by the requests expected to arrive meanwhile and go ahead (earlier
+  deadlines, or quicker classes) at their recent rates. A request that cannot start a margin before its
+  deadline, or whose going ahead would make a waiter it passes miss a deadline that waiter would have
+  met, or that finds the queue at its bound, is shed at once with a Retry-After of the predicted drain
+  time. So what is admitted is (as far as the prediction goes) served in time, and expiry stays the
+  exception.
 - A waiting request whose client leaves is removed; one still waiting at its deadline expires.
 
 Pure: the caller passes ``now`` and applies what the queue decides (starting waiters, replying to the shed).
@@ -19,46 +22,21 @@ Pure: the caller passes ``now`` and applies what the queue decides (starting wai
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 from middleware.buffer.controller import Controller
+from middleware.buffer.entry import CANCELLED, DONE, EXPIRED, ORDER, QUEUED, STARTED, Entry, Shed
 from middleware.buffer.forecast import Forecast
 
-QUEUED, STARTED, DONE, CANCELLED, EXPIRED = "queued", "started", "done", "cancelled", "expired"
+__all__ = ["CANCELLED", "DONE", "EXPIRED", "QUEUED", "STARTED", "Entry", "Gate", "Shed"]
+
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # the range the OpenAI SDKs honour
-
-
-@dataclass(slots=True, eq=False)
-class Entry:
-    """One request's place: waiting, running, or gone. ``waiter`` belongs to the async layer."""
-
-    cls: str
-    arrival: float
-    deadline: float
-    seq: int
-    key: float = 0.0  # the queue's order: the deadline (EDF), or the arrival (first come, first served)
-    state: str = QUEUED
-    started_at: float = 0.0
-    epoch: int = 0
-    launch: float = 0.0  # seconds of its slot spent waiting for the upstream to start: not service time
-    waiter: object = field(default=None, repr=False)
-    lease: object = field(default=None, repr=False)  # the replicas' shared count's, when there is one
-
-    def __lt__(self, other: Entry) -> bool:
-        return (self.key, self.seq) < (other.key, other.seq)
-
-
-@dataclass(frozen=True, slots=True)
-class Shed:
-    """A refusal: ``reason`` is queue_full, deadline_unreachable, expired or upstream_unavailable."""
-
-    reason: str
-    retry_after: float
+MARGIN_OF_BUDGET = 0.2  # the most of a request's budget its forecast margin may take
 
 
 class Gate:
@@ -101,10 +79,12 @@ class Gate:
         limit = self.limit
         return max(math.floor(limit * share), 1 if limit >= 3 else 0)
 
+    def _held(self, cls: str) -> int:
+        """Free slots ``cls`` may not take: other classes' reservations they do not use now."""
+        return sum(max(0, self.reserved(k) - self.running[k]) for k in self.reserve if k != cls)
+
     def may_start(self, cls: str) -> bool:
-        free = self.limit - self.in_flight
-        held = sum(max(0, self.reserved(k) - self.running[k]) for k in self.reserve if k != cls)
-        return free - held > 0
+        return self.limit - self.in_flight - self._held(cls) > 0
 
     def arrive(self, cls: str, budget: float, now: float) -> Entry | Shed:
         """Start at once, queue, or shed. A started entry has ``state == STARTED``."""
@@ -115,13 +95,33 @@ class Gate:
         if self.may_start(cls) and not self._waiting_before(entry):
             self._start(entry, now)
             return entry
-        if self.depth >= self.bound:
-            return Shed("queue_full", self.retry_after(now))
-        if not self._feasible(entry, now):
-            return Shed("deadline_unreachable", self.retry_after(now))
+        if (shed := self._refusal(entry, now)) is not None:
+            return shed
         heapq.heappush(self._heaps.setdefault(cls, []), entry)
         self.depth += 1
         return entry
+
+    def check(self, cls: str, budget: float, now: float) -> Shed | None:
+        """The refusal ``arrive`` would answer now, without taking a place: lets a request be shed before
+        costly work that would be wasted on it. A refused request counts in the demand, as in ``arrive``;
+        one that would be admitted counts when it arrives."""
+        entry = Entry(cls, now, now + budget, self._seq + 1, now if self.fifo else now + budget)
+        if self.may_start(cls) and not self._waiting_before(entry):
+            return None
+        shed = self._refusal(entry, now)
+        if shed is not None:
+            self.budgets[cls] = budget
+            self.forecast.arrived(cls, now)
+        return shed
+
+    def _refusal(self, entry: Entry, now: float) -> Shed | None:
+        """Why a request that cannot start now may not wait either: the queue is at its bound, or it
+        cannot start in time."""
+        if self.depth >= self.bound:
+            return Shed("queue_full", self.retry_after(now))
+        if (drain := self._late(entry, now)) is not None:
+            return Shed("deadline_unreachable", self._jittered(drain))
+        return None
 
     def _waiting_before(self, entry: Entry) -> bool:
         """Whether a waiter that may start now comes before ``entry`` (it must then go first)."""
@@ -133,51 +133,103 @@ class Gate:
         return False
 
     def _waiting(self) -> list[Entry]:
-        return sorted(e for heap in self._heaps.values() for e in heap if e.state == QUEUED)
+        return sorted((e for heap in self._heaps.values() for e in heap if e.state == QUEUED), key=ORDER)
 
-    def _starts(self, now: float, order: list[Entry]) -> list[float] | None:
-        free = 0 if self.shared else max(self.limit - self.in_flight, 0)
+    def _starts(self, now: float, order: list[Entry], cls: str = "") -> list[float] | None:
+        """The forecast's starts; for ``cls``, without the free slots other classes hold in reserve."""
+        free = 0 if self.shared else max(self.limit - self.in_flight - (self._held(cls) if cls else 0), 0)
         return self.forecast.starts(now, self._running, free, order)
 
-    def _feasible(self, entry: Entry, now: float) -> bool:
-        """Whether ``entry`` can start before its deadline, and going ahead of the waiters it passes does
-        not make one of them miss a deadline it would have met (EDF's admission test, on the forecast).
-        Unknown, so admitted, until a holding time was measured."""
+    def _late(self, entry: Entry, now: float) -> float | None:
+        """None when ``entry`` can start before its deadline and going ahead of the waiters it passes does
+        not make one of them miss a deadline it would have met (EDF's admission test, on the forecast);
+        otherwise the predicted drain time of the queue with it, for its Retry-After. Unknown, so in
+        time, until a holding time was measured."""
         waiting = self._waiting()
-        ahead = sum(1 for e in waiting if e < entry)
-        after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]])
-        before = self._starts(now, waiting)
-        if after is None or before is None:
-            return True
-        start = after[ahead]
+        ahead = bisect.bisect_left(waiting, ORDER(entry), key=ORDER)
+        after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]], entry.cls)
+        if after is None:
+            return None
+        drain = after[-1] - now
+        start = now + (after[ahead] - now) * self._stretch(entry.cls)
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
-            start = self.forecast.with_arrivals(now, start, entry.deadline, self.budgets, slots)
-        if start > entry.deadline:
-            return False
-        return not any(after[k + 1] > waiting[k].deadline >= before[k] for k in range(ahead, len(waiting)))
+            start = self.forecast.with_arrivals(now, start, entry.cls, entry.deadline, self.budgets, slots)
+        if start > entry.deadline - self.margin(entry):
+            return drain
+        if ahead == len(waiting):
+            return None  # it passes nobody
+        before = self._starts(now, waiting)
+        assert before is not None
+        passed = range(ahead, len(waiting))
+        return drain if any(after[k + 1] > waiting[k].deadline >= before[k] for k in passed) else None
+
+    def _stretch(self, cls: str) -> float:
+        """How much slower than the replay ``cls``'s queue drains: the replay hands every slot that
+        frees to the next waiter, but the slots other classes hold in reserve are not ``cls``'s."""
+        usable = self.limit - sum(self.reserved(k) for k in self.reserve if k != cls)
+        replayed = max(self.limit - self.in_flight - self._held(cls), 0) + self.in_flight
+        return replayed / usable if 0 < usable < replayed else 1.0
+
+    def margin(self, entry: Entry) -> float:
+        """The forecast's error allowance for ``entry``: the mean gap between two slots freeing, at most a
+        fifth of its budget. A start predicted closer to the deadline than this is taken as late (the
+        requests running may hold their slots a little longer than their class's mean): what is admitted
+        then starts in time, and expiry in the queue stays the exception."""
+        gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
+        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival))
 
     def retry_after(self, now: float) -> float:
         """When to come back: the predicted drain time of the queue, jittered, within 1-60 s."""
         starts = self._starts(now, self._waiting())
-        drain = (starts[-1] - now) if starts else RETRY_MIN
+        return self._jittered((starts[-1] - now) if starts else RETRY_MIN)
+
+    def _jittered(self, drain: float) -> float:
         drain *= 1 + self.jitter * (2 * self.rng() - 1)
         return min(max(drain, RETRY_MIN), RETRY_MAX)
 
     def pop_ready(self, now: float) -> Entry | None:
-        """Start the earliest-deadline waiter that may start now, if any."""
-        best: Entry | None = None
+        """Start the waiter that goes next, if one may start now: the earliest deadline, unless a quicker
+        class's head can go first without making any waiter it passes miss its deadline."""
+        heads: list[Entry] = []
         for cls, heap in self._heaps.items():
             while heap and heap[0].state != QUEUED:
                 heapq.heappop(heap)
-            if heap and (best is None or heap[0] < best) and self.may_start(cls):
-                best = heap[0]
-        if best is None:
+            if heap and self.may_start(cls):
+                heads.append(heap[0])
+        if not heads:
             return None
+        best = min(heads)
+        if not self.fifo and len(heads) > 1:
+            best = self._quicker(best, heads, now)
         heapq.heappop(self._heaps[best.cls])
         self.depth -= 1
         self._start(best, now)
         return best
+
+    def _quicker(self, first: Entry, heads: list[Entry], now: float) -> Entry:
+        """Shortest job first within the deadlines' slack: the head of a class that holds a slot for less
+        time than ``first``'s passes the waiters ahead of it when, replayed on the slots, each of them still
+        starts a margin (see ``margin``) before its deadline. Without this, EDF under
+        overload serves a short question only once its own deadline nears, since the long requests
+        admitted before it fill the queue up to theirs; with it, short questions start at the next free
+        slot while every admitted long request is still served in time."""
+        service = self.forecast.service
+        quicker = sorted(
+            (e for e in heads if service(e.cls) < service(first.cls)), key=lambda e: service(e.cls)
+        )
+        if not quicker or self.forecast.mean is None:
+            return first
+        waiting = self._waiting()
+        for candidate in quicker:
+            ahead = waiting.index(candidate)
+            passed = waiting[:ahead]
+            starts = self._starts(now, [candidate, *passed])
+            if starts is not None and all(
+                start <= w.deadline - self.margin(w) for start, w in zip(starts[1:], passed, strict=True)
+            ):
+                return candidate
+        return first
 
     def _start(self, entry: Entry, now: float) -> None:
         entry.state, entry.started_at = STARTED, now

@@ -24,6 +24,7 @@ class SlotServer:
     events: list[tuple[float, int, str, Entry, float, int]] = field(default_factory=list)
     sent: int = 0
     most_in_flight: int = 0
+    jitter: float = 0.0  # mean of an exponential delay added to each TTFT as seen (the proxy's CPU)
 
     def submit(self, prompt_tokens: int, output_tokens: int) -> tuple[float, float]:
         """Send one request now; returns (ttft, end time)."""
@@ -50,6 +51,8 @@ def run_saturated(
             short = rng.random() < 0.7  # 70% short, 30% long, as in the benchmark
             prompt = rng.randint(50, 200) if short else rng.randint(1000, 2000)
             ttft, end = server.submit(prompt, rng.randint(20, 60) if short else rng.randint(300, 600))
+            if server.jitter:
+                ttft += rng.expovariate(1 / server.jitter)
             server.sent += 1
             heapq.heappush(events, (server.now + ttft, server.sent, "first", entry, ttft, prompt))
             heapq.heappush(events, (end, server.sent, "end", entry, ttft, prompt))

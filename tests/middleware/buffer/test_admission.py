@@ -67,6 +67,24 @@ async def test_short_questions_pass_queued_long_ones() -> None:
     assert served == [LONG, SHORT, LONG, LONG, LONG]  # the short one went right after the running one
 
 
+async def test_first_come_first_served_queues_by_arrival_with_one_common_budget() -> None:
+    """The comparison baseline: a plain FIFO queue. The short question waits behind the long ones that came
+    first, and is not shed for its class's budget (far shorter than that wait): FIFO knows no classes."""
+    fifo = {**FIXED_1, "order": "fifo", "budgets": {"short": 0.05}, "default_budget": 30.0}
+    with capacity(1, itl_s=0.01) as fake, running(buffer_config(fake, fifo)) as url:
+        async with aiohttp.ClientSession() as session:
+            running_one = asyncio.create_task(ask(session, url, LONG, tokens=20))
+            await until(lambda: fake.in_flight == 1)
+            longs = [asyncio.create_task(ask(session, url, LONG, tokens=3)) for _ in range(3)]
+            await until(metric_is(session, url, 'fluido_buffer_queue_depth{upstream="fake"}', 3.0))
+            short = asyncio.create_task(ask(session, url, SHORT, tokens=3))
+            await until(metric_is(session, url, 'fluido_buffer_queue_depth{upstream="fake"}', 4.0))
+            answers = await asyncio.gather(running_one, *longs, short)
+    assert all(a.status == 200 for a in answers)
+    served = [r["messages"][0]["content"] for r in fake.requests]
+    assert served == [LONG, LONG, LONG, LONG, SHORT]
+
+
 async def test_a_full_queue_sheds_at_once_with_retry_after() -> None:
     with capacity(1, itl_s=0.02) as fake, running(buffer_config(fake, {**FIXED_1, "queue_bound": 1})) as url:
         async with aiohttp.ClientSession() as session:

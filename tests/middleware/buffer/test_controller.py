@@ -139,3 +139,51 @@ def test_a_slow_ttft_is_not_queueing_while_the_upstream_reports_an_empty_queue()
     for _ in range(8):
         c.sample(c.dispatched(in_flight=c.limit), 0.5, 100)
     assert c.limit < 4
+
+
+def settled_after(limits: list[int], slots: int) -> int:
+    """Completions until L stayed within +-1 of ``slots`` for good."""
+    return max((i + 1 for i, limit in enumerate(limits) if abs(limit - slots) > 1), default=0)
+
+
+def test_limit_resettles_within_twenty_completions_and_never_two_past_the_slots_despite_jitter() -> None:
+    for seed in range(8):
+        g = gate(initial=1)
+        server = SlotServer(slots=4, jitter=0.005)  # up to tens of ms of the proxy's own delay
+        first = run_saturated(g, server, 80, seed=seed)
+        server.slots = 2
+        down = run_saturated(g, server, 50, seed=seed + 100)
+        server.slots = 4
+        up = run_saturated(g, server, 50, seed=seed + 200)
+        assert settled_after(first, 4) <= 60, first
+        assert settled_after(down, 2) <= 20, down
+        assert settled_after(up, 4) <= 20, up
+        assert max(first[settled_after(first, 4) :] + up[settled_after(up, 4) :]) <= 5, (first, up)
+
+
+def calibrated(limit: int) -> Controller:
+    """A controller whose cost model knows 50 ms for the prompt, with a 100 ms gap between slots freeing."""
+    c = Controller(ControllerSettings(initial=limit, window=limit))
+    c.slot_gap = 0.1
+    for _ in range(1 + 4 * limit):  # the first has no cost model to be judged against; then whole windows
+        c.sample(c.dispatched(in_flight=1), 0.05, 100)
+    return c
+
+
+def test_one_past_the_slots_is_congestion_though_most_requests_wait_only_a_moment() -> None:
+    """Slots that free together let most requests of a window start almost at once; a few wait long."""
+    c = calibrated(5)
+    for excess in (0.004, 0.235, 0.031, 0.019, 0.008):
+        c.sample(c.dispatched(in_flight=5), 0.05 + excess, 100)
+    assert c.limit == 4
+
+
+def test_one_stalled_sample_in_a_window_is_not_congestion() -> None:
+    c = calibrated(4)
+    for excess in (0.0, 0.3, 0.002, 0.001):  # the proxy's CPU stalled once
+        c.sample(c.dispatched(in_flight=4), 0.05 + excess, 100)
+    assert c.limit >= 4
+    control = calibrated(4)  # two waited, and the mean excess is a fair share of the slot gap
+    for excess in (0.0, 0.3, 0.05, 0.001):
+        control.sample(control.dispatched(in_flight=4), 0.05 + excess, 100)
+    assert control.limit < 4

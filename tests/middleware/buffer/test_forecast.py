@@ -51,10 +51,12 @@ def test_requests_expected_to_pass_push_the_start_back() -> None:
     now = 3.0
     budgets = {"short": 0.5, "long": 5.0}
     # A long request predicted to start at 4.0 with its deadline at 8.0: shorts arriving before 7.5 pass it.
-    pushed = f.with_arrivals(now, 4.0, 8.0, budgets, slots=4)
+    pushed = f.with_arrivals(now, 4.0, "long", 8.0, budgets, slots=4)
     assert pushed > 4.0
+    # Quicker requests pass it whenever its slack allows: until it starts, whatever its deadline.
+    assert f.with_arrivals(now, 3.2, "long", now + 0.5, budgets, slots=4) > 3.2
     # Nothing passes a request whose deadline is as early as the short class's.
-    assert f.with_arrivals(now, 3.2, now + 0.5, budgets, slots=4) == pytest.approx(3.2)
+    assert f.with_arrivals(now, 3.2, "short", now + 0.5, budgets, slots=4) == pytest.approx(3.2)
     # Nor when no other class arrives.
     quiet = trained()
-    assert quiet.with_arrivals(now, 4.0, 8.0, budgets, slots=4) == 4.0
+    assert quiet.with_arrivals(now, 4.0, "long", 8.0, budgets, slots=4) == 4.0

@@ -72,7 +72,7 @@ def test_long_requests_are_not_starved_by_a_stream_of_short_ones() -> None:
     long_ = entry(g.arrive("long", 5.0, 0.0))
     now, started = 0.0, []
     for _ in range(10):
-        entry(g.arrive("short", 2.0, now))
+        entry(g.arrive("short", 3.0, now))
         now += 1.0
         g.finish(running, now)
         running = g.pop_ready(now)
@@ -100,8 +100,9 @@ def test_request_that_cannot_start_before_its_deadline_is_shed_at_once() -> None
     assert isinstance(shed, Shed) and shed.reason == "deadline_unreachable"
     assert 1.0 <= shed.retry_after <= 60.0
     assert g.depth == 3  # nothing was queued for it
-    # Positive control: a request whose budget covers the predicted start is queued.
-    assert entry(g.arrive("short", 8.5, 0.0)).state == QUEUED
+    # Positive control: a request whose budget covers the predicted start, with a margin of the gap
+    # between two slots freeing (2 s on one slot), is queued.
+    assert entry(g.arrive("short", 10.5, 0.0)).state == QUEUED
 
 
 def test_edf_prediction_counts_only_the_requests_served_before_this_one() -> None:
@@ -111,7 +112,8 @@ def test_edf_prediction_counts_only_the_requests_served_before_this_one() -> Non
     entry(g.arrive("long", 100.0, 2.0))
     for _ in range(5):
         entry(g.arrive("long", 100.0, 2.0))  # later deadlines than the short one: it goes first
-    assert entry(g.arrive("short", 3.0, 2.0)).state == QUEUED
+    # It starts at 4 (the running one's end), within its deadline less the 2 s margin of one slot.
+    assert entry(g.arrive("short", 4.5, 2.0)).state == QUEUED
 
 
 def test_retry_after_is_the_predicted_drain_time_clamped_to_one_to_sixty_seconds() -> None:
