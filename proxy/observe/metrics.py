@@ -151,6 +151,8 @@ class Metrics(Series):
         self._child(self.buffer_shed, self.upstream_label(upstream), reason).inc()
 
     def stream_event(self, deltas: int, held: float) -> None:
+        """One SSE event of a coalesced stream: its deltas, and the longest any of them was held (one
+        observation per event, not per delta: this runs for every event of every fast stream)."""
         self._child(self.stream_events, "events").inc()
         self._child(self.stream_events, "deltas").inc(deltas)
         self.stream_hold.observe(held)
