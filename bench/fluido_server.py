@@ -9,8 +9,8 @@ Features:
 - ``routing``: the proxy alone (no API key, limits, access log, metrics, query classifier, cache or
   adaptive buffer);
 - ``full``: the chain of the repository's ``config.toml`` (access log, metrics, query classifier and
-  compaction, response cache in memory, adaptive buffer) plus an API key (``BENCH_KEY``) with limits too high to refuse
-  anything. The semantic cache is off unless ``--semantic``: it loads the embedding model;
+  compaction, response cache in memory, adaptive buffer) plus an API key (``BENCH_KEY``) with limits too
+  high to refuse anything. The semantic cache is off unless ``--semantic``: it loads the embedding model;
 - ``default``: the built-in defaults, no ``config.toml`` (what ``bench.cache`` measures).
 """
 
