@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
+from tests.support.wait import wait_until
 
 ADMIN = {"authorization": "Bearer sk-admin"}
 QUESTION = "What cools the Zorblax reactor?"
@@ -165,11 +166,23 @@ def test_context_can_go_just_before_the_last_user_turn(
     assert "[1] reactor.txt" in sent[2]["content"] and r.headers["x-fluido-rag"] == "injected"
 
 
-def test_a_missing_store_is_no_context_and_no_error(rag_both: tuple[str, FakeVLLM, FakeOllama]) -> None:
+def test_a_missing_store_is_no_context_and_no_error_and_ready_names_it(
+    rag_both: tuple[str, FakeVLLM, FakeOllama], handbook: dict[str, str]
+) -> None:
     url, fake, _ = rag_both
     r = ask(url, "ghost", QUESTION)
-    assert r.headers["x-fluido-rag"] == "store_missing"
+    assert r.status_code == 200 and r.headers["x-fluido-rag"] == "store_missing"
     assert fake.requests[-1]["messages"] == [{"role": "user", "content": QUESTION}]
+    assert 'fluido_rag_requests_total{model="ghost",result="store_missing"}' in httpx.get(f"{url}/metrics").text
+    wanted = {"ok": False, "error": "vector stores not found: no-such-store (models.ghost)"}
+
+    def ready_names_only_the_ghost() -> dict[str, Any] | None:  # /ready reuses its checks for a moment
+        ready: dict[str, Any] = httpx.get(f"{url}/ready").json()
+        stores = ready["dependencies"]["rag_stores"]
+        return ready if {k: stores.get(k) for k in wanted} == wanted else None
+
+    ready = wait_until(ready_names_only_the_ghost, "/ready naming the missing store")
+    assert ready["status"] == "ready" and ready["dependencies"]["rag_chroma"]["ok"]  # chat is still served
 
 
 def test_the_cache_never_serves_an_answer_from_before_a_reindex(
