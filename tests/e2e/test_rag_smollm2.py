@@ -64,7 +64,8 @@ def fluido(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenAI, d
             file_ids[name] = client.files.create(
                 file=(name, io.BytesIO(fact.encode()), "text/plain"), purpose="assistants"
             ).id
-        client.vector_stores.file_batches.create_and_poll(vector_store_id=store.id, file_ids=list(file_ids.values()))
+        batches = client.vector_stores.file_batches
+        batches.create_and_poll(vector_store_id=store.id, file_ids=list(file_ids.values()))
         yield client, file_ids
 
 
@@ -92,7 +93,8 @@ def test_an_answer_from_an_ingested_document_cites_it_and_without_the_store_has_
     # The header names the document the answer comes from, as source [1].
     assert headers["x-fluido-rag"] == "injected"
     sources = headers["x-fluido-rag-sources"].split(",")
-    assert sources[0].startswith(f"{file_ids[name]}:") and len(sources) == int(headers["x-fluido-rag-passages"])
+    assert sources[0].startswith(f"{file_ids[name]}:")
+    assert len(sources) == int(headers["x-fluido-rag-passages"])
     # The context reached the model: its prompt grew by about what Fluido says it added.
     assert prompt_with - prompt_without > int(headers["x-fluido-rag-tokens"]) // 2
     assert key in with_store.lower() and "[1]" in with_store, with_store

@@ -50,12 +50,14 @@ def test_a_batch_lists_its_own_files_and_polls_to_completed(rag_fluido: tuple[st
     assert all(f.status == "completed" and f.vector_store_id == vs.id for f in listed)
     done = c.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id, filter="completed")
     assert sorted(f.id for f in done) == sorted(ids)
-    assert list(c.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id, filter="failed")) == []
+    failed = c.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id, filter="failed")
+    assert list(failed) == []
     first = c.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id, limit=1, order="asc")
     assert len(first.data) == 1 and first.has_more
     # Removing a file from the store takes it out of its batch's listing too.
     c.vector_stores.files.delete(ids[0], vector_store_id=vs.id)
-    assert [f.id for f in c.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id)] == [ids[1]]
+    remaining = c.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id)
+    assert [f.id for f in remaining] == [ids[1]]
     # A batch is done when it is created: cancelling returns it as it finished.
     assert c.vector_stores.file_batches.cancel(batch.id, vector_store_id=vs.id).status == "completed"
     c.vector_stores.delete(vs.id)
@@ -71,9 +73,10 @@ def test_upload_and_poll_uploads_then_batches(rag_fluido: tuple[str, FakeVLLM]) 
                ("b.txt", io.BytesIO(b"Kakapo parrots cannot fly."), "text/plain")],
     )  # fmt: skip
     assert batch.status == "completed" and batch.file_counts.total == 2
-    names = {c.files.retrieve(f.id).filename for f in c.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id)}
-    assert names == {"a.txt", "b.txt"}
-    assert [r.filename for r in c.vector_stores.search(vector_store_id=vs.id, query="flightless parrot")][0] == "b.txt"
+    listed = c.vector_stores.file_batches.list_files(batch.id, vector_store_id=vs.id)
+    assert {c.files.retrieve(f.id).filename for f in listed} == {"a.txt", "b.txt"}
+    best = next(iter(c.vector_stores.search(vector_store_id=vs.id, query="flightless parrot")))
+    assert best.filename == "b.txt"
     c.vector_stores.delete(vs.id)
 
 

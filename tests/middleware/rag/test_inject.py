@@ -56,11 +56,13 @@ def test_the_upstream_gets_numbered_sources_and_the_header_names_them(
     sources = r.headers["x-fluido-rag-sources"].split(",")
     first, score = sources[0].split(":")
     assert first == handbook["reactor.txt"] and 0.3 <= float(score) <= 1
-    assert int(r.headers["x-fluido-rag-passages"]) == len(sources) and int(r.headers["x-fluido-rag-tokens"]) > 10
+    assert int(r.headers["x-fluido-rag-passages"]) == len(sources)
+    assert int(r.headers["x-fluido-rag-tokens"]) > 10
     # Each passage ends with its number, the n-th source of the header; the instruction comes last.
     numbers = "[1]" if len(sources) == 1 else f"[1] to [{len(sources)}]"
     assert sent[0]["content"].startswith("Sources:\n\n" + REACTOR + " [1]\n\n")
-    assert sent[0]["content"].endswith(f"\n\nAnswer using the sources above. Cite each source you use by its number, {numbers}.")
+    instruction = f"Answer using the sources above. Cite each source you use by its number, {numbers}."
+    assert sent[0]["content"].endswith("\n\n" + instruction)
     assert sent[0]["content"].count("\n\n") == len(sources) + 1
 
 
@@ -178,7 +180,8 @@ def test_a_missing_store_is_no_context_and_no_error_and_ready_names_it(
     r = ask(url, "ghost", QUESTION)
     assert r.status_code == 200 and r.headers["x-fluido-rag"] == "store_missing"
     assert fake.requests[-1]["messages"] == [{"role": "user", "content": QUESTION}]
-    assert 'fluido_rag_requests_total{model="ghost",result="store_missing"}' in httpx.get(f"{url}/metrics").text
+    counted = httpx.get(f"{url}/metrics").text
+    assert 'fluido_rag_requests_total{model="ghost",result="store_missing"}' in counted
     wanted = {"ok": False, "error": "vector stores not found: no-such-store (models.ghost)"}
 
     def ready_names_only_the_ghost() -> dict[str, Any] | None:  # /ready reuses its checks for a moment
