@@ -3,10 +3,9 @@
 bm25s computes its scores at indexing time, so it cannot add or remove one document: the index is rebuilt
 from the store's chunks and swapped in whole, while queries keep using the previous one. A rebuild reuses
 the terms of the chunks it already had, so only new chunks are analysed (on SciFact's 5k abstracts the
-index itself takes about 0.3 s of CPU, the analysis of every text 0.5 s more). Deleted chunks are masked
-out at once, before the rebuild. Text is lowercased, split into
-words of two letters or more, stripped of English stop words and Snowball-stemmed, the recipe of the
-published bm25s runs on BEIR.
+index itself takes about 0.3 s of CPU, the analysis of every text 0.4-0.5 s more). Deleted chunks are
+masked out at once, before the rebuild. Text is lowercased, split into words of two letters or more,
+stripped of English stop words and Snowball-stemmed, the recipe of the published bm25s runs on BEIR.
 """
 
 from __future__ import annotations

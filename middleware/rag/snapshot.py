@@ -3,8 +3,8 @@
 Chroma is the source of truth. A snapshot is rebuilt from it when the store's generation (in the catalog)
 moves: only chunks it does not hold yet are fetched (``collect``, a Chroma read), then only those are
 analysed and BM25 is rebuilt (``assemble``, CPU work), and the new snapshot replaces the old one in a
-single assignment, so a query always sees one consistent snapshot. The last snapshot of
-each store is saved under ``[rag] path`` so a restart does not fetch and re-index everything.
+single assignment, so a query always sees one consistent snapshot. The last snapshot of each store is
+saved under ``[rag] path`` so a restart does not fetch and re-index everything.
 """
 
 from __future__ import annotations

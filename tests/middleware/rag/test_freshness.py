@@ -68,38 +68,34 @@ async def found(r: Retrieval, store_id: str, query: str, mode: str) -> list[str]
 
 
 async def test_searches_are_answered_with_the_old_index_while_rebuilds_run(
-    retrieval: Retrieval, monkeypatch: pytest.MonkeyPatch
+    retrieval: Retrieval, gate: Gate
 ) -> None:
     stores = [(await retrieval.create_store(f"kb{i}", {})).id for i in range(2)]
+    gate.let_through(2)  # the first loads
     for store_id in stores:
         await retrieval.ingest(store_id, [REACTOR, BANANAS])
-        assert await found(retrieval, store_id, "potassium bananas", "bm25") == ["bananas"]  # loaded
-    held = Gate()
-    monkeypatch.setattr(snapshot, "assemble", held)
-    try:
-        for store_id in stores:
-            await retrieval.ingest(store_id, [GLORP])
-        # Both stores' rebuilds are under way, more than the backend has workers for: the first one is
-        # held in its build, the second waits for it.
-        await until(lambda: held.started == 1)
-        for store_id in stores:
-            for _ in range(5):
-                # BM25 answers from the index it had: the new document is not in it yet ...
-                assert await found(retrieval, store_id, "glorpfish Quibble lagoon", "bm25") == []
-                assert await found(retrieval, store_id, "potassium bananas", "bm25") == ["bananas"]
-                # ... while dense search, which reads Chroma, already finds it, and so does fused search.
-                assert (await found(retrieval, store_id, "glorpfish Quibble lagoon", "dense"))[0] == "glorp"
-                assert (await found(retrieval, store_id, "glorpfish Quibble lagoon", "fused"))[0] == "glorp"
-        held.let_through(2)
+        assert await found(retrieval, store_id, "potassium bananas", "bm25") == ["bananas"]
+    for store_id in stores:
+        await retrieval.ingest(store_id, [GLORP])
+    # Both stores' rebuilds are under way, more than the backend has workers for: the first one is held in
+    # its build, the second waits for it.
+    await until(lambda: gate.started == 3)
+    for store_id in stores:
+        for _ in range(5):
+            # BM25 answers from the index it had: the new document is not in it yet ...
+            assert await found(retrieval, store_id, "glorpfish Quibble lagoon", "bm25") == []
+            assert await found(retrieval, store_id, "potassium bananas", "bm25") == ["bananas"]
+            # ... while dense search, which reads Chroma, already finds it, and so does fused search.
+            assert (await found(retrieval, store_id, "glorpfish Quibble lagoon", "dense"))[0] == "glorp"
+            assert (await found(retrieval, store_id, "glorpfish Quibble lagoon", "fused"))[0] == "glorp"
+    gate.let_through(2)
 
-        async def bm25_has_glorp() -> bool:
-            return all(
-                [await found(retrieval, s, "glorpfish Quibble lagoon", "bm25") == ["glorp"] for s in stores]
-            )
+    async def bm25_has_glorp() -> bool:
+        return all(
+            [await found(retrieval, s, "glorpfish Quibble lagoon", "bm25") == ["glorp"] for s in stores]
+        )
 
-        await until(bm25_has_glorp, within=30)
-    finally:
-        held.let_through(100)
+    await until(bm25_has_glorp, within=30)
 
 
 async def test_a_document_deleted_during_a_rebuild_stays_out_when_that_rebuild_lands(
