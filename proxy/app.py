@@ -129,6 +129,8 @@ def create_app(cfg: Config, log_sink: BinaryIO | None = None) -> Starlette:
         dependencies["chroma"] = Dependency(cache.ping_index, required=False)
     if rag is not None:
         dependencies["rag_chroma"] = Dependency(rag.ping, required=False)
+        if any(m.stores for m in cfg.rag.models.values()):
+            dependencies["rag_stores"] = Dependency(rag.check_stores, required=False)
     readiness = Readiness(upstreams, cfg.models[cfg.ready.model], cfg.ready.cache_seconds, dependencies)
     limits = body_limits(cfg)
     runtime = Runtime({key.name for key in cfg.keys.values() if key.admin}, keyed=bool(cfg.keys))

@@ -13,6 +13,7 @@ from middleware.rag.access import Access
 from middleware.rag.api import RagApi
 from middleware.rag.backend import RagUnavailable
 from middleware.rag.config import ModelRagConfig, RagConfig
+from middleware.rag.freshness import StoreMissing
 from middleware.rag.inject import Holder, RagInject, RagVersion
 from middleware.rag.retrieval import Retrieval
 from proxy.asgi import BodyLimits
@@ -34,6 +35,7 @@ class Rag:
         limits: BodyLimits,
     ) -> None:
         self.cfg = cfg
+        self.models = models
         access = Access(keys, cfg.readers)
         self.holder = Holder()
         self.version = RagVersion(self.holder, models)
@@ -61,6 +63,21 @@ class Rag:
         if self.holder.retrieval is None:
             raise RagUnavailable("retrieval is not ready (its embedding model is loading, or failed to)")
         await self.holder.retrieval.backend.ping()
+
+    async def check_stores(self) -> None:
+        """For /ready: raises naming the stores that ``[models.<alias>.rag]`` reads and that do not exist
+        (requests to those aliases go on without context)."""
+        if self.holder.retrieval is None:
+            raise RagUnavailable("retrieval is not ready (its embedding model is loading, or failed to)")
+        missing = []
+        for alias, settings in sorted(self.models.items()):
+            for name in settings.stores:
+                try:
+                    await self.holder.stores((name,))
+                except StoreMissing:
+                    missing.append(f"{name} (models.{alias})")
+        if missing:
+            raise StoreMissing("vector stores not found: " + ", ".join(missing))
 
     async def close(self) -> None:
         if self._starting is not None:

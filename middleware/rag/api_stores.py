@@ -15,11 +15,13 @@ from middleware.rag.chunking import ChunkSpec
 from middleware.rag.filters import compile_filter
 from middleware.rag.ingest import Document
 from middleware.rag.objects import batch_object, deleted, page, search_page, store_file_object, store_object
-from middleware.rag.params import attributes, chunking, paging, strings
+from middleware.rag.params import attributes, chunking, paging, ranking, strings
 from middleware.rag.retrieval import Retrieval
 from middleware.rag.sources import HTML_SUFFIXES, html_text
 from proxy.asgi import trace_of
 from proxy.errors import InvalidRequest, NotFound
+
+FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
 
 
 class StoresApi(ApiBase):
@@ -102,18 +104,38 @@ class StoresApi(ApiBase):
         if not wanted:
             raise InvalidRequest("'file_ids' or 'files' must name at least one file.", param="file_ids")
         await self._attach(r, store.id, wanted)
-        batch_id, created = await r.backend.run(lambda b: catalog.put_batch(b, store.id, len(wanted), 0))
-        return batch_object(batch_id, store.id, created, len(wanted), 0)
+        file_ids = list(dict.fromkeys(f for f, _, _ in wanted))
+        batch_id, created = await r.backend.run(lambda b: catalog.put_batch(b, store.id, file_ids, 0))
+        return batch_object(batch_id, store.id, created, len(file_ids), 0)
 
-    async def get_batch(self, request: Request, r: Retrieval) -> Any:
+    async def _batch(self, request: Request, r: Retrieval) -> tuple[str, dict[str, Any]]:
         store = await self._readable(request, r)
         batch_id = request.path_params["batch_id"]
         found = await r.backend.run(lambda b: catalog.get_batch(b, batch_id))
         if found is None or found["store"] != store.id:
             raise NotFound(f"No file batch with id '{batch_id}'.", param="batch_id")
+        return batch_id, found
+
+    async def get_batch(self, request: Request, r: Retrieval) -> Any:
+        batch_id, found = await self._batch(request, r)
         return batch_object(
-            batch_id, store.id, int(found["created_at"]), int(found["total"]), int(found["failed"])
+            batch_id, found["store"], int(found["created_at"]), int(found["total"]), int(found["failed"])
         )
+
+    async def cancel_batch(self, request: Request, r: Retrieval) -> Any:
+        # A batch is indexed within the request that creates it: by now there is nothing left to cancel,
+        # so the batch is returned as it ended, as OpenAI does for a batch that already finished.
+        return await self.get_batch(request, r)
+
+    async def list_batch_files(self, request: Request, r: Retrieval) -> Any:
+        _, found = await self._batch(request, r)
+        status = request.query_params.get("filter")
+        if status not in (None, *FILE_STATUSES):
+            raise InvalidRequest(f"'filter' must be one of {', '.join(FILE_STATUSES)}.", param="filter")
+        # The batch's files still in the store, all completed (indexing finished before the batch returned).
+        files = await r.backend.run(lambda b: catalog.get_store_files(b, found["store"], found["files"]))
+        shown = files if status in (None, "completed") else []
+        return page([store_file_object(f) for f in shown], *paging(request))
 
     async def list_store_files(self, request: Request, r: Retrieval) -> Any:
         store = await self._readable(request, r)
@@ -149,13 +171,12 @@ class StoresApi(ApiBase):
                 "'max_num_results' must be an integer from 1 to 50.", param="max_num_results"
             )
         predicate = compile_filter(body["filters"]) if body.get("filters") is not None else None
-        ranking = body.get("ranking_options") or {}
-        threshold = ranking.get("score_threshold", 0.0) if isinstance(ranking, dict) else None
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
-            raise InvalidRequest(
-                "'ranking_options.score_threshold' must be from 0 to 1.", param="ranking_options"
-            )
-        found = await r.search([store.id], query, k, predicate, threshold=float(threshold))
+        mode, threshold = ranking(body.get("ranking_options"))
+        # Accepted, and the query is searched as written: no LLM sits in the search path to rewrite it,
+        # and ``search_query`` in the reply says exactly what was searched.
+        if not isinstance(body.get("rewrite_query", False), bool):
+            raise InvalidRequest("'rewrite_query' must be a boolean.", param="rewrite_query")
+        found = await r.search([store.id], query, k, predicate, mode=mode, threshold=threshold)
         return search_page(query, found)
 
     def store_routes(self) -> list[Route]:
@@ -172,5 +193,7 @@ class StoresApi(ApiBase):
             Route(f"{base}/files/{{file_id}}", w(self.delete_store_file), methods=["DELETE"]),
             Route(f"{base}/file_batches", w(self.create_batch), methods=["POST"]),
             Route(f"{base}/file_batches/{{batch_id}}", g(self.get_batch), methods=["GET"]),
+            Route(f"{base}/file_batches/{{batch_id}}/files", g(self.list_batch_files), methods=["GET"]),
+            Route(f"{base}/file_batches/{{batch_id}}/cancel", w(self.cancel_batch), methods=["POST"]),
             Route(f"{base}/search", g(self.search), methods=["POST"]),
         ]

@@ -184,18 +184,24 @@ def delete_store_file(b: ChromaBackend, store_id: str, file_id: str) -> None:
     b.collection(CATALOG).delete(ids=[f"sf:{store_id}:{file_id}"])
 
 
-def put_batch(b: ChromaBackend, store_id: str, total: int, failed: int) -> tuple[str, int]:
+def put_batch(b: ChromaBackend, store_id: str, file_ids: list[str], failed: int) -> tuple[str, int]:
     batch_id, created_at = new_id("vsfb"), int(time.time())
     b.collection(CATALOG).add(
         ids=[f"batch:{batch_id}"],
         embeddings=[PLACEHOLDER],
-        metadatas=[
-            {"kind": "batch", "store": store_id, "created_at": created_at, "total": total, "failed": failed}
-        ],
-    )
+        metadatas=[{
+            "kind": "batch", "store": store_id, "created_at": created_at, "total": len(file_ids),
+            "failed": failed, "files": orjson.dumps(file_ids).decode(),
+        }],
+    )  # fmt: skip
     return batch_id, created_at
 
 
 def get_batch(b: ChromaBackend, batch_id: str) -> dict[str, Any] | None:
+    """The batch's record; ``files`` is the list of its file ids."""
     found = b.collection(CATALOG).get(ids=[f"batch:{batch_id}"], include=["metadatas"])
-    return dict(found["metadatas"][0]) if found["ids"] else None
+    if not found["ids"]:
+        return None
+    record = dict(found["metadatas"][0])
+    record["files"] = orjson.loads(record.get("files", "[]"))
+    return record

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 from middleware.rag import catalog, snapshot
 from middleware.rag.backend import ChromaBackend, RagUnavailable
@@ -45,6 +48,7 @@ class Snapshots:
         self._rebuilds: dict[str, asyncio.Task[None]] = {}
         self._loading: dict[str, asyncio.Task[Snapshot]] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._indexer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fluido-rag-bm25")
 
     def start(self) -> None:
         self._refresher = asyncio.create_task(self._refresh_loop())
@@ -76,15 +80,21 @@ class Snapshots:
                     return
                 fresh = await self._build(store_id, wanted, current)
                 if store_id in self._snapshots:
+                    if self._generations.get(store_id) != fresh.generation:
+                        _carry_deletions(self._snapshots[store_id], fresh)
                     self._snapshots[store_id] = fresh
 
     async def _build(self, store_id: str, generation: str, old: Snapshot) -> Snapshot:
-        cfg, analyzer = self.cfg, self.analyzer
-        # Chroma reads go through the backend's pool; the BM25 build runs in that worker too, which
-        # keeps it off the event loop and limits rebuilds to the backend's two threads.
-        fresh = await self.backend.run(
-            lambda b: snapshot.rebuild(b, store_id, generation, old, analyzer, cfg.bm25_k1, cfg.bm25_b),
-            wait=max(60.0, cfg.timeout * 10),
+        cfg = self.cfg
+        found = await self.backend.run(
+            lambda b: snapshot.collect(b, store_id, old), wait=max(60.0, cfg.timeout * 10)
+        )
+        # The BM25 build runs on the indexer's own thread: never on the event loop, and never in the pools
+        # searches use (Chroma's workers, the CPU pool), so however long it takes, queries are answered
+        # meanwhile with the snapshot they have. One build at a time: stores rebuild one after another.
+        fresh = await asyncio.get_running_loop().run_in_executor(
+            self._indexer,
+            partial(snapshot.assemble, generation, old, found, self.analyzer, cfg.bm25_k1, cfg.bm25_b),
         )
         with contextlib.suppress(OSError):
             await self.cpu(snapshot.save, fresh, self._saved(store_id))
@@ -155,3 +165,12 @@ class Snapshots:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._indexer.shutdown(wait=True, cancel_futures=True)
+
+
+def _carry_deletions(current: Snapshot, fresh: Snapshot) -> None:
+    """A rebuild that a newer write overtook may still hold chunks deleted while it ran, which the current
+    snapshot masks: they stay masked until the next rebuild, which that write has scheduled."""
+    for row in np.flatnonzero(~current.alive):
+        if (kept := fresh.rows.get(current.ids[row])) is not None:
+            fresh.alive[kept] = False

@@ -38,10 +38,13 @@ from proxy.tokens import MESSAGE_OVERHEAD, estimate_prompt_tokens, estimate_text
 from proxy.types import Call, ChatRequest, Handler, Message, Reply
 
 BODY_FIELD = "vector_store_ids"
-INSTRUCTION = (
-    "Answer using the numbered sources below. Cite each source you use as [n], where n is its number. "
-    "If the sources do not contain the answer, say so."
-)
+# Each passage ends with its number and the instruction comes last, just before the user's turn. Tried
+# on SmolLM2-135M at temperature 0 (16 made-up facts, one source each): the usual layout, instruction
+# first and "[n] name" above each passage, never got a citation; this one got a correct [1] in 10 of 16
+# answers. A model that small copies the marker it has just read after the sentence it copies, and reads
+# "[1] to [k]" better than "[n]". Larger models follow either layout. The n-th entry of the
+# x-fluido-rag-sources header is source [n].
+INSTRUCTION = "Answer using the sources above. Cite each source you use by its number, {numbers}."
 
 
 class Holder:
@@ -214,5 +217,6 @@ def _doc_id(p: Passage) -> str:
 
 
 def _context(passages: list[Passage]) -> str:
-    blocks = [f"[{n}] {p.filename}\n{p.text}" for n, p in enumerate(passages, start=1)]
-    return INSTRUCTION + "\n\nSources:\n\n" + "\n\n".join(blocks)
+    blocks = [f"{p.text.strip()} [{n}]" for n, p in enumerate(passages, start=1)]
+    numbers = "[1]" if len(passages) == 1 else f"[1] to [{len(passages)}]"
+    return "Sources:\n\n" + "\n\n".join(blocks) + "\n\n" + INSTRUCTION.format(numbers=numbers)

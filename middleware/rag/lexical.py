@@ -1,10 +1,11 @@
 """BM25 over a store's chunks, with bm25s.
 
 bm25s computes its scores at indexing time, so it cannot add or remove one document: the index is rebuilt
-from the store's chunks and swapped in whole (1-2 s for 5k abstracts), while queries keep using the
-previous one. Deleted chunks are masked out at once, before the rebuild. Text is lowercased, split into
-words of two letters or more, stripped of English stop words and Snowball-stemmed, the recipe of the
-published bm25s runs on BEIR.
+from the store's chunks and swapped in whole, while queries keep using the previous one. A rebuild reuses
+the terms of the chunks it already had, so only new chunks are analysed (on SciFact's 5k abstracts the
+index itself takes about 0.3 s of CPU, the analysis of every text 0.4-0.5 s more). Deleted chunks are
+masked out at once, before the rebuild. Text is lowercased, split into words of two letters or more,
+stripped of English stop words and Snowball-stemmed, the recipe of the published bm25s runs on BEIR.
 """
 
 from __future__ import annotations
@@ -52,12 +53,17 @@ class Bm25Index:
     @classmethod
     def build(cls, analyzer: Analyzer, texts: Sequence[str], k1: float, b: float) -> Bm25Index:
         """Blocking: run it off the event loop."""
+        return cls.from_terms([analyzer.terms(t) for t in texts], k1, b)
+
+    @classmethod
+    def from_terms(cls, terms: Sequence[list[str]], k1: float, b: float) -> Bm25Index:
+        """Blocking: the index over rows already analysed (``Analyzer.terms`` of each text)."""
         import bm25s
 
         model = bm25s.BM25(k1=k1, b=b, method="lucene")
-        if texts:
-            model.index([analyzer.terms(t) for t in texts], show_progress=False)
-        return cls(model, len(texts))
+        if terms:
+            model.index(list(terms), show_progress=False)
+        return cls(model, len(terms))
 
     def scores(self, analyzer: Analyzer, query: str) -> np.ndarray:
         """A score per row; rows without a query term score 0."""

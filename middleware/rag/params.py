@@ -11,6 +11,10 @@ from middleware.rag.config import MODEL_MAX_TOKENS
 from proxy.errors import InvalidRequest
 
 MAX_ATTRIBUTES = 16
+# OpenAI's rankers, and the search mode each means here. There is no re-ranking model: "auto" and the
+# dated default are the hybrid ranking (dense and BM25 fused by rank); "none" turns re-ranking off, so
+# results come in the order of their score, the cosine similarity, which is the dense ranking alone.
+RANKERS = {"auto": "fused", "default-2024-11-15": "fused", "none": "dense"}
 
 
 def paging(request: Request, most: int = 100) -> tuple[int, str, str | None, str | None]:
@@ -69,3 +73,22 @@ def chunking(value: Any) -> ChunkSpec | None:
         raise InvalidRequest("'chunk_overlap_tokens' must be at most half of 'max_chunk_size_tokens'.",
                              param="chunking_strategy")  # fmt: skip
     return ChunkSpec(size, overlap).clamped(MODEL_MAX_TOKENS)
+
+
+def ranking(value: Any) -> tuple[str, float]:
+    """``ranking_options``: the search mode its ``ranker`` names, and its ``score_threshold``."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise InvalidRequest("'ranking_options' must be an object.", param="ranking_options")
+    ranker = value.get("ranker", "auto")
+    if ranker not in RANKERS:
+        raise InvalidRequest(
+            f"'ranking_options.ranker' must be one of {', '.join(RANKERS)}.", param="ranking_options.ranker"
+        )
+    threshold = value.get("score_threshold", 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        raise InvalidRequest(
+            "'ranking_options.score_threshold' must be from 0 to 1.", param="ranking_options.score_threshold"
+        )
+    return RANKERS[ranker], float(threshold)

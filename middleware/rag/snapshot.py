@@ -1,9 +1,10 @@
 """A store's chunks as this process holds them: texts, attributes and the BM25 index over them.
 
 Chroma is the source of truth. A snapshot is rebuilt from it when the store's generation (in the catalog)
-moves: only chunks it does not hold yet are fetched, then BM25 is rebuilt and the new snapshot replaces
-the old one in a single assignment, so a query always sees one consistent snapshot. The last snapshot of
-each store is saved under ``[rag] path`` so a restart does not fetch and re-index everything.
+moves: only chunks it does not hold yet are fetched (``collect``, a Chroma read), then only those are
+analysed and BM25 is rebuilt (``assemble``, CPU work), and the new snapshot replaces the old one in a
+single assignment, so a query always sees one consistent snapshot. The last snapshot of each store is
+saved under ``[rag] path`` so a restart does not fetch and re-index everything.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class Snapshot:
     metas: list[dict[str, Any]]
     bm25: Bm25Index
     alive: np.ndarray  # rows deleted since the rebuild are masked out until the next one
+    # Each row's BM25 terms, kept so that a rebuild analyses only new chunks; empty when loaded from disk.
+    terms: list[list[str]] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,28 +67,41 @@ def fetch_chunks(b: ChromaBackend, store_id: str, ids: list[str]) -> dict[str, t
     return out
 
 
-def rebuild(
-    b: ChromaBackend, store_id: str, generation: str, old: Snapshot, analyzer: Analyzer, k1: float, bb: float
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """What Chroma holds for a store now: its chunk ids, and the chunks a snapshot did not have."""
+
+    current: list[str]
+    fetched: dict[str, tuple[str, dict[str, Any]]]
+
+
+def collect(b: ChromaBackend, store_id: str, old: Snapshot) -> Collected:
+    """Blocking (a Chroma read): the store's chunk ids now, and text and metadata of those ``old`` lacks."""
+    current: list[str] = b.collection(chunks_collection(store_id)).get(include=[])["ids"]
+    return Collected(current, fetch_chunks(b, store_id, [cid for cid in current if cid not in old.rows]))
+
+
+def assemble(
+    generation: str, old: Snapshot, found: Collected, analyzer: Analyzer, k1: float, bb: float
 ) -> Snapshot:
-    """Blocking: the store as Chroma has it now, reusing what ``old`` already holds."""
-    collection = b.collection(chunks_collection(store_id))
-    current: list[str] = collection.get(include=[])["ids"]
-    missing = [cid for cid in current if cid not in old.rows]
-    fetched = fetch_chunks(b, store_id, missing)
-    ids, texts, metas = [], [], []
-    for cid in current:
+    """Blocking (CPU): the new snapshot, reusing the texts and terms ``old`` already holds."""
+    ids, texts, metas, terms = [], [], [], []
+    for cid in found.current:
         if (row := old.rows.get(cid)) is not None:
-            ids.append(cid)
-            texts.append(old.texts[row])
-            metas.append(old.metas[row])
-        elif cid in fetched:
-            ids.append(cid)
-            texts.append(fetched[cid][0])
-            metas.append(fetched[cid][1])
-    bm25 = (
-        old.bm25 if ids == old.ids and old.bm25.size == len(ids) else Bm25Index.build(analyzer, texts, k1, bb)
-    )
-    return Snapshot(generation, ids, texts, metas, bm25, np.ones(len(ids), dtype=bool))
+            text, meta = old.texts[row], old.metas[row]
+            row_terms = old.terms[row] if old.terms else analyzer.terms(text)
+        elif cid in found.fetched:
+            text, meta = found.fetched[cid]
+            row_terms = analyzer.terms(text)
+        else:
+            continue
+        ids.append(cid)
+        texts.append(text)
+        metas.append(meta)
+        terms.append(row_terms)
+    unchanged = ids == old.ids and old.bm25.size == len(ids)
+    bm25 = old.bm25 if unchanged else Bm25Index.from_terms(terms, k1, bb)
+    return Snapshot(generation, ids, texts, metas, bm25, np.ones(len(ids), dtype=bool), terms)
 
 
 def save(snapshot: Snapshot, directory: Path) -> None:

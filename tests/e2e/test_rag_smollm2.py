@@ -1,17 +1,17 @@
 """End to end: RAG in front of a real model (SmolLM2-135M-Instruct on llama.cpp, launched by Fluido).
 
-A 135M model follows instructions loosely, so what is asserted is what Fluido controls: the header names
-the ingested document, the context reaches the model (its prompt grows by about the tokens Fluido says it
-added), and an answer that needs the document's made-up fact gets it with the store and not without.
-At temperature 0 the model copies this fact from its source; it does not write the "[1]" citation it is
-asked for (nor did it for other questions tried), so the citation is not asserted. It also ignores a
-source whose fact contradicts what it "knows" (a reactor cooled by neon came back as nitrogen): the fact
-here is one it has no prior for.
+Three made-up facts, each in a document of its own, that the model cannot know. Asked with the store, at
+temperature 0, it answers each from its document and cites it as [1], and the header names that document
+first; asked the same without the store, it has neither the fact nor a citation. The facts are ones the
+model has no prior for: it ignores a source that contradicts what it "knows" (a reactor cooled by neon
+came back as nitrogen). A 135M model does not cite every answer (10 of 16 facts tried with this prompt);
+these three it cites at temperature 0.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Iterator
 
@@ -23,13 +23,20 @@ from proxy.config import parse
 from tests.conftest import free_port, running
 
 pytestmark = pytest.mark.e2e
-FACT = "Professor Ilse Quandt invented the glimmer lamp in 1894."
-QUESTION = [{"role": "user", "content": "Who invented the glimmer lamp?"}]
+FACTS = {
+    "reactor.txt": ("The Zorblax reactor is cooled by liquid helium at four kelvin.",
+                    "What cools the Zorblax reactor?", "helium"),
+    "vault.txt": ("The key to the Brixton vault is kept by Mara Olsen.",
+                  "Who keeps the key to the Brixton vault?", "olsen"),
+    "korva.txt": ("Korva tea is brewed from the dried leaves of the silverthorn shrub.",
+                  "What is Korva tea brewed from?", "silverthorn"),
+}  # fmt: skip
 FRESH = {"Cache-Control": "no-store"}
+CITATION = re.compile(r"\[\d+\]")
 
 
 @pytest.fixture(scope="module")
-def fluido(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenAI, str]]:
+def fluido(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenAI, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("rag-e2e")
     port = free_port()
     target = [{"upstream": "local", "model": "smollm2"}]
@@ -52,17 +59,20 @@ def fluido(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenAI, s
             time.sleep(0.5)
         client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
         store = client.vector_stores.create(name="facts")
-        file_id = client.files.create(
-            file=("glimmer.txt", io.BytesIO(FACT.encode()), "text/plain"), purpose="assistants"
-        ).id
-        client.vector_stores.files.create(vector_store_id=store.id, file_id=file_id)
-        yield client, file_id
+        file_ids = {}
+        for name, (fact, _, _) in FACTS.items():
+            file_ids[name] = client.files.create(
+                file=(name, io.BytesIO(fact.encode()), "text/plain"), purpose="assistants"
+            ).id
+        batches = client.vector_stores.file_batches
+        batches.create_and_poll(vector_store_id=store.id, file_ids=list(file_ids.values()))
+        yield client, file_ids
 
 
-def ask(client: OpenAI, model: str) -> tuple[str, dict[str, str], int]:
+def ask(client: OpenAI, model: str, question: str) -> tuple[str, dict[str, str], int]:
     raw = client.chat.completions.with_raw_response.create(
         model=model,
-        messages=QUESTION,
+        messages=[{"role": "user", "content": question}],
         max_tokens=48,
         temperature=0,
         extra_headers=FRESH,  # type: ignore[arg-type]
@@ -72,15 +82,23 @@ def ask(client: OpenAI, model: str) -> tuple[str, dict[str, str], int]:
     return completion.choices[0].message.content or "", dict(raw.headers), completion.usage.prompt_tokens
 
 
-def test_the_answer_comes_from_the_ingested_document_only_with_the_store(fluido: tuple[OpenAI, str]) -> None:
-    client, file_id = fluido
-    with_store, headers, prompt_with = ask(client, "kb")
-    without, plain_headers, prompt_without = ask(client, "plain")
+@pytest.mark.parametrize("name", list(FACTS))
+def test_an_answer_from_an_ingested_document_cites_it_and_without_the_store_has_neither(
+    fluido: tuple[OpenAI, dict[str, str]], name: str
+) -> None:
+    client, file_ids = fluido
+    _, question, key = FACTS[name]
+    with_store, headers, prompt_with = ask(client, "kb", question)
+    without, plain_headers, prompt_without = ask(client, "plain", question)
+    # The header names the document the answer comes from, as source [1].
     assert headers["x-fluido-rag"] == "injected"
-    assert headers["x-fluido-rag-sources"].startswith(f"{file_id}:")
-    assert "x-fluido-rag" not in plain_headers
+    sources = headers["x-fluido-rag-sources"].split(",")
+    assert sources[0].startswith(f"{file_ids[name]}:")
+    assert len(sources) == int(headers["x-fluido-rag-passages"])
     # The context reached the model: its prompt grew by about what Fluido says it added.
-    added = int(headers["x-fluido-rag-tokens"])
-    assert prompt_with - prompt_without > added // 2
-    assert "quandt" in with_store.lower(), with_store
-    assert "quandt" not in without.lower(), without
+    assert prompt_with - prompt_without > int(headers["x-fluido-rag-tokens"]) // 2
+    assert key in with_store.lower() and "[1]" in with_store, with_store
+    assert set(CITATION.findall(with_store)) <= {f"[{n}]" for n in range(1, len(sources) + 1)}, with_store
+    # Negative control: the same question without the store.
+    assert "x-fluido-rag" not in plain_headers
+    assert key not in without.lower() and not CITATION.search(without), without

@@ -12,9 +12,11 @@ import pytest
 
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
+from tests.support.wait import wait_until
 
 ADMIN = {"authorization": "Bearer sk-admin"}
 QUESTION = "What cools the Zorblax reactor?"
+REACTOR = "The Zorblax reactor is cooled by liquid helium at four kelvin."
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def handbook(rag_both: tuple[str, FakeVLLM, FakeOllama]) -> dict[str, str]:
     vs = c.vector_stores.create(name="handbook")
     ids = {}
     for name, text in (
-        ("reactor.txt", "The Zorblax reactor is cooled by liquid helium at four kelvin."),
+        ("reactor.txt", REACTOR),
         ("canteen.txt", "The canteen serves lentil soup every Tuesday."),
     ):
         ids[name] = c.files.create(
@@ -50,12 +52,18 @@ def test_the_upstream_gets_numbered_sources_and_the_header_names_them(
     r = ask(url, "kb", QUESTION, temperature=0.5)
     sent = fake.requests[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user"] and sent[1]["content"] == QUESTION
-    assert "[1] reactor.txt\nThe Zorblax reactor is cooled by liquid helium" in sent[0]["content"]
-    assert "Cite each source you use as [n]" in sent[0]["content"]
     assert r.headers["x-fluido-rag"] == "injected"
-    first, score = r.headers["x-fluido-rag-sources"].split(",")[0].split(":")
+    sources = r.headers["x-fluido-rag-sources"].split(",")
+    first, score = sources[0].split(":")
     assert first == handbook["reactor.txt"] and 0.3 <= float(score) <= 1
-    assert int(r.headers["x-fluido-rag-passages"]) >= 1 and int(r.headers["x-fluido-rag-tokens"]) > 10
+    assert int(r.headers["x-fluido-rag-passages"]) == len(sources)
+    assert int(r.headers["x-fluido-rag-tokens"]) > 10
+    # Each passage ends with its number, the n-th source of the header; the instruction comes last.
+    numbers = "[1]" if len(sources) == 1 else f"[1] to [{len(sources)}]"
+    assert sent[0]["content"].startswith("Sources:\n\n" + REACTOR + " [1]\n\n")
+    instruction = f"Answer using the sources above. Cite each source you use by its number, {numbers}."
+    assert sent[0]["content"].endswith("\n\n" + instruction)
+    assert sent[0]["content"].count("\n\n") == len(sources) + 1
 
 
 def test_a_streamed_request_gets_the_same_context(
@@ -64,7 +72,7 @@ def test_a_streamed_request_gets_the_same_context(
     url, fake, _ = rag_both
     r = ask(url, "kb", QUESTION, stream=True)
     assert r.text.rstrip().endswith("data: [DONE]")
-    assert "[1] reactor.txt" in fake.requests[-1]["messages"][0]["content"]
+    assert REACTOR + " [1]" in fake.requests[-1]["messages"][0]["content"]
     assert r.headers["x-fluido-rag"] == "injected"
 
 
@@ -85,7 +93,7 @@ def test_ollama_gets_the_context_as_a_system_message(
     url, _, ollama = rag_both
     r = ask(url, "kb_ollama", QUESTION)
     sent = ollama.requests[-1]["messages"]
-    assert sent[0]["role"] == "system" and "[1] reactor.txt" in sent[0]["content"]
+    assert sent[0]["role"] == "system" and REACTOR + " [1]" in sent[0]["content"]
     assert all(m["role"] != "tool" for m in sent)
     assert r.headers["x-fluido-rag"] == "injected"
 
@@ -111,7 +119,7 @@ def test_vector_store_ids_in_the_body_inject_and_never_reach_the_upstream(
     )  # fmt: skip
     assert raw.headers["x-fluido-rag"] == "injected"
     body = fake.requests[-1]
-    assert "vector_store_ids" not in body and "[1] reactor.txt" in body["messages"][0]["content"]
+    assert "vector_store_ids" not in body and REACTOR + " [1]" in body["messages"][0]["content"]
     # The same alias without them: no context.
     plain = ask(url, "chat", QUESTION)
     assert "x-fluido-rag" not in plain.headers and fake.requests[-1]["messages"][0]["role"] == "user"
@@ -142,7 +150,7 @@ def test_context_that_does_not_fit_the_window_is_left_out_and_the_user_text_kept
     rag_both: tuple[str, FakeVLLM, FakeOllama], handbook: dict[str, str]
 ) -> None:
     url, fake, _ = rag_both
-    long_question = QUESTION + " " + "Please explain in detail. " * 20  # with max_tokens, fills 300 tokens
+    long_question = QUESTION + " " + "Please explain in detail. " * 25  # with max_tokens, fills 300 tokens
     r = ask(url, "tiny", long_question, max_tokens=100)
     assert r.headers["x-fluido-rag"] == "no_room"
     assert fake.requests[-1]["messages"] == [{"role": "user", "content": long_question}]
@@ -162,14 +170,27 @@ def test_context_can_go_just_before_the_last_user_turn(
     r = ask(url, "late", turns)
     sent = fake.requests[-1]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "system", "user"]
-    assert "[1] reactor.txt" in sent[2]["content"] and r.headers["x-fluido-rag"] == "injected"
+    assert REACTOR + " [1]" in sent[2]["content"] and r.headers["x-fluido-rag"] == "injected"
 
 
-def test_a_missing_store_is_no_context_and_no_error(rag_both: tuple[str, FakeVLLM, FakeOllama]) -> None:
+def test_a_missing_store_is_no_context_and_no_error_and_ready_names_it(
+    rag_both: tuple[str, FakeVLLM, FakeOllama], handbook: dict[str, str]
+) -> None:
     url, fake, _ = rag_both
     r = ask(url, "ghost", QUESTION)
-    assert r.headers["x-fluido-rag"] == "store_missing"
+    assert r.status_code == 200 and r.headers["x-fluido-rag"] == "store_missing"
     assert fake.requests[-1]["messages"] == [{"role": "user", "content": QUESTION}]
+    counted = httpx.get(f"{url}/metrics").text
+    assert 'fluido_rag_requests_total{model="ghost",result="store_missing"}' in counted
+    wanted = {"ok": False, "error": "vector stores not found: no-such-store (models.ghost)"}
+
+    def ready_names_only_the_ghost() -> dict[str, Any] | None:  # /ready reuses its checks for a moment
+        ready: dict[str, Any] = httpx.get(f"{url}/ready").json()
+        stores = ready["dependencies"]["rag_stores"]
+        return ready if {k: stores.get(k) for k in wanted} == wanted else None
+
+    ready = wait_until(ready_names_only_the_ghost, "/ready naming the missing store")
+    assert ready["status"] == "ready" and ready["dependencies"]["rag_chroma"]["ok"]  # chat is still served
 
 
 def test_the_cache_never_serves_an_answer_from_before_a_reindex(
