@@ -80,7 +80,8 @@ class Forecast:
         first slots to free of the others'; None before anything was measured."""
         if self.mean is None or lanes <= 0:
             return None
-        own, others = [], [now] * free
+        own: list[float] = []
+        others = [now] * free
         for entry in running:
             (own if entry.cls == cls else others).append(self._frees(now, entry))
         frees = sorted(own)[:lanes] + sorted(others)[: max(lanes - len(own), 0)]
