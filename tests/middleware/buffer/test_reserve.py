@@ -7,10 +7,11 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from middleware.buffer.config import BufferConfig
+from middleware.buffer.config import BufferConfig, parse_buffer
 from middleware.buffer.controller import Controller, ControllerSettings
 from middleware.buffer.queue import QUEUED, STARTED, Entry, Gate, Shed
 from middleware.buffer.reserve import Reserve
+from proxy.config_reader import Reader
 
 HOLD = {"short": 0.25, "long": 1.0}  # the benchmark fake's holding times, near enough
 BUDGET = {"short": 0.6, "long": 1.8}
@@ -67,8 +68,16 @@ def capacity(limit: int, mix: float) -> float:
     return limit / (mix * HOLD["short"] + (1 - mix) * HOLD["long"])
 
 
+def reserve_from(table: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    r = Reader({"reserve": table}, "buffer", [])
+    return dict(parse_buffer(r, {}).reserve), r.problems
+
+
 def test_the_defaults_reserve_a_quarter_of_l_for_short_and_for_long_requests() -> None:
-    assert DEFAULT == {"short": 0.25, "long": 0.25}
+    assert DEFAULT == reserve_from({})[0] == {"short": 0.25, "long": 0.25}
+    assert reserve_from({"long": 0}) == ({"short": 0.25, "long": 0.0}, [])  # 0 takes one away
+    shares, problems = reserve_from({"code": 0.5})  # with the defaults kept, more than all of L
+    assert shares["short"] == 0.25 and "add up to less than 1" in problems[0]
 
 
 def test_at_four_times_the_capacity_the_long_class_gets_at_least_its_share() -> None:
