@@ -77,9 +77,6 @@ class Gate:
         """Waiting entries, all classes."""
         return sum(self.waiting.values())
 
-    def reserved(self, cls: str) -> int:
-        return self.reserve.slots(cls, self.limit)
-
     def may_start(self, cls: str, now: float) -> bool:
         return self.limit - self.in_flight - self.reserve.held(cls, self.limit, now) > 0
 
@@ -141,8 +138,9 @@ class Gate:
     def _late(self, entry: Entry, now: float) -> float | None:
         """None when ``entry`` can start before its deadline and going ahead of the waiters it passes does
         not make one of them miss a deadline it would have met (EDF's admission test, on the forecast);
-        otherwise the predicted drain time of the queue with it, for its Retry-After. Unknown, so in
-        time, until a holding time was measured."""
+        otherwise the predicted drain time of the queue with it, for its Retry-After. A class with reserved
+        slots starts at the latest when its own requests ahead free them. Unknown, so in time, until a
+        holding time was measured."""
         waiting = self._waiting()
         ahead = bisect.bisect_left(waiting, ORDER(entry), key=ORDER)
         after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]], entry.cls)
@@ -153,7 +151,7 @@ class Gate:
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
             start = self.forecast.with_arrivals(now, start, entry.cls, entry.deadline, self.budgets, slots)
-        if lanes := self.reserved(entry.cls):  # its reserved slots serve its own class, at the least
+        if lanes := self.reserve.slots(entry.cls, self.limit):  # they serve its own class, at the least
             mine = [w for w in waiting[:ahead] if w.cls == entry.cls]
             free = 0 if self.shared else max(self.limit - self.in_flight, 0)
             lane = self.forecast.lane_start(now, self._running, free, entry.cls, lanes, [*mine, entry])
