@@ -64,17 +64,13 @@ class SSEDecoder:
         self._data: list[bytes] = []
 
     def feed(self, data: bytes) -> list[bytes]:
-        # The usual read is exactly one whole event, "data: {...}\n\n", with nothing pending: take its
-        # data without splitting lines. Anything else goes the general way.
-        if (
-            data.startswith(b"data: ")
-            and data.endswith(b"\n\n")
-            and data.count(b"\n") == 2
-            and not self._data
-            and not self._lines.pending
-            and b"\r" not in data
-        ):
-            return [data[6:-2]]
+        # The usual read is whole events of one line each, "data: {...}\n\n" (one, or several that
+        # arrived together), with nothing pending: take their data without splitting lines. Anything
+        # else goes the general way.
+        if data.endswith(b"\n\n") and not self._data and not self._lines.pending and b"\r" not in data:
+            whole = data[:-2].split(b"\n\n")
+            if data.count(b"\n") == 2 * len(whole) and all(e.startswith(b"data: ") for e in whole):
+                return [e[6:] for e in whole]
         events: list[bytes] = []
         for line in self._lines.feed(data):
             if not line:

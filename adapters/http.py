@@ -3,8 +3,9 @@ and upstream HTTP statuses become Fluido errors (by type and status, never by me
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
 import aiohttp
@@ -73,8 +74,10 @@ class UpstreamHTTP:
         except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             raise translate(self.name, exc) from exc
 
-    async def frames(self, path: str, body: Any, decoder: Decoder) -> AsyncGenerator[bytes, None]:
-        """POST JSON and yield the framed messages of the streamed reply as they arrive.
+    @contextlib.asynccontextmanager
+    async def streaming(self, path: str, body: Any) -> AsyncIterator[aiohttp.StreamReader]:
+        """POST JSON; the body of the 2xx streamed reply, to read as it arrives. aiohttp's errors, while
+        reading it too, become the matching UpstreamError.
 
         Leaving early (client gone, timeout) exits the response context with its body unread, which makes
         aiohttp close the connection instead of pooling it: the upstream sees the disconnect and stops.
@@ -82,13 +85,18 @@ class UpstreamHTTP:
         try:
             async with self.session.post(path.lstrip("/"), data=_payload(body)) as resp:
                 await raise_for_status(self.name, resp)
-                async for data in resp.content.iter_any():
-                    for frame in decoder.feed(data):
-                        yield frame
-                for frame in decoder.finish():
-                    yield frame
+                yield resp.content
         except aiohttp.ClientError as exc:
             raise translate(self.name, exc) from exc
+
+    async def frames(self, path: str, body: Any, decoder: Decoder) -> AsyncGenerator[bytes, None]:
+        """POST JSON and yield the framed messages of the streamed reply as they arrive."""
+        async with self.streaming(path, body) as content:
+            async for data in content.iter_any():
+                for frame in decoder.feed(data):
+                    yield frame
+            for frame in decoder.finish():
+                yield frame
 
     async def get_json(self, path: str) -> Any:
         try:

@@ -11,7 +11,6 @@ as ``{"type": "json_object", "schema"}``, which is what llama-cpp-python's serve
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -154,10 +153,22 @@ def parse_chunks(data: Any) -> list[Chunk]:
     if "error" in data:
         message, _ = error_message(data)
         raise UpstreamError(f"The upstream failed mid-stream: {message or 'unknown error'}")
+    choices = data.get("choices") or []
+    if len(choices) == 1 and data.get("usage") is None:
+        # Called once per token: most events are one choice with only a content delta.
+        c = choices[0]
+        delta = c.get("delta")
+        if (
+            type(delta) is dict
+            and len(delta) == 1
+            and type(content := delta.get("content")) is str
+            and c.get("finish_reason") is None
+            and c.get("logprobs") is None
+        ):
+            return [Chunk(c.get("index", 0), None, content)]
     chunks = []
-    # Called once per token: most events are one choice with a content delta, so the rarer fields
-    # (tool calls, usage) are only looked at when present.
-    for c in data.get("choices") or ():
+    # The general walk: the rarer fields (tool calls, usage) are only looked at when present.
+    for c in choices:
         delta = c.get("delta") or {}
         raw_calls = delta.get("tool_calls")
         chunks.append(
@@ -192,22 +203,28 @@ class OpenAICompatAdapter:
         started: set[int] = set()
         finished: set[int] = set()
         body = request_body(req, target, self.json_schema)
-        async with aclosing(self.http.frames("chat/completions", body, SSEDecoder())) as events:
-            async for event in events:
-                if event == b"[DONE]":
-                    # [DONE] only says the server stopped sending: a reply without its finish_reason was
-                    # cut short (llama-cpp-python ends a stream this way when another request interrupts it).
-                    break
-                try:
-                    data = orjson.loads(event)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError("The upstream sent a malformed stream event.") from None
-                for chunk in parse_chunks(data):
-                    if chunk.usage is None:
-                        started.add(chunk.index)
-                    if chunk.finish_reason is not None:
-                        finished.add(chunk.index)
-                    yield chunk
+        decoder = SSEDecoder()
+        done = False
+        # The body is read here, not through a generator of events: a layer less for every token.
+        async with self.http.streaming("chat/completions", body) as content:
+            while not done and (data := await content.readany()):
+                for event in decoder.feed(data):
+                    if event == b"[DONE]":
+                        # [DONE] only says the server stopped sending: a reply without its finish_reason was
+                        # cut short (llama-cpp-python ends a stream this way when another request interrupts
+                        # it).
+                        done = True
+                        break
+                    try:
+                        parsed = orjson.loads(event)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamError("The upstream sent a malformed stream event.") from None
+                    for chunk in parse_chunks(parsed):
+                        if chunk.usage is None:
+                            started.add(chunk.index)
+                        if chunk.finish_reason is not None:
+                            finished.add(chunk.index)
+                        yield chunk
         if not finished or finished != started:
             raise UpstreamError("The upstream ended the stream before the reply was complete.")
 

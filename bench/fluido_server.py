@@ -6,9 +6,10 @@ routed path. Run: ``python -m bench.fluido_server --port 9002 --upstream http://
 [--features routing|full|default]``.
 
 Features:
-- ``routing``: the proxy alone (no API key, limits, access log, metrics, query classifier or cache);
+- ``routing``: the proxy alone (no API key, limits, access log, metrics, query classifier, cache or
+  adaptive buffer);
 - ``full``: the chain of the repository's ``config.toml`` (access log, metrics, query classifier and
-  compaction, response cache in memory) plus an API key (``BENCH_KEY``) with limits too high to refuse
+  compaction, response cache in memory, adaptive buffer) plus an API key (``BENCH_KEY``) with limits too high to refuse
   anything. The semantic cache is off unless ``--semantic``: it loads the embedding model;
 - ``default``: the built-in defaults, no ``config.toml`` (what ``bench.cache`` measures).
 """
@@ -30,7 +31,7 @@ ALIAS = "default"
 BENCH_KEY = "sk-fluido-bench-0123456789abcdef"
 CONFIG_TOML = Path(__file__).resolve().parent.parent / "config.toml"
 # The sections of config.toml that make up its chain; upstreams, models and server are the benchmark's.
-CHAIN_SECTIONS = ("log", "metrics", "limits", "classifier", "cache")
+CHAIN_SECTIONS = ("log", "metrics", "limits", "classifier", "cache", "buffer")
 # High enough that no request is ever refused: the point is what checking them costs.
 KEY_LIMITS = {"rpm": 100_000_000, "tpm": 1_000_000_000, "concurrency": 10_000}
 ROUTING_ONLY = {
@@ -38,6 +39,7 @@ ROUTING_ONLY = {
     "metrics": {"enabled": False},
     "classifier": {"enabled": False},
     "cache": {"enabled": False},
+    "buffer": {"enabled": False},
 }
 
 
@@ -49,6 +51,7 @@ WITHOUT = {
     "classifier": {"classifier": {"enabled": False}},
     "compaction": {"classifier": {"compaction": False}},
     "cache": {"cache": {"enabled": False}},
+    "buffer": {"buffer": {"enabled": False}},
 }
 
 

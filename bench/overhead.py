@@ -8,7 +8,7 @@ Targets, each its own process:
 - ``routing``: Fluido with nothing on but routing;
 - ``full``: Fluido with ``config.toml``'s chain plus an API key and limits (``bench.fluido_server``):
   key check, rate limits, query classifier, compaction, response cache (every request a new prompt, so
-  every request is a miss and is stored), access log and metrics.
+  every request is a miss and is stored), adaptive buffer, access log and metrics.
 Cache hits from memory are measured apart, on ``full`` with one repeated prompt.
 
 The proxy under test is pinned alone to one core, the upstream and the load generator to the other.

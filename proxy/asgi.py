@@ -175,10 +175,15 @@ def header_value(value: str) -> bytes:
     return _HEADER_UNSAFE.sub("?", value[:MAX_HEADER_VALUE]).encode("ascii")
 
 
+@functools.lru_cache(maxsize=256)
+def _header_name(name: str) -> bytes | None:
+    # Header names come from Fluido's own code: a small, bounded set, checked and encoded once each.
+    return name.encode("ascii") if _HEADER_NAME.fullmatch(name) else None
+
+
 def encode_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """Response headers with safe values (``header_value``); a name that is not a token is dropped."""
-    valid = _HEADER_NAME.fullmatch
-    return [(name.encode("ascii"), header_value(value)) for name, value in pairs if valid(name)]
+    return [(raw, header_value(value)) for name, value in pairs if (raw := _header_name(name)) is not None]
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

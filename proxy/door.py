@@ -194,14 +194,23 @@ class ChatRoute(Generic[S]):
                     "headers": [*door.stream_headers, *note_headers(trace)],
                 }
             )
+            # Every write is a system call. Frames with nothing for the reader to show (the role, usage)
+            # wait for the next one that has; once every choice has finished, only bookkeeping and the end
+            # can follow, and they come at once: those frames leave with the last one.
+            finished: set[int] = set()
+            held = b""
             try:
                 while True:
                     if chunk.usage is not None:
                         trace.usage = chunk.usage
                     if text is not None and chunk.content:
                         text.append(chunk.content)
-                    if frame := writer.render(chunk):
-                        await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    if chunk.finish_reason is not None:
+                        finished.add(chunk.index)
+                    held += writer.render(chunk)
+                    if held and chunk.carries_output and len(finished) < call.request.n:
+                        await send({"type": "http.response.body", "body": held, "more_body": True})
+                        held = b""
                     chunk = await anext(stream)
             except StopAsyncIteration:
                 try:
@@ -215,7 +224,7 @@ class ChatRoute(Generic[S]):
                 if text is not None:
                     trace.completion = clip("".join(text), self.content_chars)
             watch.finished = True
-            await send({"type": "http.response.body", "body": last, "more_body": False})
+            await send({"type": "http.response.body", "body": held + last, "more_body": False})
 
 
 class EmbedDoor(Protocol[S]):

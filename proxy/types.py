@@ -91,9 +91,13 @@ class ToolCallDelta:
     arguments: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, init=False)
 class Chunk:
-    """One normalized streamed event. A chunk with only ``usage`` set is the usage chunk."""
+    """One normalized streamed event. A chunk with only ``usage`` set is the usage chunk.
+
+    One is built for every token, so it has its own ``__init__``: a frozen dataclass's sets its fields
+    one call at a time, which costs twice this one, that sets them all at once (and so has no slots).
+    """
 
     index: int = 0
     role: str | None = None
@@ -105,6 +109,31 @@ class Chunk:
     usage: Usage | None = None
     # Facts the upstream reported about itself (model load time, ...): for logs, never sent to clients.
     meta: Mapping[str, JSON] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        index: int = 0,
+        role: str | None = None,
+        content: str | None = None,
+        reasoning: str | None = None,
+        tool_calls: tuple[ToolCallDelta, ...] = (),
+        finish_reason: str | None = None,
+        logprobs: JSON = None,
+        usage: Usage | None = None,
+        meta: Mapping[str, JSON] | None = None,
+    ) -> None:
+        fields = {
+            "index": index,
+            "role": role,
+            "content": content,
+            "reasoning": reasoning,
+            "tool_calls": tool_calls,
+            "finish_reason": finish_reason,
+            "logprobs": logprobs,
+            "usage": usage,
+            "meta": {} if meta is None else meta,
+        }
+        object.__setattr__(self, "__dict__", fields)
 
     @property
     def carries_output(self) -> bool:

@@ -19,17 +19,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.buffer.coalescing import report as coalescing
 from bench.buffer.probe import fake_stats
 from bench.buffer.scenarios import (
     bodies,
     capacity_rps,
-    coalescing_cell,
     limit_trace,
     load_cell,
     rig,
 )
 from bench.buffer.shedpath import report as shed_report
-from bench.buffer.table import load_table, ms, p, ttfts
+from bench.buffer.table import load_table
 from tests.support.redis_server import RedisServer
 
 
@@ -75,39 +75,6 @@ async def replicas(seconds: float) -> None:
                   f" {dict(other) or ''}")  # fmt: skip
     finally:
         server.stop()
-
-
-def hold_p99(metrics: dict[str, float]) -> str:
-    buckets = sorted(
-        (float(k.split('le="')[1].split('"')[0]), v)
-        for k, v in metrics.items()
-        if k.startswith("fluido_stream_coalesce_hold_seconds_bucket")
-    )
-    total = buckets[-1][1] if buckets else 0
-    for le, count in buckets:
-        if total and count >= 0.99 * total:
-            return "<= " + ("inf" if le == float("inf") else f"{le * 1000:g} ms")
-    return "-"
-
-
-async def coalescing(seconds: float) -> None:
-    print(
-        "\nCoalescing: concurrent streams of 200 tokens (SSE text events per stream, TTFT, hold in Fluido):"
-    )
-    for streams, itl in ((64, 2.0), (16, 2.0), (64, 20.0)):
-        events: dict[bool, float] = {}
-        for on in (False, True):
-            got = await coalescing_cell(on, streams, seconds, itl)
-            shots, metrics = got["shots"], got["metrics"]
-            events[on] = sum(s.events for s in shots) / max(len(shots), 1)
-            merged = metrics.get('fluido_stream_events_total{kind="events"}', 0)
-            held = f", hold p99 {hold_p99(metrics)}" if on and merged else ""
-            state = "on " if on else "off"
-            print(f"  {streams} streams, {itl:g} ms: coalescing {state}: {len(shots)} streams,"
-                  f" {events[on]:.0f} events/stream, TTFT p50 {ms(p(ttfts(shots), 50))} ms"
-                  f" p99 {ms(p(ttfts(shots), 99))} ms{held}")  # fmt: skip
-        if events[True]:
-            print(f"    -> {events[False] / events[True]:.1f}x fewer SSE writes with coalescing")
 
 
 SCENARIOS = ("load", "shedpath", "convergence", "replicas", "coalescing")

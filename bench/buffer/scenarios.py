@@ -145,15 +145,3 @@ async def limit_trace(r: Rig, workers: int, phases: list[tuple[int, int]]) -> li
         stop.set()
         await sampler
     return traces
-
-
-async def coalescing_cell(coalesce: bool, streams: int, seconds: float, itl_ms: float) -> dict[str, Any]:
-    buffer = {"coalesce": coalesce, "upstreams": {"fake": {"parallel": streams, "adaptive": False}}}
-    tokens = {"short": 200, "long": 200}
-    with rig(buffer, mode="vllm", fake=fake_args("vllm", slots=streams, itl_ms=itl_ms)) as r:
-        load = bodies(seed=5, tokens=tokens)
-        await closed_loop(r.fluidos[0], 2, lambda shots: len(shots) >= 4, load)  # the upstream's pace
-        t_end = time.monotonic() + seconds
-        shots = await closed_loop(r.fluidos[0], streams, lambda s: time.monotonic() >= t_end, load)
-        metrics = await scrape(r.fluidos[0])
-    return {"shots": [s for s in shots if s.status == 200], "metrics": metrics}

@@ -37,7 +37,7 @@ class BufferConfig:
     tolerance: float = 1.5  # TTFT over its prompt-length cost that counts as waiting inside the upstream
     poll_seconds: float = 0.5  # how often the upstream's own queue and slots are read
     shared_poll_seconds: float = 0.02  # with a Redis-shared count: how often a blocked queue head retries
-    coalesce: bool = True  # merge text deltas into fewer SSE events while the client is behind
+    coalesce: bool = True  # fast upstreams: text deltas merged into fewer SSE events, each held 10 ms at most
     order: str = "edf"  # "edf": earliest deadline first; "fifo": first come, first served (for comparison)
     upstreams: Mapping[str, UpstreamBuffer] = field(default_factory=dict)
 

@@ -43,6 +43,36 @@ PRIORITY = ("code", "reasoning", "long", "short")
 # Classes of recent short texts are remembered (at most REMEMBERED * REMEMBERED_CHARS characters).
 REMEMBERED = 4096
 REMEMBERED_CHARS = 2000
+# Characters from the most to the least common in prompts (English and the other languages' shared letters).
+_COMMON = " etaoinsrhldcumfpgwybvkxjqz"
+
+
+class Needles:
+    """Groups of substrings to count in a text. Each substring is filed under the least common character
+    it holds: a text without that character cannot contain it, so one set intersection skips most of the
+    searches. The counts are those of searching for every substring."""
+
+    __slots__ = ("_by_char", "_chars", "_groups")
+
+    def __init__(self, groups: tuple[tuple[str, ...], ...]) -> None:
+        by_char: dict[str, list[tuple[str, int]]] = {}
+        for group, needles in enumerate(groups):
+            for needle in needles:
+                rarest = max(needle, key=lambda c: _COMMON.find(c) if c in _COMMON else len(_COMMON))
+                by_char.setdefault(rarest, []).append((needle, group))
+        self._by_char = {c: tuple(found) for c, found in by_char.items()}
+        self._chars = frozenset(by_char)
+        self._groups = len(groups)
+
+    def counts(self, text: str, chars: set[str]) -> list[int]:
+        """For each group, how many of its substrings occur in ``text`` (whose characters are ``chars``)."""
+        found = [0] * self._groups
+        by_char = self._by_char
+        for c in self._chars.intersection(chars):
+            for needle, group in by_char[c]:
+                if needle in text:
+                    found[group] += 1
+        return found
 
 
 def last_user_text(req: ChatRequest) -> str:
@@ -75,7 +105,14 @@ class RuleScorer:
         self.order = [*PRIORITY, *(c for c in self.patterns if c not in PRIORITY)]
         self._rank = {c: -i for i, c in enumerate(self.order)}
         # Stems match at a word's start: " stem" in the space-joined words. Built once, not per request.
-        self._stems = {name: (w, tuple(" " + stem for stem in stems)) for name, (w, stems) in STEMS.items()}
+        # Stems, phrases and counting phrases are all searched for in one pass over ``Needles``: group 0 is
+        # the counting phrases, then each class's stems, then each class's phrases.
+        stems = {name: (w, tuple(" " + stem for stem in found)) for name, (w, found) in STEMS.items()}
+        groups = [COUNTING[1], *(found for _, found in stems.values()), *(p for _, p in PHRASES.values())]
+        self._needles = Needles(tuple(groups))
+        self._stem_groups = [(name, weight, 1 + i) for i, (name, (weight, _)) in enumerate(stems.items())]
+        first = 1 + len(stems)
+        self._phrase_groups = [(name, w, first + i) for i, (name, (w, _)) in enumerate(PHRASES.items())]
         # A text's class never changes: repeated questions (retries, cache hits) are not scored again.
         self._remembered = functools.lru_cache(maxsize=REMEMBERED)(self.pick)
 
@@ -92,28 +129,25 @@ class RuleScorer:
         spaced = " " + " ".join(words)
         distinct = set(words)
         scores = dict.fromkeys(self.order, 0.0)
-        if any(c.isdigit() for c in text) or not NUMBER_WORDS.isdisjoint(distinct):
-            weight, counting = COUNTING
-            scores["reasoning"] += weight * min(2, sum(1 for phrase in counting if phrase in spaced))
+        found = self._needles.counts(spaced, set(spaced))
+        # The set look-up first: it is cheaper than the digit scan, and decides as often.
+        if not NUMBER_WORDS.isdisjoint(distinct) or any(map(str.isdigit, text)):
+            scores["reasoning"] += COUNTING[0] * min(2, found[0])
         for name, (weight, most, vocabulary) in WORDS.items():
             scores[name] += weight * min(most, len(vocabulary & distinct))
-        # map() over a bound __contains__ runs the substring searches without a Python frame per search.
-        has_spaced = spaced.__contains__
-        for name, (weight, stems) in self._stems.items():
-            if any(map(has_spaced, stems)):
+        for name, weight, group in self._stem_groups:
+            if found[group]:
                 scores[name] += weight
-        for name, (weight, phrases) in PHRASES.items():
-            scores[name] += weight * min(2, sum(map(has_spaced, phrases)))
+        for name, weight, group in self._phrase_groups:
+            scores[name] += weight * min(2, found[group])
         for name, (weight, most, marks) in MARKS.items():
+            # map() over a bound __contains__ runs the substring searches without a Python frame per search.
             scores[name] += weight * min(most, sum(map(lower.__contains__, marks)))
         for name, patterns in self.patterns.items():
             for pattern, weight, most in patterns:
-                found = 0
-                for _ in pattern.finditer(text):
-                    found += 1
-                    if found == most:
-                        break
-                scores[name] += weight * found
+                # Most patterns find nothing: one search says so, without making an iterator.
+                if pattern.search(text) is not None:
+                    scores[name] += weight * sum(1 for _ in itertools.islice(pattern.finditer(text), most))
         if len(full) <= 2 * WORD_PROBLEM_CHARS:
             pattern, weight, most = NUMBERS
             weight /= 1 if len(full) <= WORD_PROBLEM_CHARS else 2

@@ -10,7 +10,7 @@ and the concurrency slot is released. Every answer carries OpenAI's ``x-ratelimi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
@@ -32,11 +32,19 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{rest}s"
 
 
+# OpenAI's header names, per kind of limit: built once, not per request.
+_HEADERS = {
+    kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
+    for kind in ("requests", "tokens")
+}
+
+
 def _set_headers(headers: dict[str, str], kind: str, budget: Budget | None) -> None:
     if budget is not None:
-        headers[f"x-ratelimit-limit-{kind}"] = str(budget.limit)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(budget.remaining)
-        headers[f"x-ratelimit-reset-{kind}"] = duration(budget.reset)
+        limit, remaining, reset = _HEADERS[kind]
+        headers[limit] = str(budget.limit)
+        headers[remaining] = str(budget.remaining)
+        headers[reset] = duration(budget.reset)
 
 
 class RateLimit:
@@ -53,18 +61,28 @@ class RateLimit:
         self.cfg = cfg
         self.keys = keys
         self.on_unavailable = on_unavailable
+        # A key's buckets, alone and on each model alias it limits, are the same for every request: made
+        # once (their number is bounded by the configuration, never by what clients send).
+        self._key_buckets = {name: self._for_key(name, None) for name in keys}
+        self._model_buckets = {
+            (name, model): self._for_key(name, model) for name, key in keys.items() for model in key.models
+        }
 
-    def buckets(self, call: Call) -> list[Bucket]:
+    def _for_key(self, name: str, model: str | None) -> tuple[Bucket, ...]:
+        key, scope = self.keys[name], f"key:{name}"
+        buckets = [Bucket(scope, scope, key.limits)] if key.limits.any else []
+        per_model = key.models.get(model) if model is not None else None
+        if per_model is not None and per_model.any:
+            buckets.append(Bucket(scope, f"{scope}:model:{model}", per_model))
+        return tuple(buckets)
+
+    def buckets(self, call: Call) -> Sequence[Bucket]:
         trace = call.trace
         if trace.key is None:
             scope = f"ip:{trace.client}"
             return [Bucket(scope, scope, self.cfg.client)] if self.cfg.client.any else []
-        key, scope = self.keys[trace.key], f"key:{trace.key}"
-        buckets = [Bucket(scope, scope, key.limits)] if key.limits.any else []
-        per_model = key.models.get(call.request.model)
-        if per_model is not None and per_model.any:
-            buckets.append(Bucket(scope, f"{scope}:model:{call.request.model}", per_model))
-        return buckets
+        found = self._model_buckets.get((trace.key, call.request.model))
+        return found if found is not None else self._key_buckets[trace.key]
 
     async def __call__(self, call: Call, next: Handler) -> Reply:
         buckets = self.buckets(call)
@@ -113,7 +131,8 @@ class RateLimit:
                 if chunk.carries_output:
                     pieces += 1
                     chars += len(chunk.content or "") + len(chunk.reasoning or "")
-                    chars += sum(len(t.arguments) + len(t.name or "") for t in chunk.tool_calls)
+                    if chunk.tool_calls:
+                        chars += sum(len(t.arguments) + len(t.name or "") for t in chunk.tool_calls)
                 yield chunk
         finally:
             await stream.aclose()

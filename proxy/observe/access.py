@@ -54,8 +54,20 @@ def access_record(trace: Trace, now: float) -> dict[str, object]:
     return record
 
 
+class _Seconds:
+    """The ISO-8601 form of the current UTC second, formatted once per second rather than per record."""
+
+    second = -1
+    text = ""
+
+
 def utc_timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Now as ``2026-01-02T03:04:05.123456Z``, the shape structlog's ISO time stamps have."""
+    second, nanos = divmod(time.time_ns(), 1_000_000_000)
+    if second != _Seconds.second:
+        _Seconds.text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _Seconds.second = second
+    return f"{_Seconds.text}.{nanos // 1000:06d}Z"
 
 
 def server_timing(trace: Trace, now: float) -> bytes:

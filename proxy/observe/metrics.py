@@ -61,6 +61,7 @@ class Metrics(Series):
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._request_children: dict[tuple[str, int, str, str, bool], list[Any]] = {}
         self._circuit_states: dict[str, str] = {}
+        self._buffer_values: dict[str, tuple[int, int, int]] = {}
         super().__init__()
 
     def model_label(self, alias: str) -> str:
@@ -129,10 +130,18 @@ class Metrics(Series):
         return found
 
     def set_buffer(self, upstream: str, limit: int, in_flight: int, depth: int) -> None:
+        # The buffer reports after every admission and release, mostly with one value changed (or none):
+        # only changed values are set, since every set takes a lock.
         name = self.upstream_label(upstream)
-        self._child(self.buffer_limit, name).set(limit)
-        self._child(self.buffer_in_flight, name).set(in_flight)
-        self._child(self.buffer_queue_depth, name).set(depth)
+        values = (limit, in_flight, depth)
+        last = self._buffer_values.get(name)
+        if last == values:
+            return
+        self._buffer_values[name] = values
+        gauges = (self.buffer_limit, self.buffer_in_flight, self.buffer_queue_depth)
+        for i, gauge in enumerate(gauges):
+            if last is None or last[i] != values[i]:
+                self._child(gauge, name).set(values[i])
 
     def buffer_wait(self, upstream: str, seconds: float) -> None:
         self._child(self.buffer_queue_wait, self.upstream_label(upstream)).observe(seconds)
@@ -142,6 +151,8 @@ class Metrics(Series):
         self._child(self.buffer_shed, self.upstream_label(upstream), reason).inc()
 
     def stream_event(self, deltas: int, held: float) -> None:
+        """One SSE event of a coalesced stream: its deltas, and the longest any of them was held (one
+        observation per event, not per delta: this runs for every event of every fast stream)."""
         self._child(self.stream_events, "events").inc()
         self._child(self.stream_events, "deltas").inc(deltas)
         self.stream_hold.observe(held)

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_HOLD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+_HOLD_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.05, 0.1, 0.2, 0.5, 1)
 
 
 class Series:
@@ -142,7 +142,7 @@ class Series:
             ["kind"], registry=r,
         )  # fmt: skip
         self.stream_hold = Histogram(
-            "fluido_stream_coalesce_hold_seconds", "How long a coalesced event's oldest delta waited.",
+            "fluido_stream_coalesce_hold_seconds", "Per coalesced event, how long its oldest delta was held.",
             buckets=_HOLD_BUCKETS, registry=r,
         )  # fmt: skip
         self.circuit = Gauge(

@@ -81,3 +81,30 @@ def test_sse_events_read_one_whole_event_per_read() -> None:
     ]
     out = [event for read in reads for event in decoder.feed(read)]
     assert out == [b'{"a":1}', b"two\nlines", b'{"b":2}', b"x"]
+
+
+def test_sse_events_read_several_whole_events_per_read() -> None:
+    """Whole one-line events that arrived together take the shortcut too; anything else in the read (a
+    comment, another field, a multi-line event, CRLF, a blank line too many) goes the line walk."""
+    reads = [
+        b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',
+        b"data: one\n\n: comment\n\ndata: two\n\n",
+        b"data: three\n\nevent: x\ndata: four\n\n",
+        b"data: five\n\ndata: six\ndata: more\n\n",
+        b"data: seven\r\n\r\ndata: eight\n\n",
+        b"data: nine\n\n\n\ndata: ten\n\n",
+        b"data:  padded\n\ndata:tight\n\n",
+    ]
+    expected = [
+        [b'{"a":1}', b'{"b":2}', b"[DONE]"],
+        [b"one", b"two"],
+        [b"three", b"four"],
+        [b"five", b"six\nmore"],
+        [b"seven", b"eight"],
+        [b"nine", b"ten"],
+        [b" padded", b"tight"],
+    ]
+    decoder = SSEDecoder()
+    assert [decoder.feed(read) for read in reads] == expected
+    # The same reads, byte by byte (never the shortcut), give the same events.
+    assert [feed_bytewise(SSEDecoder, read) for read in reads] == expected

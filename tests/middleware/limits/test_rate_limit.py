@@ -137,6 +137,9 @@ def test_the_sdk_retries_after_the_advertised_wait_and_succeeds(vllm: FakeVLLM) 
         vllm.gate.set()
         slow.join()
         second.join()
+        # Closed here: a client left to the garbage collector warns about its socket in a later test.
+        client.close()
+        retrying.close()
     (raw,) = result
     assert raw.retries_taken >= 1 and raw.parse().choices[0].message.content == vllm.reply
     waits = [
