@@ -1,6 +1,6 @@
 """The load table: open-loop Poisson load at 0.5x-4x the fake's capacity with the buffer off, on (EDF), on
-with first come first served, and on with a reserve for the short class; and the figures the buffer's goals
-are stated in. Printed, never judged."""
+with first come first served, and on without the default reserves (short 0.25, long 0.25 of L) for
+comparison; and the figures the buffer's goals are stated in. Printed, never judged."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.buffer.plot import draw_timeline
 from bench.buffer.probe import Shot
-from bench.buffer.scenarios import SLOTS, Cell, bodies, capacity_rps, load_cell, rig
+from bench.buffer.scenarios import SLOTS, Cell, bodies, capacity_rps, load_cell, rig, service_seconds
 from bench.load.stats import percentile
 
 LOADS = (0.5, 1.0, 2.0, 4.0)
@@ -128,12 +128,29 @@ async def load_table(seconds: float, out: Path) -> None:
     with rig({**edf, "order": "fifo"}) as r:
         cells["fifo", 2.0] = await load_cell(r, 2.0 * cap, seconds, load)
         print(row("on (FCFS)", 2.0, cells["fifo", 2.0]), flush=True)
-    with rig({**edf, "reserve": {"short": 0.25}}) as r:
-        cells["reserve", 2.0] = await load_cell(r, 2.0 * cap, seconds, load)
-        print(row("EDF+reserve", 2.0, cells["reserve", 2.0]), flush=True)
+    # The default reserves taken away: what they cost and buy (see the summary).
+    with rig({**edf, "reserve": {"short": 0, "long": 0}}) as r:
+        for x in (0.5, 2.0, 4.0):
+            cells["bare", x] = await load_cell(r, x * cap, seconds, load)
+            print(row("no reserve", x, cells["bare", x]), flush=True)
     summary(cells, budgets, ref_all, ref_short)
     path = draw_timeline(cells["off", 4.0].shots, cells["edf", 4.0].shots, WINDOW, out)
     print(f"\n  plot of TTFT over time at 4x, buffer off and on: {path}")
+
+
+def reserves(cells: dict[tuple[str, float], Cell]) -> None:
+    """The default reserves against none: served per class, the long class's share of the slot time it
+    was served in (served x its holding time on the fake), shed at arrival, slot use."""
+    print("  reserves (default: short 0.25, long 0.25 of L) against none (served/sent per class):")
+    for x in (0.5, 2.0, 4.0):
+        for mode, label in (("edf", "reserves"), ("bare", "none")):
+            cell = cells[mode, x]
+            long_busy = sum(s.status == 200 for s in cell.shots if s.cls == "long") * service_seconds("long")
+            share = long_busy / (SLOTS * cell.seconds)
+            shed = len(shed_answers(cell.shots))
+            print(f"    {x}x {label:<8}: short {served(cell, 'short'):>9}, long {served(cell, 'long'):>9}"
+                  f" (long's slot share {share:.0%}); shed {shed} ({shed / len(cell.shots):.2%});"
+                  f" slots {cell.slot_use:.0%}; TTFT p99 {ms(p(ttfts(cell.shots), 99))} ms")  # fmt: skip
 
 
 def summary(cells: dict[tuple[str, float], Cell], budgets: dict[str, float], ref_all: float,
@@ -161,6 +178,7 @@ def summary(cells: dict[tuple[str, float], Cell], budgets: dict[str, float], ref
     shed_half = sum(s.status in (429, 503) for s in half)
     grow = (p(ttfts(half), 50) or 0) - (p(ttfts(ref), 50) or 0)
     print(f"  at 0.5x with the buffer on: {shed_half} of {len(half)} shed; TTFT p50 on - off: {ms(grow)} ms")
+    reserves(cells)
     for x in LOADS:
         shots = cells["edf", x].shots
         expired = sum(s.code == "expired" for s in shots)
@@ -173,7 +191,7 @@ def summary(cells: dict[tuple[str, float], Cell], budgets: dict[str, float], ref
               f" server {p(server, 99) or 0:.2f} ms (p50 {p(server, 50) or 0:.2f})")  # fmt: skip
     print("  at 2x, short class (served/sent, TTFT p50 and p99 of the served):")
     fifo_p50 = p(ttfts(cells["fifo", 2.0].shots, "short"), 50)
-    for mode, label in (("edf", "EDF"), ("fifo", "FCFS"), ("reserve", "EDF, short reserve 0.25")):
+    for mode, label in (("edf", "EDF"), ("fifo", "FCFS"), ("bare", "EDF, no reserve")):
         short = ttfts(cells[mode, 2.0].shots, "short")
         lower = p(short, 50)
         vs = ""
@@ -183,6 +201,6 @@ def summary(cells: dict[tuple[str, float], Cell], budgets: dict[str, float], ref
               f" p99 {ms(p(short, 99))} ms; long served {served(cells[mode, 2.0], 'long')}{vs}")  # fmt: skip
     print(f"  long requests that waited past their budget ({ms(budgets['long'])} ms) without being served in"
           " time or shed at arrival (served late / expired / given up, of served):")  # fmt: skip
-    for mode, x in (("edf", 1.0), ("edf", 2.0), ("edf", 4.0), ("fifo", 2.0), ("reserve", 2.0)):
+    for mode, x in (("edf", 1.0), ("edf", 2.0), ("edf", 4.0), ("fifo", 2.0), ("bare", 2.0), ("bare", 4.0)):
         ok, late, expired, gave_up = starved(cells[mode, x], budgets["long"])
         print(f"    {mode:<8}{x}x: {late + expired + gave_up} ({late} / {expired} / {gave_up}, of {ok})")

@@ -80,7 +80,8 @@ def build_buffer(
     for name, up in upstreams.items():
         controller = Controller(settings_for(cfg, up))
         fifo = cfg.order == "fifo"
-        gate = Gate(controller, cfg.queue_bound, cfg.reserve, fifo=fifo, shared=shared is not None)
+        reserve = {} if fifo else cfg.reserve  # first come, first served knows no classes
+        gate = Gate(controller, cfg.queue_bound, reserve, fifo=fifo, shared=shared is not None)
         admission = Admission(name, gate, shared, cfg.shared_poll_seconds, on_change=report)
         admissions[name] = admission
         if up.kind == "openai" and up.embedded is None and controller.settings.adaptive:

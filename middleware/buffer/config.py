@@ -9,6 +9,9 @@ from proxy.config_reader import Reader
 
 # TTFT budgets per query class, in seconds: a queued request's deadline is its arrival plus its budget.
 DEFAULT_BUDGETS = {"short": 5.0, "code": 15.0, "reasoning": 15.0, "long": 30.0}
+# Shares of L guaranteed per class (lent while unused): short questions always find a slot free of long
+# essays, and long essays keep a slot at overload, where short questions would otherwise take every one.
+DEFAULT_RESERVE = {"short": 0.25, "long": 0.25}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,9 @@ class BufferConfig:
     enabled: bool = True
     budgets: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))
     default_budget: float = 15.0  # for a class with no budget (or when the classifier is off)
-    reserve: Mapping[str, float] = field(default_factory=dict)  # share of L kept for a class
+    reserve: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_RESERVE)
+    )  # share of L per class
     queue_bound: int = 64  # waiting requests per upstream; past it new ones are shed at once
     max_limit: int = 64
     openai_initial: int = 4  # L to start from for an OpenAI-compatible server that reports no slots
@@ -48,14 +53,18 @@ class BufferConfig:
 
 
 def _shares(r: Reader, key: str) -> dict[str, float]:
-    shares: dict[str, float] = {}
+    """The defaults, with the classes the table names replaced (0 takes a class's reserve away)."""
+    shares = dict(DEFAULT_RESERVE)
     for name, value in r.table_of(key).items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
             r.problems.append(f"buffer.{key}.{name}: must be a number in [0, 1)")
         else:
             shares[name] = float(value)
     if sum(shares.values()) >= 1:
-        r.problems.append(f"buffer.{key}: the shares must add up to less than 1")
+        r.problems.append(
+            f"buffer.{key}: the shares must add up to less than 1 (a class not listed keeps"
+            f" its default: {DEFAULT_RESERVE})"
+        )
     return shares
 
 

@@ -72,6 +72,32 @@ class Forecast:
     def service(self, cls: str) -> float:
         return self.by_class.get(cls, self.mean or 0.0)
 
+    def lane_start(
+        self, now: float, running: Iterable[Placed], free: int, cls: str, lanes: int, order: Sequence[Placed]
+    ) -> float | None:
+        """The last of ``order`` (all of ``cls``) starts at the latest here when ``cls`` holds ``lanes``
+        slots in reserve: its own running requests' slots, and while it runs fewer than its share, the
+        first slots to free of the others'; None before anything was measured."""
+        if self.mean is None or lanes <= 0:
+            return None
+        own: list[float] = []
+        others = [now] * free
+        for entry in running:
+            (own if entry.cls == cls else others).append(self._frees(now, entry))
+        frees = sorted(own)[:lanes] + sorted(others)[: max(lanes - len(own), 0)]
+        if not frees:
+            return None
+        heapq.heapify(frees)
+        at = now
+        for entry in order:
+            at = heapq.heappop(frees)
+            heapq.heappush(frees, at + self.service(entry.cls))
+        return at
+
+    def _frees(self, now: float, entry: Placed) -> float:
+        mean = self.service(entry.cls)
+        return now + max(mean - (now - entry.started_at), OVERDUE * mean)
+
     def starts(
         self, now: float, running: Iterable[Placed], free: int, order: Sequence[Placed]
     ) -> list[float] | None:
@@ -80,9 +106,7 @@ class Forecast:
         if self.mean is None:
             return None
         frees = [now] * free
-        for entry in running:
-            mean = self.service(entry.cls)
-            frees.append(now + max(mean - (now - entry.started_at), OVERDUE * mean))
+        frees.extend(self._frees(now, entry) for entry in running)
         if not frees:
             frees = [now]
         heapq.heapify(frees)

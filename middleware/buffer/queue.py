@@ -5,8 +5,8 @@
   still reaches the head once its deadline is the earliest, so nothing starves. Within the deadlines'
   slack, a class that holds a slot for less time goes first (short questions pass long requests that
   would still start in time).
-- A class may hold a reserved share of L: slots the other classes may not take while that class has fewer
-  running than its share, so a burst of long jobs cannot occupy every slot.
+- A class may hold a reserved share of L (``Reserve``): a burst of long jobs cannot occupy every slot, and
+  at overload short questions cannot take every slot from the long class; unused, the share is lent.
 - On arrival, the predicted start comes from replaying the queue on the slots (``Forecast``: each class's
   mean holding time, the running requests' time already spent, the slots other classes hold in
   reserve) and, under EDF, pushed back by the requests expected to arrive meanwhile and go ahead (earlier
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from collections.abc import Callable, Mapping
 from middleware.buffer.controller import Controller
 from middleware.buffer.entry import CANCELLED, DONE, EXPIRED, ORDER, QUEUED, STARTED, Entry, Shed
 from middleware.buffer.forecast import Forecast
+from middleware.buffer.reserve import Reserve
 
 __all__ = ["CANCELLED", "DONE", "EXPIRED", "QUEUED", "STARTED", "Entry", "Gate", "Shed"]
 
@@ -54,16 +54,16 @@ class Gate:
     ) -> None:
         self.controller = controller
         self.bound = bound
-        self.reserve = dict(reserve or {})
         self.jitter = jitter
         self.rng = rng
         self.fifo = fifo  # first come, first served instead of EDF (for comparison)
         self.shared = shared  # other replicas use the same slots: only our running ones free up for us
         self.in_flight = 0
         self.running: Counter[str] = Counter()
-        self.depth = 0  # waiting entries (cancelled ones may linger in the heaps until popped)
+        self.waiting: Counter[str] = Counter()  # per class (cancelled ones may linger in the heaps)
         self.forecast = Forecast()
         self.budgets: dict[str, float] = {}  # the latest budget seen per class
+        self.reserve = Reserve(reserve or {}, self.running, self.waiting, self.forecast, self.budgets)
         self._running: set[Entry] = set()
         self._heaps: dict[str, list[Entry]] = {}
         self._seq = 0
@@ -72,19 +72,13 @@ class Gate:
     def limit(self) -> int:
         return self.controller.limit
 
-    def reserved(self, cls: str) -> int:
-        share = self.reserve.get(cls, 0.0)
-        if share <= 0:
-            return 0
-        limit = self.limit
-        return max(math.floor(limit * share), 1 if limit >= 3 else 0)
+    @property
+    def depth(self) -> int:
+        """Waiting entries, all classes."""
+        return sum(self.waiting.values())
 
-    def _held(self, cls: str) -> int:
-        """Free slots ``cls`` may not take: other classes' reservations they do not use now."""
-        return sum(max(0, self.reserved(k) - self.running[k]) for k in self.reserve if k != cls)
-
-    def may_start(self, cls: str) -> bool:
-        return self.limit - self.in_flight - self._held(cls) > 0
+    def may_start(self, cls: str, now: float) -> bool:
+        return self.limit - self.in_flight - self.reserve.held(cls, self.limit, now) > 0
 
     def arrive(self, cls: str, budget: float, now: float) -> Entry | Shed:
         """Start at once, queue, or shed. A started entry has ``state == STARTED``."""
@@ -92,13 +86,13 @@ class Gate:
         self.budgets[cls] = budget
         self.forecast.arrived(cls, now)
         entry = Entry(cls, now, now + budget, self._seq, now if self.fifo else now + budget)
-        if self.may_start(cls) and not self._waiting_before(entry):
+        if self.may_start(cls, now) and not self._waiting_before(entry, now):
             self._start(entry, now)
             return entry
         if (shed := self._refusal(entry, now)) is not None:
             return shed
         heapq.heappush(self._heaps.setdefault(cls, []), entry)
-        self.depth += 1
+        self.waiting[cls] += 1
         return entry
 
     def check(self, cls: str, budget: float, now: float) -> Shed | None:
@@ -106,7 +100,7 @@ class Gate:
         costly work that would be wasted on it. A refused request counts in the demand, as in ``arrive``;
         one that would be admitted counts when it arrives."""
         entry = Entry(cls, now, now + budget, self._seq + 1, now if self.fifo else now + budget)
-        if self.may_start(cls) and not self._waiting_before(entry):
+        if self.may_start(cls, now) and not self._waiting_before(entry, now):
             return None
         shed = self._refusal(entry, now)
         if shed is not None:
@@ -123,12 +117,12 @@ class Gate:
             return Shed("deadline_unreachable", self._jittered(drain))
         return None
 
-    def _waiting_before(self, entry: Entry) -> bool:
+    def _waiting_before(self, entry: Entry, now: float) -> bool:
         """Whether a waiter that may start now comes before ``entry`` (it must then go first)."""
         for cls, heap in self._heaps.items():
             while heap and heap[0].state != QUEUED:
                 heapq.heappop(heap)
-            if heap and heap[0] < entry and self.may_start(cls):
+            if heap and heap[0] < entry and self.may_start(cls, now):
                 return True
         return False
 
@@ -137,24 +131,31 @@ class Gate:
 
     def _starts(self, now: float, order: list[Entry], cls: str = "") -> list[float] | None:
         """The forecast's starts; for ``cls``, without the free slots other classes hold in reserve."""
-        free = 0 if self.shared else max(self.limit - self.in_flight - (self._held(cls) if cls else 0), 0)
+        held = self.reserve.held(cls, self.limit, now) if cls else 0
+        free = 0 if self.shared else max(self.limit - self.in_flight - held, 0)
         return self.forecast.starts(now, self._running, free, order)
 
     def _late(self, entry: Entry, now: float) -> float | None:
         """None when ``entry`` can start before its deadline and going ahead of the waiters it passes does
         not make one of them miss a deadline it would have met (EDF's admission test, on the forecast);
-        otherwise the predicted drain time of the queue with it, for its Retry-After. Unknown, so in
-        time, until a holding time was measured."""
+        otherwise the predicted drain time of the queue with it, for its Retry-After. A class with reserved
+        slots starts at the latest when its own requests ahead free them. Unknown, so in time, until a
+        holding time was measured."""
         waiting = self._waiting()
         ahead = bisect.bisect_left(waiting, ORDER(entry), key=ORDER)
         after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]], entry.cls)
         if after is None:
             return None
         drain = after[-1] - now
-        start = now + (after[ahead] - now) * self._stretch(entry.cls)
+        start = now + (after[ahead] - now) * self._stretch(entry.cls, now)
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
             start = self.forecast.with_arrivals(now, start, entry.cls, entry.deadline, self.budgets, slots)
+        if lanes := self.reserve.slots(entry.cls, self.limit):  # they serve its own class, at the least
+            mine = [w for w in waiting[:ahead] if w.cls == entry.cls]
+            free = 0 if self.shared else max(self.limit - self.in_flight, 0)
+            lane = self.forecast.lane_start(now, self._running, free, entry.cls, lanes, [*mine, entry])
+            start = start if lane is None else min(start, lane)
         if start > entry.deadline - self.margin(entry):
             return drain
         if ahead == len(waiting):
@@ -164,11 +165,13 @@ class Gate:
         passed = range(ahead, len(waiting))
         return drain if any(after[k + 1] > waiting[k].deadline >= before[k] for k in passed) else None
 
-    def _stretch(self, cls: str) -> float:
+    def _stretch(self, cls: str, now: float) -> float:
         """How much slower than the replay ``cls``'s queue drains: the replay hands every slot that
         frees to the next waiter, but the slots other classes hold in reserve are not ``cls``'s."""
-        usable = self.limit - sum(self.reserved(k) for k in self.reserve if k != cls)
-        replayed = max(self.limit - self.in_flight - self._held(cls), 0) + self.in_flight
+        usable = self.limit - self.reserve.claimed(cls, self.limit, now)
+        replayed = (
+            max(self.limit - self.in_flight - self.reserve.held(cls, self.limit, now), 0) + self.in_flight
+        )
         return replayed / usable if 0 < usable < replayed else 1.0
 
     def margin(self, entry: Entry) -> float:
@@ -195,7 +198,7 @@ class Gate:
         for cls, heap in self._heaps.items():
             while heap and heap[0].state != QUEUED:
                 heapq.heappop(heap)
-            if heap and self.may_start(cls):
+            if heap and self.may_start(cls, now):
                 heads.append(heap[0])
         if not heads:
             return None
@@ -203,7 +206,7 @@ class Gate:
         if not self.fifo and len(heads) > 1:
             best = self._quicker(best, heads, now)
         heapq.heappop(self._heaps[best.cls])
-        self.depth -= 1
+        self.waiting[best.cls] -= 1
         self._start(best, now)
         return best
 
@@ -247,7 +250,7 @@ class Gate:
         self.in_flight -= 1
         self.running[entry.cls] -= 1
         heapq.heappush(self._heaps.setdefault(entry.cls, []), entry)
-        self.depth += 1
+        self.waiting[entry.cls] += 1
 
     def take(self, cls: str, now: float) -> Entry:
         """A slot taken past the queue (a request that fell back here from another upstream)."""
@@ -273,7 +276,7 @@ class Gate:
         """The client left while waiting."""
         if entry.state == QUEUED:
             entry.state = CANCELLED
-            self.depth -= 1
+            self.waiting[entry.cls] -= 1
 
     def expire(self, now: float) -> list[Entry]:
         """Remove and return the waiters whose deadline has passed."""
@@ -283,7 +286,7 @@ class Gate:
                 entry = heapq.heappop(heap)
                 if entry.state == QUEUED:
                     entry.state = EXPIRED
-                    self.depth -= 1
+                    self.waiting[entry.cls] -= 1
                     gone.append(entry)
         return gone
 

@@ -176,6 +176,10 @@ def test_waiters_past_their_deadline_expire() -> None:
 
 def test_reserved_share_keeps_slots_for_its_class() -> None:
     g = gate(limit=4, reserve={"short": 0.25})
+    g.forecast.by_class, g.forecast.mean = {"short": 0.1, "long": 1.0}, 0.4
+    g.budgets["short"] = 0.5  # a long request would hold the slot past a short one's budget ...
+    for _ in range(3):
+        g.forecast.arrived("short", 0.0)  # ... and short questions are arriving: the slot is kept
     longs = [entry(g.arrive("long", 30.0, 0.0)) for _ in range(4)]
     assert [e.state for e in longs] == [STARTED, STARTED, STARTED, QUEUED]
     short = entry(g.arrive("short", 2.0, 0.0))

@@ -117,6 +117,9 @@ def test_at_twice_the_capacity_no_admitted_long_request_waits_past_its_budget() 
 def test_the_start_forecast_leaves_out_the_slots_other_classes_hold_in_reserve() -> None:
     g = Gate(Controller(ControllerSettings(initial=2, adaptive=False)), 100, {"short": 0.5}, jitter=0.0)
     g.forecast.by_class, g.forecast.mean = {"short": 0.1, "long": 1.0}, 0.4
+    g.budgets["short"] = 0.5
+    for _ in range(3):
+        g.forecast.arrived("short", 0.0)  # short questions are arriving: their slot is not lent to long ones
     entry(g.arrive("long", 30.0, 0.0))  # runs until 1.0; the other slot is the short class's
     # Its only slot frees at 1.0, past its deadline less the margin: shed, though a slot is free now.
     shed = g.arrive("long", 1.1, 0.0)

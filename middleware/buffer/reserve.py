@@ -1,0 +1,73 @@
+"""Reserved shares of L: each class is guaranteed some slots, and lends them while it does not need them.
+
+- A class with a share holds ``floor(L * share)`` slots, at least one once L >= 3, and together the classes
+  hold at most L - 1: one slot is always anybody's, so with L = 1 or 2 there is no reservation at all and
+  the queue is plain EDF (nothing can deadlock or idle the only slot).
+- While a class runs fewer requests than its reserved slots, a free slot is kept for it from the others
+  (``held``): its waiters take the next slots to free, so at overload it still gets its share.
+- A reservation is lent, work-conserving, while its class has nobody waiting and the borrower would give
+  the slot back in time: the borrower's class holds a slot no longer than the owner's TTFT budget (a short
+  question borrowing a long essay's slot), or the owner has gone quiet (its recent arrivals make one during
+  the overrun unlikely). Lent to anybody, the short class's slot would be taken by long essays at low load,
+  and a short question arriving behind four of them could not start within its budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+
+from middleware.buffer.forecast import Forecast
+
+LEND_RISK = 0.1  # at most this many of the owner's requests expected to arrive while the borrower overruns
+
+
+class Reserve:
+    """The classes' reserved slots, over the gate's running and waiting counts (shared, not copied)."""
+
+    def __init__(
+        self,
+        shares: Mapping[str, float],
+        running: Counter[str],
+        waiting: Counter[str],
+        forecast: Forecast,
+        budgets: Mapping[str, float],
+    ) -> None:
+        self.shares = {cls: share for cls, share in shares.items() if share > 0}
+        self.running, self.waiting, self.forecast, self.budgets = running, waiting, forecast, budgets
+        self._counts: dict[int, dict[str, int]] = {}
+
+    def slots(self, cls: str, limit: int) -> int:
+        """The slots reserved for ``cls`` when L is ``limit``."""
+        counts = self._counts.get(limit)
+        if counts is None:
+            counts, left = {}, limit - 1  # one slot stays anybody's
+            for name, share in sorted(self.shares.items(), key=lambda kv: -kv[1]):
+                counts[name] = min(max(math.floor(limit * share), 1 if limit >= 3 else 0), left)
+                left -= counts[name]
+            self._counts[limit] = counts
+        return counts.get(cls, 0)
+
+    def held(self, cls: str, limit: int, now: float) -> int:
+        """Free slots ``cls`` may not take: other classes' reservations they do not fill now and do not
+        lend to ``cls``."""
+        return sum(
+            max(0, self.slots(k, limit) - self.running[k])
+            for k in self.shares
+            if k != cls and self.claims(k, cls, now)
+        )
+
+    def claimed(self, cls: str, limit: int, now: float) -> int:
+        """Slots other classes keep from ``cls``, filled or not."""
+        return sum(self.slots(k, limit) for k in self.shares if k != cls and self.claims(k, cls, now))
+
+    def claims(self, owner: str, cls: str, now: float) -> bool:
+        """Whether ``owner`` keeps its reserved slots from ``cls`` (see the module's docstring)."""
+        if self.waiting[owner] > 0:
+            return True
+        budget = self.budgets.get(owner)
+        if budget is None:  # never seen: nobody to keep it for
+            return False
+        overrun = self.forecast.service(cls) - budget
+        return overrun > 0 and self.forecast.rate(owner, now) * overrun >= LEND_RISK

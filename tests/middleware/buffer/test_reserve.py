@@ -1,0 +1,148 @@
+"""Reserved shares of L on a fake clock: each class gets its share at overload, an unused share is lent so
+the slots stay busy, small L reserves nothing, and the defaults are short 0.25 and long 0.25."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from middleware.buffer.config import BufferConfig, parse_buffer
+from middleware.buffer.controller import Controller, ControllerSettings
+from middleware.buffer.queue import QUEUED, STARTED, Entry, Gate, Shed
+from middleware.buffer.reserve import Reserve
+from proxy.config_reader import Reader
+
+HOLD = {"short": 0.25, "long": 1.0}  # the benchmark fake's holding times, near enough
+BUDGET = {"short": 0.6, "long": 1.8}
+DEFAULT = dict(BufferConfig().reserve)
+
+
+def gate(limit: int, reserve: dict[str, float]) -> Gate:
+    return Gate(Controller(ControllerSettings(initial=limit, adaptive=False)), 64, reserve, jitter=0.0)
+
+
+def entry(result: Entry | Shed) -> Entry:
+    assert isinstance(result, Entry), result
+    return result
+
+
+@dataclass
+class Run:
+    busy: Counter[str]  # slot-seconds served per class
+    slot_use: float  # share of the slot time busy while requests arrived
+    idle_while_waiting: int  # events after which a slot was free and a request waited
+
+
+def run(g: Gate, seconds: float, rate: float, mix: float, seed: int = 1) -> Run:
+    """Poisson arrivals, ``mix`` of them short, on the gate's slots; holding times as HOLD."""
+    rng = random.Random(seed)
+    now, ends, busy, idle = 0.0, list[tuple[float, Entry]](), Counter[str](), 0
+    next_arrival = rng.expovariate(rate)
+
+    def hold(e: Entry) -> None:
+        ends.append((now + HOLD[e.cls], e))
+        busy[e.cls] += max(0.0, min(now + HOLD[e.cls], seconds) - now)
+
+    while now < seconds or ends:
+        next_end = min((t for t, _ in ends), default=float("inf"))
+        now = min(next_end, next_arrival if now < seconds else float("inf"))
+        g.expire(now)
+        if now == next_end:
+            done = min(ends, key=lambda pair: pair[0])
+            ends.remove(done)
+            g.finish(done[1], now)
+        else:
+            next_arrival = now + rng.expovariate(rate)
+            cls = "short" if rng.random() < mix else "long"
+            got = g.arrive(cls, BUDGET[cls], now)
+            if isinstance(got, Entry) and got.state == STARTED:
+                hold(got)
+        while (started := g.pop_ready(now)) is not None:
+            hold(started)
+        idle += g.depth > 0 and g.in_flight < g.limit
+    return Run(busy, sum(busy.values()) / (g.limit * seconds), idle)
+
+
+def capacity(limit: int, mix: float) -> float:
+    return limit / (mix * HOLD["short"] + (1 - mix) * HOLD["long"])
+
+
+def reserve_from(table: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    r = Reader({"reserve": table}, "buffer", [])
+    return dict(parse_buffer(r, {}).reserve), r.problems
+
+
+def test_the_defaults_reserve_a_quarter_of_l_for_short_and_for_long_requests() -> None:
+    assert DEFAULT == reserve_from({})[0] == {"short": 0.25, "long": 0.25}
+    assert reserve_from({"long": 0}) == ({"short": 0.25, "long": 0.0}, [])  # 0 takes one away
+    shares, problems = reserve_from({"code": 0.5})  # with the defaults kept, more than all of L
+    assert shares["short"] == 0.25 and "add up to less than 1" in problems[0]
+
+
+def test_at_four_times_the_capacity_the_long_class_gets_at_least_its_share() -> None:
+    reserved = run(gate(4, DEFAULT), 60.0, 4 * capacity(4, 0.7), mix=0.7)
+    assert reserved.busy["long"] / (4 * 60.0) >= 0.9 * 0.25  # its quarter, less the run's ends
+    assert reserved.slot_use >= 0.95
+    # The control: without reserves short questions pass the long requests until hardly any is served.
+    bare = run(gate(4, {}), 60.0, 4 * capacity(4, 0.7), mix=0.7)
+    assert bare.busy["long"] / (4 * 60.0) < 0.1
+
+
+def test_a_share_its_class_does_not_use_is_lent_and_the_slots_stay_busy() -> None:
+    # Only long requests, twice what the slots serve: the short class's slot is lent to them.
+    g = gate(4, DEFAULT)
+    longs = run(g, 30.0, 2 * capacity(4, 0.0), mix=0.0)
+    assert longs.slot_use >= 0.95 and longs.idle_while_waiting == 0
+    # Only short questions: the long class's slot serves them.
+    shorts = run(gate(4, DEFAULT), 30.0, 2 * capacity(4, 1.0), mix=1.0)
+    assert shorts.slot_use >= 0.95 and shorts.idle_while_waiting == 0
+
+
+def test_a_busy_class_keeps_its_share_from_a_class_that_would_overrun_its_budget() -> None:
+    g = gate(4, DEFAULT)
+    g.forecast.by_class, g.forecast.mean = dict(HOLD), 0.5
+    g.budgets.update(BUDGET)
+    for _ in range(6):
+        g.forecast.arrived("short", 0.0)  # short questions keep arriving (2 a second)
+    longs = [entry(g.arrive("long", BUDGET["long"], 0.0)) for _ in range(4)]
+    # A long request holds a slot past a short question's budget: the short slot is not lent to it.
+    assert [e.state for e in longs] == [STARTED, STARTED, STARTED, QUEUED]
+    assert entry(g.arrive("short", BUDGET["short"], 0.0)).state == STARTED
+    # A short question gives a slot back well within a long request's budget: the long slot is lent.
+    h = gate(4, DEFAULT)
+    h.forecast.by_class, h.forecast.mean = dict(HOLD), 0.5
+    h.budgets.update(BUDGET)
+    for _ in range(6):
+        h.forecast.arrived("long", 0.0)
+    assert all(entry(h.arrive("short", BUDGET["short"], 0.0)).state == STARTED for _ in range(4))
+
+
+def test_a_lent_share_returns_to_its_class_at_the_next_free_slot() -> None:
+    g = gate(4, DEFAULT)
+    g.forecast.by_class, g.forecast.mean = dict(HOLD), 0.5
+    shorts = [entry(g.arrive("short", 10.0, 0.0)) for _ in range(4)]  # the long slot is lent
+    assert all(e.state == STARTED for e in shorts)
+    more = entry(g.arrive("short", 10.0, 0.0))  # deadline 10.0: before the long one's
+    long_ = entry(g.arrive("long", 30.0, 0.0))
+    assert (more.state, long_.state) == (QUEUED, QUEUED)
+    g.finish(shorts[0], 0.25)
+    assert g.pop_ready(0.25) is long_  # its reserved slot, though the short one's deadline is earlier
+    g.finish(shorts[1], 0.25)
+    assert g.pop_ready(0.25) is more
+
+
+def test_small_l_reserves_nothing_and_one_slot_always_stays_anybodys() -> None:
+    r = Reserve({"short": 0.25, "long": 0.25, "code": 0.25}, Counter(), Counter(), gate(1, {}).forecast, {})
+    assert [(r.slots("short", n), r.slots("long", n)) for n in (1, 2)] == [(0, 0), (0, 0)]
+    assert sum(r.slots(c, 3) for c in ("short", "long", "code")) == 2  # at least one each, but not all
+    assert (r.slots("short", 4), r.slots("long", 4), r.slots("short", 8)) == (1, 1, 2)
+
+
+def test_with_one_slot_the_reserves_neither_deadlock_nor_idle_it() -> None:
+    """The embedded server's single slot, at twice what it serves, both classes: it never idles while a
+    request waits, and both classes are served."""
+    g = gate(1, DEFAULT)
+    one = run(g, 60.0, 2 * capacity(1, 0.7), mix=0.7)
+    assert one.idle_while_waiting == 0 and one.slot_use >= 0.95
+    assert one.busy["short"] > 0 and one.busy["long"] > 0
