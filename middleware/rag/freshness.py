@@ -165,12 +165,15 @@ class Snapshots:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._indexer.shutdown(wait=True, cancel_futures=True)
+        # A BM25 build still running finishes on its thread: wait for it there, not on the event loop.
+        await asyncio.to_thread(self._indexer.shutdown, wait=True, cancel_futures=True)
 
 
 def _carry_deletions(current: Snapshot, fresh: Snapshot) -> None:
     """A rebuild that a newer write overtook may still hold chunks deleted while it ran, which the current
-    snapshot masks: they stay masked until the next rebuild, which that write has scheduled."""
+    snapshot masks: they stay masked until the next rebuild, which that write has scheduled. (A chunk both
+    added and deleted while the rebuild ran is not in the current snapshot to be masked: it can be found by
+    BM25 alone until that next rebuild lands.)"""
     for row in np.flatnonzero(~current.alive):
         if (kept := fresh.rows.get(current.ids[row])) is not None:
             fresh.alive[kept] = False
