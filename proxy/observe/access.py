@@ -7,6 +7,7 @@ the first body byte and the end of every response, streams included. Endpoints f
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
@@ -54,20 +55,16 @@ def access_record(trace: Trace, now: float) -> dict[str, object]:
     return record
 
 
-class _Seconds:
-    """The ISO-8601 form of the current UTC second, formatted once per second rather than per record."""
-
-    second = -1
-    text = ""
+@functools.lru_cache(maxsize=1)
+def _utc_second(second: int) -> str:
+    """The ISO-8601 form of one UTC second: formatted once per second rather than once per record."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def utc_timestamp() -> str:
     """Now as ``2026-01-02T03:04:05.123456Z``, the shape structlog's ISO time stamps have."""
     second, nanos = divmod(time.time_ns(), 1_000_000_000)
-    if second != _Seconds.second:
-        _Seconds.text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _Seconds.second = second
-    return f"{_Seconds.text}.{nanos // 1000:06d}Z"
+    return f"{_utc_second(second)}.{nanos // 1000:06d}Z"
 
 
 def server_timing(trace: Trace, now: float) -> bytes:
