@@ -102,7 +102,7 @@ async def ranked_chunks(
 
 
 async def quality(cfg: RagConfig, data: Path) -> RagConfig:
-    retrieval = await asyncio.to_thread(build_retrieval, cfg)
+    retrieval = await asyncio.to_thread(build_retrieval, cfg, True)  # as `fluido ingest` builds it
     retrieval.start()
     try:
         cpu = time.process_time()
