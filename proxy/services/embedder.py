@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import importlib.util
 import os
@@ -52,6 +53,17 @@ def load_minilm() -> Any:
     torch.set_num_threads(1)
 
     return SentenceTransformer(str(bundled_minilm_path()), device="cpu", local_files_only=True)
+
+
+def keep_freed_memory() -> None:
+    """For a process that embeds in bulk: glibc's malloc keeps large freed blocks for reuse instead of
+    unmapping them. Each batch's activations (tens of MB) were otherwise mapped afresh and page-faulted in,
+    ~1,000 faults and ~2.5 ms of system CPU per chunk (~7 % of the work). No effect off glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
 def native_bf16() -> bool:
