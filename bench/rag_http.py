@@ -49,6 +49,10 @@ def latency(cfg: RagConfig, store: str, data: Path) -> None:
         for line in (data / "queries_train.jsonl").read_bytes().splitlines()
         if line
     ]
+    # The quality part (and earlier runs) embedded these claims into the store's query-embedding cache on
+    # disk: without clearing it, "new" claims would be read from SQLite, not embedded.
+    for suffix in ("", "-wal", "-shm"):
+        (Path(cfg.path) / f"query-embeddings.sqlite{suffix}").unlink(missing_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
         f.write(config_text(cfg))
     port = free_port()
