@@ -154,10 +154,11 @@ class Embedder:
         so both sides of a store are embedded alike. The model sorts the texts by length, so a batch pads
         little."""
         with self._autocast():
-            vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
-        vectors = np.asarray(vectors, dtype=np.float32)
+            raw = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+        vectors: np.ndarray = np.asarray(raw, dtype=np.float32)
         # Normalized again in float32: under autocast the model's own normalization may round in bfloat16.
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        out: np.ndarray = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return out
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision != "bfloat16":
