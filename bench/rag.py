@@ -7,8 +7,9 @@
 3. Runs every claim through ``Retrieval.search`` (the search endpoint's code path) for BM25 alone, dense
    alone, and fused with the shipped settings and with the tuned ones; prints nDCG@10 and recall@100 per
    part. Relevance is per document: a document's rank is that of its best chunk.
-4. Search latency through HTTP: ``fluido serve`` on the store, POST /v1/vector_stores/{id}/search with
-   max_num_results 10, one request at a time, p50/p99.
+4. Search latency through HTTP (``bench/rag_http.py``): ``fluido serve`` on the store, POST
+   /v1/vector_stores/{id}/search with max_num_results 10, p50/p99 for claims never embedded before at
+   concurrency 1 (the target's setting) and under 8 concurrent clients (loaded), then for cached claims.
 
 Prints figures; never fails on a time.
 """
@@ -102,7 +103,7 @@ async def ranked_chunks(
 
 
 async def quality(cfg: RagConfig, data: Path) -> RagConfig:
-    retrieval = await asyncio.to_thread(build_retrieval, cfg)
+    retrieval = await asyncio.to_thread(build_retrieval, cfg, True)  # as `fluido ingest` builds it
     retrieval.start()
     try:
         cpu = time.process_time()

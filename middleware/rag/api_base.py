@@ -57,6 +57,8 @@ class ApiBase:
                 result = await fn(request, self.retrieval)
             except FluidoError as exc:
                 return _error(request, exc)
+            except catalog.EmbeddingMismatch as exc:
+                return _error(request, StoreUnavailable(f"The vector store cannot be used here: {exc}."))
             except RagUnavailable as exc:
                 return _error(request, StoreUnavailable(f"The vector store backend is unavailable: {exc}"))
             except StoreMissing as exc:

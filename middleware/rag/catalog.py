@@ -13,7 +13,11 @@ from typing import Any
 
 import orjson
 
-from middleware.rag.backend import CATALOG, PLACEHOLDER, ChromaBackend
+from middleware.rag.backend import CATALOG, PLACEHOLDER, ChromaBackend, RagUnavailable
+from proxy.services.embedder import MINILM_SPACE
+
+# Stores recorded before their embedding space was: MiniLM was the only model then.
+EARLIER_SPACE = MINILM_SPACE
 
 
 def new_id(prefix: str) -> str:
@@ -31,6 +35,18 @@ class StoreRecord:
     created_at: int
     generation: str
     metadata: dict[str, Any]
+    embedding: str = EARLIER_SPACE  # the vector space of its chunks (``Embedder.space``)
+
+
+class EmbeddingMismatch(RagUnavailable):
+    """The store's chunks were embedded into another vector space than this process embeds queries in."""
+
+
+def require_space(record: StoreRecord, space: str) -> None:
+    if record.embedding != space:
+        raise EmbeddingMismatch(
+            f"vector store {record.id} holds {record.embedding} vectors, but this process embeds with {space}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +76,7 @@ class StoreFile:
 def _store(rid: str, m: dict[str, Any]) -> StoreRecord:
     return StoreRecord(
         rid.removeprefix("store:"), m["name"], int(m["created_at"]), m["generation"],
-        orjson.loads(m.get("metadata", "{}")),
+        orjson.loads(m.get("metadata", "{}")), m.get("embedding", EARLIER_SPACE),
     )  # fmt: skip
 
 
@@ -72,15 +88,17 @@ def _store_file(m: dict[str, Any]) -> StoreFile:
 
 
 def put_store(
-    b: ChromaBackend, name: str, metadata: dict[str, Any], store_id: str | None = None
+    b: ChromaBackend, name: str, metadata: dict[str, Any], embedding: str, store_id: str | None = None
 ) -> StoreRecord:
-    record = StoreRecord(store_id or new_id("vs"), name, int(time.time()), new_generation(), metadata)
+    record = StoreRecord(
+        store_id or new_id("vs"), name, int(time.time()), new_generation(), metadata, embedding
+    )
     b.collection(CATALOG).upsert(
         ids=[f"store:{record.id}"],
         embeddings=[PLACEHOLDER],
         metadatas=[{
             "kind": "store", "name": name, "created_at": record.created_at, "generation": record.generation,
-            "metadata": orjson.dumps(metadata).decode(),
+            "metadata": orjson.dumps(metadata).decode(), "embedding": embedding,
         }],
     )  # fmt: skip
     return record

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proxy.config_reader import Reader
+from proxy.services.embedder import PRECISIONS
 
 INJECT_WHERE = ("system", "before_last_user")
 # all-MiniLM-L6-v2 reads 256 word pieces, two of which are its [CLS] and [SEP] markers.
@@ -48,8 +49,13 @@ class RagConfig:
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
     refresh_seconds: float = 1.0  # how often a replica checks whether another one changed a store
-    workers: int = 2  # threads for embeddings and BM25 (CPU work kept off the event loop)
-    batch_size: int = 64  # texts per embedding batch while ingesting
+    workers: int = 2  # threads for chunking and BM25 (CPU work kept off the event loop)
+    batch_size: int = 32  # texts per embedding batch while ingesting (64 and 128 cost more CPU per text)
+    # "auto": bfloat16 where the CPU has it natively (AVX512_BF16, AMX), else float32. Same vectors either
+    # way (cosine >= 0.9999), so a store can be searched whichever setting embedded it.
+    embedding_precision: str = "auto"
+    # torch threads for `fluido ingest`'s embeddings; 0 = the cores other work leaves idle as it starts
+    ingest_threads: int = 0
     max_file_bytes: int = 32 * 1024 * 1024
     # Which API keys may read (search, inject) which store, by key name: ["*"] for every store. Keys not
     # named here read every store; admin keys always may. Only admin keys write.
@@ -86,6 +92,8 @@ def parse_rag(r: Reader) -> RagConfig:
         refresh_seconds=r.number("refresh_seconds", d.refresh_seconds),
         workers=r.integer("workers", d.workers, 1, 64),
         batch_size=r.integer("batch_size", d.batch_size, 1, 4096),
+        embedding_precision=r.text("embedding_precision", d.embedding_precision, PRECISIONS),
+        ingest_threads=r.integer("ingest_threads", d.ingest_threads, 0, 1024),
         max_file_bytes=r.integer("max_file_bytes", d.max_file_bytes, 1),
         readers=readers,
     )

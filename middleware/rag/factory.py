@@ -8,13 +8,21 @@ from middleware.rag.backend import ChromaBackend
 from middleware.rag.chunking import Chunker, ChunkSpec, load_tokenizer
 from middleware.rag.config import RagConfig
 from middleware.rag.retrieval import Retrieval
-from proxy.services.embedder import Embedder, bundled_minilm_path
+from proxy.services.embedder import Embedder, bundled_minilm_path, keep_freed_memory
 
 
-def build_retrieval(cfg: RagConfig) -> Retrieval:
+def build_retrieval(cfg: RagConfig, bulk: bool = False) -> Retrieval:
+    """``bulk``: for ``fluido ingest``, where no event loop shares the CPU, so document batches are
+    embedded on ``ingest_threads`` cores; a server embeds on one."""
     Path(cfg.path).mkdir(parents=True, exist_ok=True)
+    if bulk:
+        keep_freed_memory()
     chunker = Chunker(load_tokenizer(bundled_minilm_path()), ChunkSpec(cfg.chunk_tokens, cfg.chunk_overlap))
     # Its own embedder (the shared class, its own model and thread): a long ingest batch must not hold up
     # the semantic cache's look-ups. Query vectors are cached in memory and in SQLite next to the stores.
-    embedder = Embedder(cache_path=Path(cfg.path) / "query-embeddings.sqlite")
+    embedder = Embedder(
+        cache_path=Path(cfg.path) / "query-embeddings.sqlite",
+        precision=cfg.embedding_precision,
+        batch_threads=cfg.ingest_threads if bulk else 1,
+    )
     return Retrieval(cfg, ChromaBackend(cfg), embedder, chunker)

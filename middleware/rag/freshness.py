@@ -38,8 +38,10 @@ class Snapshots:
         backend: ChromaBackend,
         analyzer: Analyzer,
         cpu: Callable[..., Awaitable[Any]],
+        space: str,
     ) -> None:
         self.cfg = cfg
+        self.space = space  # the embedder's: a store of another vector space is never searched
         self.backend = backend
         self.analyzer = analyzer
         self.cpu = cpu
@@ -117,6 +119,7 @@ class Snapshots:
         found = await self.backend.run(lambda b: catalog.get_stores(b, [store_id]))
         if not found:
             raise StoreMissing(store_id)
+        catalog.require_space(found[0], self.space)
         generation = found[0].generation
         saved = await self.cpu(snapshot.load, self._saved(store_id)) or Snapshot.empty()
         snap = saved if saved.generation == generation else await self._build(store_id, generation, saved)

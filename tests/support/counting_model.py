@@ -15,7 +15,7 @@ class CountingModel:
         self.calls = 0
         self.threads: set[str] = set()
 
-    def encode(self, texts: list[str], normalize_embeddings: bool = True) -> Any:
+    def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True) -> Any:
         self.calls += 1
         self.threads.add(threading.current_thread().name)
         rng = np.random.default_rng(sum(map(ord, texts[0])))

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from middleware.rag import catalog
 from middleware.rag.backend import ChromaBackend, chunks_collection
 from middleware.rag.chunking import Chunker, ChunkSpec, load_tokenizer
 from middleware.rag.config import RagConfig
@@ -88,6 +89,21 @@ async def test_a_passage_carries_its_file_attributes_and_a_cosine_score(retrieva
     best = (await retrieval.search([store.id], "what cools the Zorblax reactor?", 3))[0]
     assert best.filename == "reactor.txt" and best.attributes == {"team": "ops"}
     assert 0.5 < best.score <= 1 and "helium" in best.text
+
+
+async def test_a_store_of_another_embedding_space_is_neither_searched_nor_written(
+    retrieval: Retrieval,
+) -> None:
+    ours = await retrieval.create_store("kb", {})
+    await retrieval.ingest(ours.id, DOCS)
+    assert (await found(retrieval, ours.id, "Zorblax reactor", "dense"))[0] == "reactor"  # positive control
+    theirs = await retrieval.backend.run(lambda b: catalog.put_store(b, "other", {}, "some-other-model/cls"))
+    for mode in ("dense", "bm25", "fused"):
+        with pytest.raises(catalog.EmbeddingMismatch, match="some-other-model"):
+            await retrieval.search([theirs.id], "Zorblax reactor", 3, mode=mode)
+    with pytest.raises(catalog.EmbeddingMismatch):
+        await retrieval.ingest(theirs.id, DOCS)
+    assert (await retrieval.resolve(ours.id)).embedding == retrieval.embedder.space
 
 
 async def test_reingesting_unchanged_documents_is_a_no_op(retrieval: Retrieval) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from proxy.services.embedder import Embedder
+from proxy.services.embedder import Embedder, load_minilm, native_bf16, resolve_precision
 from tests.support.counting_model import CountingModel
 
 
@@ -75,3 +76,83 @@ async def test_the_memory_cache_keeps_only_max_entries(counting: tuple[CountingM
     finally:
         embedder.close()
     assert model.calls == 4  # "a" was evicted by "c"
+
+
+class RecordingModel(CountingModel):
+    """Records, per call, whether bfloat16 autocast was on and how many torch threads were set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, int]] = []
+
+    def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True) -> Any:
+        import torch
+
+        autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        self.seen.append((autocast, torch.get_num_threads()))
+        return np.concatenate([CountingModel.encode(self, [t]) for t in texts])
+
+
+@pytest.mark.parametrize(("precision", "autocast"), [("bfloat16", True), ("float32", False)])
+async def test_the_configured_precision_is_used_for_queries_and_documents(
+    precision: str, autocast: bool
+) -> None:
+    model = RecordingModel()
+    embedder = Embedder(model, precision=precision)
+    try:
+        await embedder.embed("a query")
+        await embedder.embed_many(["a chunk", "another chunk"])
+    finally:
+        embedder.close()
+    assert [on for on, _ in model.seen] == [autocast, autocast]
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it() -> None:
+    assert resolve_precision("auto") == ("bfloat16" if native_bf16() else "float32")
+    assert resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int8")
+
+
+async def test_batches_use_batch_threads_and_single_texts_one() -> None:
+    import torch
+
+    model = RecordingModel()
+    embedder = Embedder(model, batch_threads=2)
+    try:
+        await embedder.embed_many(["a chunk", "another chunk"])
+        await embedder.embed("a query")
+        after = await asyncio.get_running_loop().run_in_executor(embedder._pool, torch.get_num_threads)
+    finally:
+        embedder.close()
+    assert [threads for _, threads in model.seen] == [2, 1]
+    assert after == 1  # the worker is back to one thread for the queries that follow
+
+
+SAMPLES = [
+    "Vitamin D supplementation reduces the risk of respiratory infections in children.",
+    "The Zorblax reactor is cooled by liquid helium at four kelvin.",
+    "BRCA1 mutations increase the lifetime risk of breast and ovarian cancer. " * 12,  # a long chunk
+    "ok",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Any:
+    return load_minilm()
+
+
+async def test_bfloat16_vectors_are_the_float32_vectors(minilm: Any) -> None:
+    fast, reference = Embedder(minilm, precision="bfloat16"), Embedder(minilm, precision="float32")
+    try:
+        got = await fast.embed_many(SAMPLES)
+        want = await reference.embed_many(SAMPLES)
+        query = np.asarray(await fast.embed(SAMPLES[0]))
+    finally:
+        fast.close()
+        reference.close()
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosines = (got * want).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines
+    assert not np.array_equal(got, want)  # the bfloat16 path really ran
+    assert float(query @ got[0]) > 0.9999  # a query and a document go through one function
