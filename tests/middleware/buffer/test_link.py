@@ -61,8 +61,9 @@ def test_clients_leaving_coalesced_streams_leave_the_upstream_and_rate_limit_slo
     vllm: FakeVLLM,
 ) -> None:
     """One slot upstream (L = 1) and one concurrent request per client: after each of L + 1 clients that
-    left mid-stream, the next request is still served. Each leaving stream is coalesced: the fast streams
-    before it keep the upstream's measured pace under the coalescing threshold."""
+    left mid-stream, the next request is still served. The fast streams before each leaving one keep the
+    upstream's measured pace under the coalescing threshold, so it is coalesced. (Here the client's leaving
+    cancels the route while it waits inside the coalescer; closing it between events is the case above.)"""
     cfg = parse(
         {
             "upstreams": {"fake": upstream_for(vllm)},
