@@ -195,9 +195,8 @@ class ChatRoute(Generic[S]):
                 }
             )
             # Every write is a system call. Frames with nothing for the reader to show (the role, usage)
-            # wait for the next one that has; once every choice has finished, only bookkeeping and the end
-            # can follow, and they come at once: those frames leave with the last one.
-            finished: set[int] = set()
+            # wait for the next one that has, or for the end; a frame with output leaves at once, even
+            # after the finish (an upstream that stalls then must not hold back text already here).
             held = b""
             try:
                 while True:
@@ -205,10 +204,8 @@ class ChatRoute(Generic[S]):
                         trace.usage = chunk.usage
                     if text is not None and chunk.content:
                         text.append(chunk.content)
-                    if chunk.finish_reason is not None:
-                        finished.add(chunk.index)
                     held += writer.render(chunk)
-                    if held and chunk.carries_output and len(finished) < call.request.n:
+                    if held and chunk.carries_output:
                         await send({"type": "http.response.body", "body": held, "more_body": True})
                         held = b""
                     chunk = await anext(stream)

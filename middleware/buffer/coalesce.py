@@ -33,7 +33,6 @@ cancels the task iterating the stream, set up after the head) binds to the reade
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable
 
@@ -147,72 +146,69 @@ async def coalesce(
     """``stream`` re-chunked as above. ``on_event(deltas, held)``: per event sent, how many deltas it
     carries and how long the oldest of them waited in this buffer (from its arrival here to its hand-over to
     the writer, which writes it in that same step): the longest any of them waited. ``pace``: once the
-    first output has gone out, text deltas leave at most this often (0: only what piled up is merged)."""
-    try:
-        async for event in _coalesce(stream, on_event, pace):
-            yield event
-    finally:
-        await stream.aclose()
+    first output has gone out, text deltas leave at most this often (0: only what piled up is merged).
 
-
-async def _coalesce(stream: Stream, on_event: Callable[[int, float], None], pace: float) -> Stream:
+    However it ends (the upstream's end or error, or the consumer closing it), the reader is cancelled and
+    waited for before ``stream`` is closed: a stream cannot be closed while another task iterates it."""
     loop = asyncio.get_running_loop()
-    # Up to the first output, chunks pass straight through in the consumer's own task: no hand-over, so
-    # the first token leaves exactly as without coalescing. The router has read them already (its head),
-    # so this waits on nothing and the router's idle watch, set up after the head, binds to the reader.
-    async for chunk in stream:
-        if chunk.carries_output or chunk.usage is not None:
-            first = chunk
-            break
-        on_event(1, 0.0)
-        yield chunk
-    else:
-        return
-    pending = Pending(pace, loop.time())
-    waiter: asyncio.Future[None] | None = None  # the consumer waits for something due
-    woken = 0.0  # when the consumer was woken
+    reader: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None  # wakes the consumer when held text falls due
-    room: asyncio.Future[None] | None = None  # the reader waits for the consumer to catch up
-    failure: list[BaseException] = []
-
-    def wake() -> None:
-        nonlocal timer, woken
-        if timer is not None:
-            timer.cancel()
-            timer = None
-        if waiter is not None and not waiter.done():
-            woken = loop.time()
-            waiter.set_result(None)
-
-    def arm() -> None:
-        nonlocal timer
-        if timer is None:
-            timer = loop.call_at(pending.wake_at(), wake)
-
-    async def read() -> None:
-        nonlocal room
-        try:
-            async for chunk in stream:
-                now = loop.time()
-                pending.add(chunk, now)
-                if waiter is not None and not waiter.done():
-                    if pending.urgent(now):
-                        wake()
-                    else:
-                        arm()
-                if len(pending.chunks) >= MAX_PENDING:
-                    room = loop.create_future()
-                    await room
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # the upstream's error reaches the consumer after what came before it
-            failure.append(exc)
-        finally:
-            pending.finished = True
-            wake()
-
-    reader = loop.create_task(read())  # it starts reading ahead while the first output is being written
     try:
+        # Up to the first output, chunks pass straight through in the consumer's own task: no hand-over,
+        # so the first token leaves exactly as without coalescing. The router has read them already (its
+        # head), so this waits on nothing and the router's idle watch, set up after the head, binds to the
+        # reader.
+        async for chunk in stream:
+            if chunk.carries_output or chunk.usage is not None:
+                first = chunk
+                break
+            on_event(1, 0.0)
+            yield chunk
+        else:
+            return
+        pending = Pending(pace, loop.time())
+        waiter: asyncio.Future[None] | None = None  # the consumer waits for something due
+        woken = 0.0  # when the consumer was woken
+        room: asyncio.Future[None] | None = None  # the reader waits for the consumer to catch up
+        failure: list[BaseException] = []
+
+        def wake() -> None:
+            nonlocal timer, woken
+            if timer is not None:
+                timer.cancel()
+                timer = None
+            if waiter is not None and not waiter.done():
+                woken = loop.time()
+                waiter.set_result(None)
+
+        def arm() -> None:
+            nonlocal timer
+            if timer is None:
+                timer = loop.call_at(pending.wake_at(), wake)
+
+        async def read() -> None:
+            nonlocal room
+            try:
+                async for chunk in stream:
+                    now = loop.time()
+                    pending.add(chunk, now)
+                    if waiter is not None and not waiter.done():
+                        if pending.urgent(now):
+                            wake()
+                        else:
+                            arm()
+                    if len(pending.chunks) >= MAX_PENDING:
+                        room = loop.create_future()
+                        await room
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # the upstream's error reaches the consumer after what came before
+                failure.append(exc)
+            finally:
+                pending.finished = True
+                wake()
+
+        reader = loop.create_task(read())  # it reads ahead while the first output is being written
         on_event(1, 0.0)
         yield first
         pending.last = loop.time()
@@ -238,11 +234,14 @@ async def _coalesce(stream: Stream, on_event: Callable[[int, float], None], pace
         if failure:
             raise failure[0]
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        if reader is not None:
+            reader.cancel()
+            # wait(), not await: the reader's own cancellation is not ours to raise, and ours (if this task
+            # is cancelled meanwhile) is not swallowed.
+            await asyncio.wait([reader])
         if timer is not None:
             timer.cancel()
+        await stream.aclose()
 
 
 class GapMeter:

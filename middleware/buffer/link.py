@@ -167,9 +167,14 @@ class Buffer:
                     deltas += 1
                 yield chunk
         finally:
-            await source.aclose()
-            if source is not stream:
-                await stream.aclose()
-            admission.leave(entry)
-            if meter is not None:
-                meter.record(deltas, loop.time() - started)
+            # The slot is given back even if closing the stream fails (the coalescer closes the stream
+            # itself; closing a closed stream again does nothing).
+            try:
+                try:
+                    await source.aclose()
+                finally:
+                    await stream.aclose()
+            finally:
+                admission.leave(entry)
+                if meter is not None:
+                    meter.record(deltas, loop.time() - started)

@@ -135,9 +135,11 @@ class RateLimit:
                         chars += sum(len(t.arguments) + len(t.name or "") for t in chunk.tool_calls)
                 yield chunk
         finally:
-            await stream.aclose()
-            generated = max(pieces, chars // CHARS_PER_TOKEN)
-            await self._settle(grant, reserved, usage if usage is not None else prompt + generated)
+            try:
+                await stream.aclose()
+            finally:  # settled (and the concurrency slot released) even if closing the stream fails
+                generated = max(pieces, chars // CHARS_PER_TOKEN)
+                await self._settle(grant, reserved, usage if usage is not None else prompt + generated)
 
     async def _settle(self, grant: Grant, reserved: int, used: int) -> None:
         try:

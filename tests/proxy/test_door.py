@@ -1,5 +1,6 @@
-"""How a chat route writes a stream: every write is a system call, so frames with nothing to show wait for
-one that has, and the frames after the finish leave with the end; what the client reads is unchanged."""
+"""How a chat route writes a stream: every write is a system call, so frames with nothing to show (the
+role, usage) wait for one that has, or for the end; a frame with output is written at once, the finish
+included, so an upstream that stalls after it holds back nothing; what the client reads is unchanged."""
 
 from __future__ import annotations
 
@@ -26,13 +27,16 @@ ROLE = Chunk(role="assistant", content="")
 USAGE = Chunk(usage=Usage(3, 2))
 
 
-async def writes(*chunks: Chunk, fail: bool = False) -> list[bytes]:
-    """The body of every write of a streamed reply of ``chunks`` (then an upstream error, if ``fail``)."""
+async def writes(*chunks: Chunk, fail: bool = False, before_end: list[bytes] | None = None) -> list[bytes]:
+    """The body of every write of a streamed reply of ``chunks`` (then an upstream error, if ``fail``);
+    ``before_end`` gets what was written when the route asked for more after the last chunk."""
 
     async def chain(call: Call) -> Reply:
         async def stream() -> Any:
             for chunk in chunks:
                 yield chunk
+            if before_end is not None:
+                before_end.append(b"".join(m.get("body", b"") for m in messages))
             if fail:
                 raise UpstreamError("The upstream failed mid-stream.")
 
@@ -66,9 +70,9 @@ def events(body: bytes) -> list[Any]:
     ]
 
 
-async def test_the_role_leaves_with_the_first_text_and_the_finish_usage_and_done_in_one_write() -> None:
+async def test_the_role_leaves_with_the_first_text_and_usage_with_the_done() -> None:
     out = await writes(ROLE, Chunk(content="Hel"), Chunk(content="lo"), Chunk(finish_reason="stop"), USAGE)
-    assert [len(events(body)) for body in out] == [2, 1, 3]
+    assert [len(events(body)) for body in out] == [2, 1, 1, 2]
     role, hel, lo, finish, usage, done = [e for body in out for e in events(body)]
     assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert hel["choices"][0]["delta"] == {"content": "Hel"} and lo["choices"][0]["delta"] == {"content": "lo"}
@@ -76,15 +80,27 @@ async def test_the_role_leaves_with_the_first_text_and_the_finish_usage_and_done
     assert usage["usage"]["total_tokens"] == 5 and done == b"[DONE]"
 
 
-async def test_every_text_is_written_as_it_comes_while_the_reply_is_unfinished() -> None:
+async def test_every_text_and_the_finish_are_written_as_they_come() -> None:
     texts = [Chunk(content=t) for t in ("a", "b", "c")]
     out = await writes(*texts, Chunk(finish_reason="stop"))
-    assert [len(events(body)) for body in out] == [1, 1, 1, 2]  # the first text announces the role too
+    assert [len(events(body)) for body in out] == [1, 1, 1, 1, 1]  # the first text announces the role too
+    assert events(out[-1]) == [b"[DONE]"]
+
+
+async def test_the_last_text_is_written_before_the_upstream_ends_the_stream() -> None:
+    """An upstream that stalls after its finish would otherwise hold the last text until it ends."""
+    before_end: list[bytes] = []
+    out = await writes(ROLE, Chunk(content="last", finish_reason="stop"), USAGE, before_end=before_end)
+    assert b'"last"' in before_end[0] and b'"finish_reason":"stop"' in before_end[0]
+    assert b"[DONE]" not in before_end[0] and events(out[-1])[-1] == b"[DONE]"
+    positive_control: list[bytes] = []
+    await writes(ROLE, USAGE, before_end=positive_control)
+    assert b"total_tokens" not in positive_control[0], "frames without output still wait for the end"
 
 
 async def test_a_stream_that_fails_after_its_finish_still_ends_with_one_error_event() -> None:
     out = await writes(ROLE, Chunk(content="hi"), Chunk(finish_reason="stop"), fail=True)
+    assert events(out[-2])[0]["choices"][0]["finish_reason"] == "stop"
     last = events(out[-1])
-    assert last[0]["choices"][0]["finish_reason"] == "stop"
-    assert last[1]["error"]["type"] == "upstream_error" and len(last) == 2
+    assert last[0]["error"]["type"] == "upstream_error" and len(last) == 1
     assert all(e != b"[DONE]" for body in out for e in events(body))

@@ -15,7 +15,12 @@ import openai
 import pytest
 from openai import OpenAI
 
+from middleware.limits.config import LimitsConfig
+from middleware.limits.limiter import MemoryLimiter
+from middleware.limits.rate_limit import RateLimit
 from proxy.config import Config, parse
+from proxy.limits import Bucket, RateLimits
+from proxy.types import Chunk, Stream
 from tests.conftest import OLLAMA_MODEL, VLLM_MODEL, running, upstream_for
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
@@ -333,3 +338,24 @@ def test_redis_going_away_fails_as_configured_and_limits_resume_when_it_returns(
     assert ready["dependencies"]["redis"]["ok"] is False
     assert "fluido_limiter_unavailable_total 1.0" in metrics
     assert statuses == [200, 200, 429], "a fresh Redis starts a fresh window, and limits hold again"
+
+
+async def test_the_concurrency_slot_is_released_even_when_closing_the_stream_fails() -> None:
+    """A stream whose closing raises (a client leaving while another task iterates it) still settles."""
+    limiter = MemoryLimiter(900.0)
+    buckets = [Bucket("ip:c", "ip:c", RateLimits(concurrency=1))]
+
+    async def breaks_on_close() -> Stream:
+        try:
+            yield Chunk(content="a")
+            yield Chunk(content="b")
+        finally:
+            raise RuntimeError("closing failed")
+
+    grant = await limiter.acquire(buckets, 10)
+    assert grant.allowed and not (await limiter.acquire(buckets, 10)).allowed, "the slot is taken"
+    stream = RateLimit(limiter, LimitsConfig(), {})._settling(breaks_on_close(), grant, 10, 5)
+    assert (await anext(stream)).content == "a"
+    with pytest.raises(RuntimeError, match="closing failed"):
+        await stream.aclose()
+    assert (await limiter.acquire(buckets, 10)).allowed, "the slot was released"
