@@ -4,8 +4,50 @@ jumps to its next timer whenever nothing is ready (so timers fire at once, in or
 from __future__ import annotations
 
 import asyncio
+import random
 import selectors
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from middleware.buffer.queue import STARTED, Entry, Gate
+
+
+def poisson(
+    g: Gate,
+    seconds: float,
+    rate: float,
+    draw: Callable[[random.Random], str],
+    hold: Mapping[str, float],
+    budgets: Mapping[str, float],
+    seed: int = 1,
+    after: Callable[[float], None] = lambda now: None,
+) -> list[Entry]:
+    """Poisson arrivals at ``rate`` for ``seconds`` on the gate's slots, of the class ``draw`` picks, each
+    holding its slot ``hold[cls]``; runs on until every started request has finished. Returns the admitted
+    entries; ``after(now)`` runs after every event, once the queue has started whom it may."""
+    rng = random.Random(seed)
+    now, ends, admitted = 0.0, list[tuple[float, Entry]](), list[Entry]()
+    next_arrival = rng.expovariate(rate)
+    while now < seconds or ends:
+        next_end = min((t for t, _ in ends), default=float("inf"))
+        now = min(next_end, next_arrival if now < seconds else float("inf"))
+        g.expire(now)
+        if now == next_end:
+            done = min(ends, key=lambda pair: pair[0])
+            ends.remove(done)
+            g.finish(done[1], now)
+        else:
+            next_arrival = now + rng.expovariate(rate)
+            cls = draw(rng)
+            got = g.arrive(cls, budgets[cls], now)
+            if isinstance(got, Entry):
+                admitted.append(got)
+                if got.state == STARTED:
+                    ends.append((now + hold[cls], got))
+        while (started := g.pop_ready(now)) is not None:
+            ends.append((now + hold[started.cls], started))
+        after(now)
+    return admitted
 
 
 class _JumpingSelector(selectors.BaseSelector):

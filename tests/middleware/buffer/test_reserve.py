@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from middleware.buffer.config import BufferConfig, parse_buffer
 from middleware.buffer.controller import Controller, ControllerSettings
-from middleware.buffer.queue import QUEUED, STARTED, Entry, Gate, Shed
+from middleware.buffer.queue import EXPIRED, QUEUED, STARTED, Entry, Gate, Shed
 from middleware.buffer.reserve import Reserve
 from proxy.config_reader import Reader
+from tests.middleware.buffer.clock import poisson
 
 HOLD = {"short": 0.25, "code": 0.5, "long": 1.0}  # the benchmark fake's holding times, near enough
 BUDGET = {"short": 0.6, "code": 1.2, "long": 1.8}  # "code" has no reserve
@@ -38,35 +39,23 @@ class Run:
 def run(g: Gate, seconds: float, rate: float, mix: float, seed: int = 1, code: float = 0.0) -> Run:
     """Poisson arrivals, ``mix`` of them short and ``code`` of them code, the rest long, on the gate's
     slots; holding times as HOLD."""
-    rng = random.Random(seed)
-    now, ends, busy, idle, reserve_idle = 0.0, list[tuple[float, Entry]](), Counter[str](), 0, 0
-    next_arrival = rng.expovariate(rate)
+    idle, reserve_idle = 0, 0
 
-    def hold(e: Entry) -> None:
-        ends.append((now + HOLD[e.cls], e))
-        busy[e.cls] += max(0.0, min(now + HOLD[e.cls], seconds) - now)
+    def draw(rng: random.Random) -> str:
+        x = rng.random()
+        return "short" if x < mix else "code" if x < mix + code else "long"
 
-    while now < seconds or ends:
-        next_end = min((t for t, _ in ends), default=float("inf"))
-        now = min(next_end, next_arrival if now < seconds else float("inf"))
-        g.expire(now)
-        if now == next_end:
-            done = min(ends, key=lambda pair: pair[0])
-            ends.remove(done)
-            g.finish(done[1], now)
-        else:
-            next_arrival = now + rng.expovariate(rate)
-            draw = rng.random()
-            cls = "short" if draw < mix else "code" if draw < mix + code else "long"
-            got = g.arrive(cls, BUDGET[cls], now)
-            if isinstance(got, Entry) and got.state == STARTED:
-                hold(got)
-        while (started := g.pop_ready(now)) is not None:
-            hold(started)
+    def count(now: float) -> None:
+        nonlocal idle, reserve_idle
         idle += g.depth > 0 and g.in_flight < g.limit
         reserve_idle += g.in_flight < g.limit and any(
             g.waiting[c] > 0 and g.running[c] < g.reserve.slots(c, g.limit) for c in g.reserve.shares
         )
+
+    busy = Counter[str]()
+    for e in poisson(g, seconds, rate, draw, HOLD, BUDGET, seed, count):
+        if e.state != EXPIRED:
+            busy[e.cls] += max(0.0, min(e.started_at + HOLD[e.cls], seconds) - e.started_at)
     return Run(busy, sum(busy.values()) / (g.limit * seconds), idle, reserve_idle)
 
 
