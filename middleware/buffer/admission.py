@@ -1,8 +1,13 @@
 """One upstream's gate on the event loop: waiting, waking, expiry, and the in-flight count shared by replicas.
 
-``Gate`` decides; this module applies its decisions with futures and one timer. A waiter whose client
+``Gate`` decides; this module applies its decisions with futures and two timers. A waiter whose client
 leaves is cancelled by its task's cancellation (the route cancels the task on disconnect) and leaves the
-queue at once. The expiry timer always sits at the earliest waiting deadline.
+queue at once. The expiry timer always sits at the earliest waiting deadline. Whether a waiter may start
+changes with the waiting counts (so cancelling and expiring wake the queue, as releasing a slot does) and
+with time alone: a class keeps its reservation from the others while its recent arrivals make one likely,
+and those decay. So while a slot is free and a request waits on such a reservation, a recheck timer wakes
+the queue when the reservation is lent (at the latest every ``RECHECK`` seconds); with nobody waiting, or
+no slot free, it is off.
 
 With a ``SharedCount`` (Redis, through the limiter's concurrency leases), a request also needs a lease
 under the upstream's L counted across every replica. A queue head that finds no room retries every
@@ -20,6 +25,7 @@ from typing import Protocol
 from middleware.buffer.queue import QUEUED, STARTED, Entry, Gate, Shed
 from proxy.errors import Overloaded
 
+RECHECK = 0.5  # seconds: the longest a free slot waits for a recheck while a reservation is kept for arrivals
 SHED_STATUS = {"queue_full": 429, "deadline_unreachable": 429, "expired": 503, "upstream_unavailable": 503}
 SHED_MESSAGE = {
     "queue_full": "The queue for this model is full; retry after the time in Retry-After.",
@@ -66,6 +72,7 @@ class Admission:
         self.on_change = on_change  # metrics: depth, in flight and L changed
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        self._recheck: asyncio.TimerHandle | None = None
         self._pumping: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -90,6 +97,7 @@ class Admission:
         waiter: asyncio.Future[None] = loop.create_future()
         entry.waiter = waiter
         self._arm(loop)
+        self._settle()
         self.on_change(self)
         try:
             await waiter
@@ -97,8 +105,8 @@ class Admission:
             if entry.state == STARTED:  # woken just as the client left: pass the slot on
                 self.leave(entry)
             elif entry.state == QUEUED:
-                self.gate.cancel(entry)
-                self.on_change(self)
+                self.gate.cancel(entry)  # it may have held a reservation from the others
+                self._pump()
             raise
         return entry
 
@@ -136,11 +144,30 @@ class Admission:
         if self.shared is not None:
             if self._pumping is None and self.gate.depth:
                 self._pumping = asyncio.get_running_loop().create_task(self._pump_shared())
+            self._settle()
             return
         now = asyncio.get_running_loop().time()
         while (entry := self.gate.pop_ready(now)) is not None:
             self._wake(entry)
+        self._settle()
         self.on_change(self)
+
+    def _settle(self) -> None:
+        """Arm the recheck timer while a slot is free and a waiter waits on a reservation kept for
+        arrivals; cancel it otherwise."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        gate, loop = self.gate, asyncio.get_running_loop()
+        if gate.depth == 0 or gate.in_flight >= gate.limit:
+            return
+        lent_in = gate.reserve.lends_in(gate.limit, loop.time())
+        if lent_in is not None:
+            self._recheck = loop.call_later(min(max(lent_in, 0.0) + 1e-3, RECHECK), self._rechecked)
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self._pump()
 
     def _wake(self, entry: Entry) -> None:
         waiter = entry.waiter
@@ -162,6 +189,7 @@ class Admission:
                 await asyncio.sleep(self.shared_poll)
         finally:
             self._pumping = None
+            self._settle()
             self.on_change(self)
 
     async def _lease(self, entry: Entry) -> bool:
@@ -187,7 +215,7 @@ class Admission:
             if not waiter.done():
                 waiter.set_exception(overloaded(Shed("expired", self.gate.retry_after(loop.time()))))
         self._arm(loop)
-        self.on_change(self)
+        self._pump()  # the expired may have held reservations from the others
 
     def _spawn(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -195,8 +223,9 @@ class Admission:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._recheck):
+            if timer is not None:
+                timer.cancel()
         for task in [*self._tasks, *([self._pumping] if self._pumping else [])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -12,8 +12,8 @@ from typing import Protocol
 
 OVERDUE = 0.1  # a request running past its class's mean is assumed this share of that mean from its end
 SMOOTHING = 0.1
-RATE_WINDOW = 3.0
-PUSH_ROUNDS = 50  # seconds over which arrivals per class are counted (exponential decay)
+RATE_WINDOW = 3.0  # seconds over which arrivals per class are counted (exponential decay)
+PUSH_ROUNDS = 50  # at most this many rounds to the fixed point of the arrivals' push (``with_arrivals``)
 
 
 class Placed(Protocol):

@@ -78,7 +78,7 @@ class Gate:
         return sum(self.waiting.values())
 
     def may_start(self, cls: str, now: float) -> bool:
-        return self.limit - self.in_flight - self.reserve.held(cls, self.limit, now) > 0
+        return self.reserve.usable(cls, self.limit, self.limit - self.in_flight, now) > 0
 
     def arrive(self, cls: str, budget: float, now: float) -> Entry | Shed:
         """Start at once, queue, or shed. A started entry has ``state == STARTED``."""
@@ -131,8 +131,8 @@ class Gate:
 
     def _starts(self, now: float, order: list[Entry], cls: str = "") -> list[float] | None:
         """The forecast's starts; for ``cls``, without the free slots other classes hold in reserve."""
-        held = self.reserve.held(cls, self.limit, now) if cls else 0
-        free = 0 if self.shared else max(self.limit - self.in_flight - held, 0)
+        free = 0 if self.shared else max(self.limit - self.in_flight, 0)
+        free = self.reserve.usable(cls, self.limit, free, now) if cls else free
         return self.forecast.starts(now, self._running, free, order)
 
     def _late(self, entry: Entry, now: float) -> float | None:
@@ -169,9 +169,7 @@ class Gate:
         """How much slower than the replay ``cls``'s queue drains: the replay hands every slot that
         frees to the next waiter, but the slots other classes hold in reserve are not ``cls``'s."""
         usable = self.limit - self.reserve.claimed(cls, self.limit, now)
-        replayed = (
-            max(self.limit - self.in_flight - self.reserve.held(cls, self.limit, now), 0) + self.in_flight
-        )
+        replayed = self.reserve.usable(cls, self.limit, self.limit - self.in_flight, now) + self.in_flight
         return replayed / usable if 0 < usable < replayed else 1.0
 
     def margin(self, entry: Entry) -> float:

@@ -1,10 +1,14 @@
 """Reserved shares of L: each class is guaranteed some slots, and lends them while it does not need them.
 
 - A class with a share holds ``floor(L * share)`` slots, at least one once L >= 3, and together the classes
-  hold at most L - 1: one slot is always anybody's, so with L = 1 or 2 there is no reservation at all and
-  the queue is plain EDF (nothing can deadlock or idle the only slot).
+  hold at most L - 1: one slot is always anybody's. With L = 1 there is no reservation at all, and with
+  the default shares (a quarter each) none with L = 2 either: the queue is plain EDF there (a share of
+  a half or more reserves a slot from L = 2).
 - While a class runs fewer requests than its reserved slots, a free slot is kept for it from the others
-  (``held``): its waiters take the next slots to free, so at overload it still gets its share.
+  (``held``): its waiters take the next slots to free, so at overload it still gets its share. A class
+  below its reservation may take any free slot (``usable``), though other classes hold it too: their
+  waiters would take it under their own reservations all the same, and were each to wait for the other,
+  a slot would idle while both wait.
 - A reservation is lent, work-conserving, while its class has nobody waiting and the borrower would give
   the slot back in time: the borrower's class holds a slot no longer than the owner's TTFT budget (a short
   question borrowing a long essay's slot), or the owner has gone quiet (its recent arrivals make one during
@@ -18,7 +22,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 
-from middleware.buffer.forecast import Forecast
+from middleware.buffer.forecast import RATE_WINDOW, Forecast
 
 LEND_RISK = 0.1  # at most this many of the owner's requests expected to arrive while the borrower overruns
 
@@ -49,6 +53,12 @@ class Reserve:
             self._counts[limit] = counts
         return counts.get(cls, 0)
 
+    def usable(self, cls: str, limit: int, free: int, now: float) -> int:
+        """Of ``free`` slots, how many ``cls`` may take: those no other class holds, and at least the ones
+        that fill its own reservation."""
+        own = max(0, self.slots(cls, limit) - self.running[cls])
+        return max(free - self.held(cls, limit, now), min(free, own), 0)
+
     def held(self, cls: str, limit: int, now: float) -> int:
         """Free slots ``cls`` may not take: other classes' reservations they do not fill now and do not
         lend to ``cls``."""
@@ -71,3 +81,18 @@ class Reserve:
             return False
         overrun = self.forecast.service(cls) - budget
         return overrun > 0 and self.forecast.rate(owner, now) * overrun >= LEND_RISK
+
+    def lends_in(self, limit: int, now: float) -> float | None:
+        """Seconds until a class stops keeping, by its recent arrivals alone, an unfilled reservation from
+        a class that waits (its arrivals decay while none come); None when no wait hangs on that."""
+        times = []
+        for owner in self.shares:
+            budget = self.budgets.get(owner)
+            if self.waiting[owner] > 0 or budget is None or self.slots(owner, limit) <= self.running[owner]:
+                continue
+            rate = self.forecast.rate(owner, now)
+            for cls, count in self.waiting.items():
+                overrun = self.forecast.service(cls) - budget
+                if cls != owner and count > 0 and overrun > 0 and rate * overrun >= LEND_RISK:
+                    times.append(RATE_WINDOW * math.log(rate * overrun / LEND_RISK))
+        return min(times, default=None)

@@ -3,12 +3,12 @@ come first served knows no classes, and no admitted long request is left waiting
 
 from __future__ import annotations
 
-import random
 from statistics import median
 
 from middleware.buffer.config import BufferConfig
 from middleware.buffer.controller import Controller, ControllerSettings
 from middleware.buffer.queue import EXPIRED, QUEUED, STARTED, Entry, Gate, Shed
+from tests.middleware.buffer.clock import poisson
 
 
 def gate(limit: int = 1, fifo: bool = False) -> Gate:
@@ -75,30 +75,11 @@ def test_first_come_first_served_gives_every_class_one_common_budget() -> None:
 def run_overload(g: Gate, seconds: float, rate: float, seed: int) -> tuple[list[Entry], list[float]]:
     """Poisson arrivals (70% short, 30% long) on a 4-slot server with the forecast's holding times; returns
     the admitted entries and, per entry, its wait until it started (inf if it never did)."""
-    rng = random.Random(seed)
     hold = {"short": 0.1, "long": 1.0}
     budgets = {"short": 0.3, "long": 2.0}
-    now, ends, admitted = 0.0, [], []
-    next_arrival = rng.expovariate(rate)
-    while now < seconds or ends:
-        next_end = min((t for t, _ in ends), default=float("inf"))
-        now = min(next_end, next_arrival if now < seconds else float("inf"))
-        for e in g.expire(now):
-            assert e.state == EXPIRED
-        if now == next_end:
-            done = min(ends, key=lambda pair: pair[0])
-            ends.remove(done)
-            g.finish(done[1], now)
-        else:
-            next_arrival = now + rng.expovariate(rate)
-            cls = "short" if rng.random() < 0.7 else "long"
-            got = g.arrive(cls, budgets[cls], now)
-            if isinstance(got, Entry):
-                admitted.append(got)
-                if got.state == STARTED:
-                    ends.append((now + hold[cls], got))
-        while (started := g.pop_ready(now)) is not None:
-            ends.append((now + hold[started.cls], started))
+    admitted = poisson(
+        g, seconds, rate, lambda rng: "short" if rng.random() < 0.7 else "long", hold, budgets, seed
+    )
     waits = [e.started_at - e.arrival if e.state != EXPIRED else float("inf") for e in admitted]
     return admitted, waits
 

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 from middleware.buffer.config import BufferConfig, parse_buffer
 from middleware.buffer.controller import Controller, ControllerSettings
-from middleware.buffer.queue import QUEUED, STARTED, Entry, Gate, Shed
+from middleware.buffer.queue import EXPIRED, QUEUED, STARTED, Entry, Gate, Shed
 from middleware.buffer.reserve import Reserve
 from proxy.config_reader import Reader
+from tests.middleware.buffer.clock import poisson
 
-HOLD = {"short": 0.25, "long": 1.0}  # the benchmark fake's holding times, near enough
-BUDGET = {"short": 0.6, "long": 1.8}
+HOLD = {"short": 0.25, "code": 0.5, "long": 1.0}  # the benchmark fake's holding times, near enough
+BUDGET = {"short": 0.6, "code": 1.2, "long": 1.8}  # "code" has no reserve
 DEFAULT = dict(BufferConfig().reserve)
 
 
@@ -32,36 +33,30 @@ class Run:
     busy: Counter[str]  # slot-seconds served per class
     slot_use: float  # share of the slot time busy while requests arrived
     idle_while_waiting: int  # events after which a slot was free and a request waited
+    reserve_idle: int  # events after which a slot was free and a class below its reservation waited
 
 
-def run(g: Gate, seconds: float, rate: float, mix: float, seed: int = 1) -> Run:
-    """Poisson arrivals, ``mix`` of them short, on the gate's slots; holding times as HOLD."""
-    rng = random.Random(seed)
-    now, ends, busy, idle = 0.0, list[tuple[float, Entry]](), Counter[str](), 0
-    next_arrival = rng.expovariate(rate)
+def run(g: Gate, seconds: float, rate: float, mix: float, seed: int = 1, code: float = 0.0) -> Run:
+    """Poisson arrivals, ``mix`` of them short and ``code`` of them code, the rest long, on the gate's
+    slots; holding times as HOLD."""
+    idle, reserve_idle = 0, 0
 
-    def hold(e: Entry) -> None:
-        ends.append((now + HOLD[e.cls], e))
-        busy[e.cls] += max(0.0, min(now + HOLD[e.cls], seconds) - now)
+    def draw(rng: random.Random) -> str:
+        x = rng.random()
+        return "short" if x < mix else "code" if x < mix + code else "long"
 
-    while now < seconds or ends:
-        next_end = min((t for t, _ in ends), default=float("inf"))
-        now = min(next_end, next_arrival if now < seconds else float("inf"))
-        g.expire(now)
-        if now == next_end:
-            done = min(ends, key=lambda pair: pair[0])
-            ends.remove(done)
-            g.finish(done[1], now)
-        else:
-            next_arrival = now + rng.expovariate(rate)
-            cls = "short" if rng.random() < mix else "long"
-            got = g.arrive(cls, BUDGET[cls], now)
-            if isinstance(got, Entry) and got.state == STARTED:
-                hold(got)
-        while (started := g.pop_ready(now)) is not None:
-            hold(started)
+    def count(now: float) -> None:
+        nonlocal idle, reserve_idle
         idle += g.depth > 0 and g.in_flight < g.limit
-    return Run(busy, sum(busy.values()) / (g.limit * seconds), idle)
+        reserve_idle += g.in_flight < g.limit and any(
+            g.waiting[c] > 0 and g.running[c] < g.reserve.slots(c, g.limit) for c in g.reserve.shares
+        )
+
+    busy = Counter[str]()
+    for e in poisson(g, seconds, rate, draw, HOLD, BUDGET, seed, count):
+        if e.state != EXPIRED:
+            busy[e.cls] += max(0.0, min(e.started_at + HOLD[e.cls], seconds) - e.started_at)
+    return Run(busy, sum(busy.values()) / (g.limit * seconds), idle, reserve_idle)
 
 
 def capacity(limit: int, mix: float) -> float:
@@ -146,3 +141,29 @@ def test_with_one_slot_the_reserves_neither_deadlock_nor_idle_it() -> None:
     one = run(g, 60.0, 2 * capacity(1, 0.7), mix=0.7)
     assert one.idle_while_waiting == 0 and one.slot_use >= 0.95
     assert one.busy["short"] > 0 and one.busy["long"] > 0
+
+
+def test_a_free_slot_goes_to_a_class_below_its_reservation_though_another_class_holds_it_too() -> None:
+    g = gate(4, DEFAULT)
+    g.forecast.by_class, g.forecast.mean = dict(HOLD), 0.5
+    codes = [entry(g.arrive("code", 30.0, 0.0)) for _ in range(4)]  # no reserve: it fills every slot
+    short, long_ = entry(g.arrive("short", 10.0, 0.0)), entry(g.arrive("long", 30.0, 0.0))
+    assert (short.state, long_.state) == (QUEUED, QUEUED)
+    g.finish(codes[0], 0.5)
+    # Each holds its reserved slot against the other; one takes it, the other the next slot to free.
+    assert g.pop_ready(0.5) is short and g.in_flight == 4
+    # The control: a class at its reservation does not take the slot the other one waits for, though its
+    # deadline is earlier.
+    more = entry(g.arrive("short", 10.0, 0.5))
+    g.finish(codes[1], 0.6)
+    assert g.pop_ready(0.6) is long_ and more.state == QUEUED
+
+
+def test_with_three_classes_at_overload_no_slot_idles_while_a_class_below_its_reservation_waits() -> None:
+    """Code requests (no reserve) fill the slots the short and long classes do not; a slot still idles at
+    times while a long request waits, kept for the short questions arriving (the short reservation is not
+    lent to a class that would hold it past a short question's budget), but never while a class below its
+    reservation waits."""
+    three = run(gate(4, DEFAULT), 60.0, 4 * capacity(4, 0.25), mix=0.25, code=0.5)
+    assert three.reserve_idle == 0 and three.slot_use >= 0.95
+    assert all(three.busy[c] > 0 for c in HOLD)
