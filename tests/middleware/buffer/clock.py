@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import selectors
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from middleware.buffer.queue import STARTED, Entry, Gate
@@ -89,3 +89,12 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._jumping.clock
+
+
+def run_virtual(scenario: Coroutine[Any, Any, None], start: float = 0.0) -> None:
+    """Run ``scenario`` to its end on a ``VirtualLoop`` whose clock starts at ``start``."""
+    loop = VirtualLoop(start)
+    try:
+        loop.run_until_complete(scenario)
+    finally:
+        loop.close()

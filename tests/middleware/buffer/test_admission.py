@@ -4,6 +4,7 @@ more than L, Fluido holds the queue, orders it by deadline, and sheds early with
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 
@@ -52,8 +53,10 @@ async def test_a_request_that_waited_says_how_long() -> None:
     assert "x-fluido-queue-ms" not in (await first).headers
 
 
-async def test_short_questions_pass_queued_long_ones() -> None:
-    with capacity(1, itl_s=0.01) as fake, running(buffer_config(fake, FIXED_1)) as url:
+async def served_order(config: dict[str, Any]) -> list[str]:
+    """One slot busy with a long request, three more long ones queued, then a short question: the order in
+    which the upstream saw their prompts (every answer must be a 200)."""
+    with capacity(1, itl_s=0.01) as fake, running(buffer_config(fake, config)) as url:
         async with aiohttp.ClientSession() as session:
             running_one = asyncio.create_task(ask(session, url, LONG, tokens=20))
             await until(lambda: fake.in_flight == 1)
@@ -63,7 +66,11 @@ async def test_short_questions_pass_queued_long_ones() -> None:
             await until(metric_is(session, url, 'fluido_buffer_queue_depth{upstream="fake"}', 4.0))
             answers = await asyncio.gather(running_one, *longs, short)
     assert all(a.status == 200 for a in answers)
-    served = [r["messages"][0]["content"] for r in fake.requests]
+    return [r["messages"][0]["content"] for r in fake.requests]
+
+
+async def test_short_questions_pass_queued_long_ones() -> None:
+    served = await served_order(FIXED_1)
     assert served == [LONG, SHORT, LONG, LONG, LONG]  # the short one went right after the running one
 
 
@@ -71,17 +78,7 @@ async def test_first_come_first_served_queues_by_arrival_with_one_common_budget(
     """The comparison baseline: a plain FIFO queue. The short question waits behind the long ones that came
     first, and is not shed for its class's budget (far shorter than that wait): FIFO knows no classes."""
     fifo = {**FIXED_1, "order": "fifo", "budgets": {"short": 0.05}, "default_budget": 30.0}
-    with capacity(1, itl_s=0.01) as fake, running(buffer_config(fake, fifo)) as url:
-        async with aiohttp.ClientSession() as session:
-            running_one = asyncio.create_task(ask(session, url, LONG, tokens=20))
-            await until(lambda: fake.in_flight == 1)
-            longs = [asyncio.create_task(ask(session, url, LONG, tokens=3)) for _ in range(3)]
-            await until(metric_is(session, url, 'fluido_buffer_queue_depth{upstream="fake"}', 3.0))
-            short = asyncio.create_task(ask(session, url, SHORT, tokens=3))
-            await until(metric_is(session, url, 'fluido_buffer_queue_depth{upstream="fake"}', 4.0))
-            answers = await asyncio.gather(running_one, *longs, short)
-    assert all(a.status == 200 for a in answers)
-    served = [r["messages"][0]["content"] for r in fake.requests]
+    served = await served_order(fifo)
     assert served == [LONG, LONG, LONG, LONG, SHORT]
 
 

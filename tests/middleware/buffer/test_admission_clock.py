@@ -11,7 +11,7 @@ from middleware.buffer.admission import RECHECK, Admission
 from middleware.buffer.controller import Controller, ControllerSettings
 from middleware.buffer.queue import STARTED, Entry, Gate
 from proxy.errors import Overloaded
-from tests.middleware.buffer.clock import VirtualLoop
+from tests.middleware.buffer.clock import run_virtual
 
 BUDGET = {"short": 5.0, "long": 30.0}
 HOLD = {"short": 2.0, "long": 20.0}
@@ -54,11 +54,7 @@ def test_a_waiter_starts_once_the_reservation_kept_from_it_is_lent_without_any_o
         assert admission._recheck is None  # nobody waits: no timer left
         await admission.close()
 
-    loop = VirtualLoop(start)
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
+    run_virtual(scenario(), start)
 
 
 def test_a_waiter_kept_from_the_short_slot_waits_while_short_questions_keep_arriving() -> None:
@@ -78,8 +74,4 @@ def test_a_waiter_kept_from_the_short_slot_waits_while_short_questions_keep_arri
             waiter.result()
         await admission.close()
 
-    loop = VirtualLoop(start)
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
+    run_virtual(scenario(), start)
