@@ -10,21 +10,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: never look for a display
 import matplotlib.pyplot as plt
 
-from bench.buffer.probe import Shot
-from bench.load.stats import percentile
+from bench.buffer.probe import Shot, window_p99s
 
 TIMELINE_PNG = "buffer_ttft_over_time.png"
-
-
-def _window_p99(shots: list[Shot], window: float) -> tuple[list[float], list[float]]:
-    xs, ys = [], []
-    last = max((s.sent_at for s in shots), default=0.0)
-    for w in range(int(last // window) + 1):
-        got = [s.ttft for s in shots if s.ttft is not None and w * window <= s.sent_at < (w + 1) * window]
-        if got:
-            xs.append((w + 0.5) * window)
-            ys.append((percentile(got, 99) or 0.0) * 1000)
-    return xs, ys
 
 
 def draw_timeline(off: list[Shot], on: list[Shot], window: float, out: Path) -> Path:
@@ -35,7 +23,8 @@ def draw_timeline(off: list[Shot], on: list[Shot], window: float, out: Path) -> 
         served = [s for s in shots if s.status == 200 and s.ttft is not None]
         ax.scatter([s.sent_at for s in served], [(s.ttft or 0.0) * 1000 for s in served], s=4, alpha=0.35,
                    color=color, label=f"{label}: TTFT of each served request")  # fmt: skip
-        xs, ys = _window_p99(served, window)
+        rows = [(mid, p99 * 1000) for mid, p99, _ in window_p99s(served, window) if p99 is not None]
+        xs, ys = [mid for mid, _ in rows], [p99 for _, p99 in rows]
         ax.plot(xs, ys, color=color, marker="o", label=f"{label}: p99 per {window:g} s")
     ax.set_yscale("log")
     ax.set_xlabel("send time (s)")

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 
 from bench.load.schedule import arrivals
+from bench.load.stats import percentile
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,24 @@ class Shot:
 
 
 GIVE_UP = 20.0  # seconds: a request still unanswered then is abandoned (its client leaves)
+
+
+def ttfts(shots: list[Shot], cls: str | None = None) -> list[float]:
+    """The TTFT of each served request (of ``cls`` only, when given)."""
+    return [s.ttft for s in shots if s.status == 200 and s.ttft is not None and cls in (None, s.cls)]
+
+
+def window_p99s(
+    shots: list[Shot], window: float, cls: str | None = None
+) -> list[tuple[float, float | None, int]]:
+    """Per ``window`` seconds of send time: its middle, the served requests' TTFT p99 (None when none was
+    served) and how many were served."""
+    last = max((s.sent_at for s in shots), default=0.0)
+    rows = []
+    for w in range(int(last // window) + 1):
+        got = ttfts([s for s in shots if w * window <= s.sent_at < (w + 1) * window], cls)
+        rows.append(((w + 0.5) * window, percentile(got, 99), len(got)))
+    return rows
 
 
 def proxy_ms(server_timing: str | None) -> float | None:

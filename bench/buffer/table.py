@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.buffer.plot import draw_timeline
-from bench.buffer.probe import Shot
+from bench.buffer.probe import Shot, ttfts, window_p99s
 from bench.buffer.scenarios import SLOTS, Cell, bodies, capacity_rps, load_cell, rig, service_seconds
 from bench.load.stats import percentile
 
@@ -18,10 +18,6 @@ WINDOW = 10.0  # seconds per window of the flatness check
 
 def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
-
-
-def ttfts(shots: list[Shot], cls: str | None = None) -> list[float]:
-    return [s.ttft for s in shots if s.status == 200 and s.ttft is not None and cls in (None, s.cls)]
 
 
 def p(values: list[float], q: float) -> float | None:
@@ -79,13 +75,7 @@ def windows(shots: list[Shot], cls: str | None = None) -> str:
     """Admitted TTFT p99 per WINDOW seconds of send time (the served count in brackets)."""
     if not shots:
         return "-"
-    last = max(s.sent_at for s in shots)
-    cells = []
-    for w in range(int(last // WINDOW) + 1):
-        mine = [s for s in shots if w * WINDOW <= s.sent_at < (w + 1) * WINDOW]
-        got = ttfts(mine, cls)
-        cells.append(f"{ms(p(got, 99)):>6}({len(got)})")
-    return " ".join(cells)
+    return " ".join(f"{ms(p99):>6}({n})" for _, p99, n in window_p99s(shots, WINDOW, cls))
 
 
 def starved(cell: Cell, budget: float) -> tuple[int, int, int, int]:

@@ -3,6 +3,9 @@ time, and the long requests that waited past their budget without being served i
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bench.buffer.plot import draw_timeline
 from bench.buffer.probe import Shot, proxy_ms
 from bench.buffer.scenarios import Cell
 from bench.buffer.table import starved, windows
@@ -41,3 +44,9 @@ def test_long_requests_that_waited_their_budget_are_counted_however_they_ended()
         1.0,
     )
     assert starved(cell, budget=2.0) == (2, 1, 1, 1)
+
+
+def test_the_timeline_plot_is_drawn_from_served_requests(tmp_path: Path) -> None:
+    served = [shot(ttft=0.1, sent_at=1.0), shot(ttft=0.3, sent_at=12.0)]
+    path = draw_timeline(served, [*served, shot(status=429, ttft=None, sent_at=3.0)], 10.0, tmp_path)
+    assert path.parent == tmp_path and path.read_bytes().startswith(b"\x89PNG")
