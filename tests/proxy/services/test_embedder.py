@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -78,57 +79,6 @@ async def test_the_memory_cache_keeps_only_max_entries(counting: tuple[CountingM
     assert model.calls == 4  # "a" was evicted by "c"
 
 
-class RecordingModel(CountingModel):
-    """Records, per call, whether bfloat16 autocast was on and how many torch threads were set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[bool, int]] = []
-
-    def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True) -> Any:
-        import torch
-
-        autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        self.seen.append((autocast, torch.get_num_threads()))
-        return np.concatenate([CountingModel.encode(self, [t]) for t in texts])
-
-
-@pytest.mark.parametrize(("precision", "autocast"), [("bfloat16", True), ("float32", False)])
-async def test_the_configured_precision_is_used_for_queries_and_documents(
-    precision: str, autocast: bool
-) -> None:
-    model = RecordingModel()
-    embedder = Embedder(model, precision=precision)
-    try:
-        await embedder.embed("a query")
-        await embedder.embed_many(["a chunk", "another chunk"])
-    finally:
-        embedder.close()
-    assert [on for on, _ in model.seen] == [autocast, autocast]
-
-
-def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it() -> None:
-    assert resolve_precision("auto") == ("bfloat16" if native_bf16() else "float32")
-    assert resolve_precision("float32") == "float32"
-    with pytest.raises(ValueError, match="precision"):
-        resolve_precision("int8")
-
-
-async def test_batches_use_batch_threads_and_single_texts_one() -> None:
-    import torch
-
-    model = RecordingModel()
-    embedder = Embedder(model, batch_threads=2)
-    try:
-        await embedder.embed_many(["a chunk", "another chunk"])
-        await embedder.embed("a query")
-        after = await asyncio.get_running_loop().run_in_executor(embedder._pool, torch.get_num_threads)
-    finally:
-        embedder.close()
-    assert [threads for _, threads in model.seen] == [2, 1]
-    assert after == 1  # the worker is back to one thread for the queries that follow
-
-
 SAMPLES = [
     "Vitamin D supplementation reduces the risk of respiratory infections in children.",
     "The Zorblax reactor is cooled by liquid helium at four kelvin.",
@@ -140,6 +90,67 @@ SAMPLES = [
 @pytest.fixture(scope="module")
 def minilm() -> Any:
     return load_minilm()
+
+
+class RecordingModel:
+    """MiniLM, recording per call (queries: ``encode``; document batches: the forward pass) its thread,
+    whether bfloat16 autocast was on and how many torch threads were set."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.max_seq_length = model.max_seq_length
+        self.seen: list[tuple[str, bool, int]] = []
+
+    def _record(self) -> None:
+        import torch
+
+        autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        self.seen.append((threading.current_thread().name, autocast, torch.get_num_threads()))
+
+    def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True) -> Any:
+        self._record()
+        return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=normalize_embeddings)
+
+    def __call__(self, features: Any) -> Any:
+        self._record()
+        return self.model(features)
+
+
+@pytest.mark.parametrize(("precision", "autocast"), [("bfloat16", True), ("float32", False)])
+async def test_the_configured_precision_is_used_for_queries_and_documents(
+    minilm: Any, precision: str, autocast: bool
+) -> None:
+    model = RecordingModel(minilm)
+    embedder = Embedder(model, precision=precision)
+    try:
+        await embedder.embed("a query")
+        await embedder.embed_many(["a chunk", "another chunk"])
+    finally:
+        embedder.close()
+    assert [on for _, on, _ in model.seen] == [autocast, autocast]
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it() -> None:
+    assert resolve_precision("auto") == ("bfloat16" if native_bf16() else "float32")
+    assert resolve_precision("float32") == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int8")
+
+
+async def test_batches_run_on_batch_threads_workers_and_queries_on_the_embedder_thread(minilm: Any) -> None:
+    model = RecordingModel(minilm)
+    embedder = Embedder(model, batch_threads=2)
+    try:
+        await embedder.embed_many(SAMPLES, batch_size=1)
+        await embedder.embed("a query")
+    finally:
+        embedder.close()
+    *batches, query = model.seen
+    assert len(batches) == len(SAMPLES)
+    assert {name for name, _, _ in batches} <= {"fluido-embed-bulk_0", "fluido-embed-bulk_1"}
+    assert {threads for _, _, threads in batches} == {1}  # each worker on one torch thread
+    assert query[0] == "fluido-embed_0"
 
 
 async def test_bfloat16_vectors_are_the_float32_vectors(minilm: Any) -> None:
@@ -155,4 +166,4 @@ async def test_bfloat16_vectors_are_the_float32_vectors(minilm: Any) -> None:
     cosines = (got * want).sum(axis=1)
     assert cosines.min() >= 0.999, cosines
     assert not np.array_equal(got, want)  # the bfloat16 path really ran
-    assert float(query @ got[0]) > 0.9999  # a query and a document go through one function
+    assert float(query @ got[0]) > 0.9999  # a text embeds alike as a query and as a document
