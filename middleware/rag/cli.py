@@ -66,34 +66,40 @@ async def ingest_paths(
 
         bar = tqdm(unit="doc", desc="ingest", file=sys.stderr)
     count = changed = chunks = 0
-    # Two writes in flight: while one's vectors go to Chroma, the next one's are computed (the embedder
-    # queues their batches behind the current ones, so its workers never wait for a write).
-    flying: deque[tuple[asyncio.Task[list[tuple[StoreFile, bool]]], set[str], int]] = deque()
+    # Writes in flight: while one write's vectors go to Chroma, the next one's are computed (the embedder
+    # queues a write's batches behind the previous one's, so its workers do not wait for Chroma).
+    flying: deque[tuple[asyncio.Task[list[tuple[StoreFile, bool]]], set[str]]] = deque()
 
     async def land() -> None:
+        """Counts the oldest write once it is done; raises as soon as any write in flight fails."""
         nonlocal count, changed, chunks
-        task, _, size = flying.popleft()
-        for record, was_changed in await task:
-            count += 1
-            changed += was_changed
-            chunks += record.chunks
+        tasks = [task for task, _ in flying]
+        while not tasks[0].done():
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    await task  # raises its error
+        done = tasks[0].result()
+        flying.popleft()
+        count += len(done)
+        changed += sum(was_changed for _, was_changed in done)
+        chunks += sum(record.chunks for record, _ in done)
         if bar is not None:
-            bar.update(size)
+            bar.update(len(done))
 
     try:
         for batch in batches((d for f in files for d in documents(f)), BATCH):
             ids = {d.file_id for d in batch}
-            # A document repeated in a write still in flight must wait for it, to replace what it wrote.
-            while flying and (len(flying) == IN_FLIGHT or any(ids & other for _, other, _ in flying)):
+            # A document also in a write in flight waits for it, so the later copy replaces the earlier.
+            while flying and (len(flying) == IN_FLIGHT or any(ids & other for _, other in flying)):
                 await land()
-            flying.append((asyncio.create_task(retrieval.ingest(store_id, batch)), ids, len(batch)))
+            flying.append((asyncio.create_task(retrieval.ingest(store_id, batch)), ids))
         while flying:
             await land()
     finally:
-        for task, _, _ in flying:
+        for task, _ in flying:  # a write failed (or we were cancelled): the others stop too
             task.cancel()
-        if flying:
-            await asyncio.gather(*(task for task, _, _ in flying), return_exceptions=True)
+        await asyncio.gather(*(task for task, _ in flying), return_exceptions=True)
         if bar is not None:
             bar.close()
     await retrieval.prepare(store_id)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -94,3 +97,82 @@ def test_a_bad_record_names_its_line(corpus: tuple[Path, Path, Path]) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 1 and f"{records}:2" in done.stderr
+
+
+async def test_a_document_repeated_in_the_next_write_replaces_its_first_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes overlap (one is embedded while the one before it is written): a document in both must still
+    end up once, as its later copy, with nothing left of the earlier one."""
+    from middleware.rag import cli
+    from middleware.rag.backend import chunks_collection
+    from middleware.rag.config import RagConfig
+    from middleware.rag.factory import build_retrieval
+
+    monkeypatch.setattr(cli, "BATCH", 2)
+    records = tmp_path / "records.jsonl"
+    lines = [
+        {"_id": "a", "text": "Glorpfish live in the Quibble lagoon."},
+        {"_id": "b", "text": "Lentil soup is served on Tuesdays."},
+        {"_id": "c", "text": "Marathons take months of training."},
+        {"_id": "a", "text": "Glorpfish moved to the Zanzibar reef."},  # in the second write
+    ]
+    records.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
+    retrieval = build_retrieval(RagConfig(enabled=True, path=str(tmp_path / "rag")), bulk=True)
+    try:
+        report = await cli.ingest_paths(retrieval, "notes", [records])
+        stored = await retrieval.backend.run(
+            lambda b: b.collection(chunks_collection(report.store_id)).get(include=["documents"])
+        )
+    finally:
+        await retrieval.close()
+    assert (report.documents, report.changed, report.chunks) == (4, 4, 4)
+    assert sorted(stored["documents"]) == [
+        "Glorpfish moved to the Zanzibar reef.", "Lentil soup is served on Tuesdays.",
+        "Marathons take months of training.",
+    ]  # fmt: skip
+
+
+class SlowStore:
+    """Stands in for ``Retrieval``: each write waits (10 s at most); the write numbered ``fail`` raises."""
+
+    def __init__(self, fail: int) -> None:
+        self.fail = fail
+        self.started: list[int] = []
+        self.cancelled: list[int] = []
+        self.release = asyncio.Event()
+
+    async def resolve(self, store: str) -> Any:
+        return type("Store", (), {"id": "vs_1"})()
+
+    async def ingest(self, store_id: str, docs: list[Any]) -> list[Any]:
+        number = len(self.started) + 1
+        self.started.append(number)
+        try:
+            if number == self.fail:
+                raise RuntimeError("Chroma said no")
+            with contextlib.suppress(TimeoutError):  # never released: a failure, not a hang
+                await asyncio.wait_for(self.release.wait(), 10)
+        except asyncio.CancelledError:
+            self.cancelled.append(number)
+            raise
+        return []
+
+    async def prepare(self, store_id: str) -> None:
+        raise AssertionError("a failed ingest must not go on to build the index")
+
+
+async def test_two_writes_are_in_flight_and_a_failed_one_stops_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from middleware.rag import cli
+
+    monkeypatch.setattr(cli, "BATCH", 1)
+    records = tmp_path / "records.jsonl"
+    records.write_bytes(b"".join(orjson.dumps({"_id": str(i), "text": f"text {i}"}) + b"\n" for i in range(5)))
+    store = SlowStore(fail=2)
+    with pytest.raises(RuntimeError, match="Chroma said no"):
+        await cli.ingest_paths(store, "notes", [records])  # type: ignore[arg-type]
+    # The first write was waiting when the second failed: the second had started without waiting for
+    # it, no third started, and the first was cancelled.
+    assert store.started == [1, 2] and store.cancelled == [1]
