@@ -54,7 +54,7 @@ class RagConfig:
     # "auto": bfloat16 where the CPU has it natively (AVX512_BF16, AMX), else float32. Same vectors either
     # way (cosine >= 0.9999), so a store can be searched whichever setting embedded it.
     embedding_precision: str = "auto"
-    # torch threads for `fluido ingest`'s embeddings; 0 = the cores other work leaves idle as it starts
+    # `fluido ingest`'s embedding workers, each running whole batches on one torch thread; 0 = one per core
     ingest_threads: int = 0
     max_file_bytes: int = 32 * 1024 * 1024
     # Which API keys may read (search, inject) which store, by key name: ["*"] for every store. Keys not

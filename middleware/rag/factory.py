@@ -13,7 +13,7 @@ from proxy.services.embedder import Embedder, bundled_minilm_path, keep_freed_me
 
 def build_retrieval(cfg: RagConfig, bulk: bool = False) -> Retrieval:
     """``bulk``: for ``fluido ingest``, where no event loop shares the CPU, so document batches are
-    embedded on ``ingest_threads`` cores; a server embeds on one."""
+    embedded on ``ingest_threads`` workers (0: one per core); a server embeds them on one."""
     Path(cfg.path).mkdir(parents=True, exist_ok=True)
     if bulk:
         keep_freed_memory()

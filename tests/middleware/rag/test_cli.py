@@ -169,7 +169,9 @@ async def test_two_writes_are_in_flight_and_a_failed_one_stops_the_other(
 
     monkeypatch.setattr(cli, "BATCH", 1)
     records = tmp_path / "records.jsonl"
-    records.write_bytes(b"".join(orjson.dumps({"_id": str(i), "text": f"text {i}"}) + b"\n" for i in range(5)))
+    records.write_bytes(
+        b"".join(orjson.dumps({"_id": str(i), "text": f"text {i}"}) + b"\n" for i in range(5))
+    )
     store = SlowStore(fail=2)
     with pytest.raises(RuntimeError, match="Chroma said no"):
         await cli.ingest_paths(store, "notes", [records])  # type: ignore[arg-type]

@@ -187,7 +187,9 @@ def test_the_batches_are_tokenized_as_the_model_itself_does(minilm: Any) -> None
 
 
 @pytest.mark.parametrize(("precision", "tolerance"), [("float32", 1e-5), ("bfloat16", 2e-3)])
-async def test_parallel_vectors_are_the_serial_encoders(minilm: Any, precision: str, tolerance: float) -> None:
+async def test_parallel_vectors_are_the_serial_encoders(
+    minilm: Any, precision: str, tolerance: float
+) -> None:
     texts = TEXTS * 3
     serial = Embedder(minilm, precision=precision)
     one, two = (BulkEncoder.for_model(minilm, workers, precision) for workers in (1, 2))
