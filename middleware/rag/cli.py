@@ -71,15 +71,10 @@ async def ingest_paths(
     flying: deque[tuple[asyncio.Task[list[tuple[StoreFile, bool]]], set[str]]] = deque()
 
     async def land() -> None:
-        """Counts the oldest write once it is done; raises as soon as any write in flight fails."""
+        """Counts the oldest write once it is done (writes land in order; a later one that failed raises
+        when its turn comes)."""
         nonlocal count, changed, chunks
-        tasks = [task for task, _ in flying]
-        while not tasks[0].done():
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    await task  # raises its error
-        done = tasks[0].result()
+        done = await flying[0][0]
         flying.popleft()
         count += len(done)
         changed += sum(was_changed for _, was_changed in done)

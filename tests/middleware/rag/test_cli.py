@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from tests.support.serve import REPO
+from tests.support.wait import until
 
 
 def ingest(config: Path, *paths: Path) -> str:
@@ -134,13 +135,11 @@ async def test_a_document_repeated_in_the_next_write_replaces_its_first_copy(
 
 
 class SlowStore:
-    """Stands in for ``Retrieval``: each write waits (10 s at most); the write numbered ``fail`` raises."""
+    """Stands in for ``Retrieval``: write 1 fails once write 2 has started; the others wait (10 s at most)."""
 
-    def __init__(self, fail: int) -> None:
-        self.fail = fail
+    def __init__(self) -> None:
         self.started: list[int] = []
         self.cancelled: list[int] = []
-        self.release = asyncio.Event()
 
     async def resolve(self, store: str) -> Any:
         return type("Store", (), {"id": "vs_1"})()
@@ -149,10 +148,11 @@ class SlowStore:
         number = len(self.started) + 1
         self.started.append(number)
         try:
-            if number == self.fail:
+            if number == 1:
+                await until(lambda: len(self.started) > 1)
                 raise RuntimeError("Chroma said no")
-            with contextlib.suppress(TimeoutError):  # never released: a failure, not a hang
-                await asyncio.wait_for(self.release.wait(), 10)
+            with contextlib.suppress(TimeoutError):  # never let go: a failure, not a hang
+                await asyncio.wait_for(asyncio.Event().wait(), 10)
         except asyncio.CancelledError:
             self.cancelled.append(number)
             raise
@@ -172,9 +172,9 @@ async def test_two_writes_are_in_flight_and_a_failed_one_stops_the_other(
     records.write_bytes(
         b"".join(orjson.dumps({"_id": str(i), "text": f"text {i}"}) + b"\n" for i in range(5))
     )
-    store = SlowStore(fail=2)
+    store = SlowStore()
     with pytest.raises(RuntimeError, match="Chroma said no"):
         await cli.ingest_paths(store, "notes", [records])  # type: ignore[arg-type]
-    # The first write was waiting when the second failed: the second had started without waiting for
-    # it, no third started, and the first was cancelled.
-    assert store.started == [1, 2] and store.cancelled == [1]
+    # The second write started while the first was under way, no third started, and when the first
+    # failed the second was cancelled.
+    assert store.started == [1, 2] and store.cancelled == [2]
