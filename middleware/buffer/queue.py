@@ -8,7 +8,7 @@
 - A class may hold a reserved share of L (``Reserve``): a burst of long jobs cannot occupy every slot, and
   at overload short questions cannot take every slot from the long class; unused, the share is lent.
 - On arrival, the predicted start comes from replaying the queue on the slots (``Forecast``: each class's
-  mean holding time, the running requests' time already spent, the slots other classes hold in
+  mean holding time, the running requests' time already spent, the slots other classes keep in
   reserve) and, under EDF, pushed back by the requests expected to arrive meanwhile and go ahead (earlier
   deadlines, or quicker classes) at their recent rates. A request that cannot start a margin before its
   deadline, or whose going ahead would make a waiter it passes miss a deadline that waiter would have
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ __all__ = ["CANCELLED", "DONE", "EXPIRED", "QUEUED", "STARTED", "Entry", "Gate",
 
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # the range the OpenAI SDKs honour
 MARGIN_OF_BUDGET = 0.2  # the most of a request's budget its forecast margin may take
+MARGIN_SPREADS = 3.0  # a start's error allowance in its holds' mean absolute deviations (see ``margin``)
 
 
 class Gate:
@@ -129,11 +131,33 @@ class Gate:
     def _waiting(self) -> list[Entry]:
         return sorted((e for heap in self._heaps.values() for e in heap if e.state == QUEUED), key=ORDER)
 
-    def _starts(self, now: float, order: list[Entry], cls: str = "") -> list[float] | None:
-        """The forecast's starts; for ``cls``, without the free slots other classes hold in reserve."""
+    def _starts(
+        self, now: float, order: list[Entry], cls: str = "", errors: list[float] | None = None
+    ) -> list[float] | None:
+        """The forecast's starts (and their expected errors into ``errors``); for ``cls``, without the
+        slots other classes keep from it in reserve (free ones, and the last of their running ones to
+        free)."""
+        if not cls or not self.reserve.shares:
+            return self.forecast.starts(now, self._running, self._free(), order, None, errors)
+        kept = self.reserve.kept_from(cls, self.limit, now)
+        return self.forecast.starts(now, self._running, self._free(cls, now), order, kept, errors)
+
+    def _free(self, cls: str = "", now: float = 0.0) -> int:
+        """Free slots (for ``cls``: those other classes do not keep from it in reserve)."""
         free = 0 if self.shared else max(self.limit - self.in_flight, 0)
-        free = self.reserve.usable(cls, self.limit, free, now) if cls else free
-        return self.forecast.starts(now, self._running, free, order)
+        return self.reserve.usable(cls, self.limit, free, now) if cls and free else free
+
+    def _stretch(self, cls: str, now: float) -> float:
+        """How much slower than the plain replay a queue that quicker classes pass drains: their requests
+        take the slots that free while its waiters have slack, so at overload it is left little more than
+        what the other classes do not keep in reserve. Nobody passes the quickest class: its replay with
+        the kept slots left out is its forecast as it is."""
+        service = self.forecast.service(cls)
+        if not any(self.forecast.service(c) < service for c in self.budgets):
+            return 1.0
+        usable = self.limit - self.reserve.claimed(cls, self.limit, now)
+        replayed = self.reserve.usable(cls, self.limit, self.limit - self.in_flight, now) + self.in_flight
+        return replayed / usable if 0 < usable < replayed else 1.0
 
     def _late(self, entry: Entry, now: float) -> float | None:
         """None when ``entry`` can start before its deadline and going ahead of the waiters it passes does
@@ -143,20 +167,31 @@ class Gate:
         holding time was measured."""
         waiting = self._waiting()
         ahead = bisect.bisect_left(waiting, ORDER(entry), key=ORDER)
-        after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]], entry.cls)
+        errors: list[float] = []
+        order = [*waiting[:ahead], entry, *waiting[ahead:]]
+        after = self._starts(now, order, entry.cls, errors)
         if after is None:
             return None
         drain = after[-1] - now
-        start = now + (after[ahead] - now) * self._stretch(entry.cls, now)
+        start, variance = after[ahead], errors[ahead] ** 2
+        if (stretch := self._stretch(entry.cls, now)) > 1.0:
+            replayed = self.forecast.starts(now, self._running, self._free(entry.cls, now), order)
+            assert replayed is not None
+            start = max(start, now + (replayed[ahead] - now) * stretch)
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
-            start = self.forecast.with_arrivals(now, start, entry.cls, entry.deadline, self.budgets, slots)
+            forecast, budgets = self.forecast, self.budgets
+            start = forecast.with_arrivals(now, start, entry.cls, entry.deadline, budgets, slots)
+            variance += forecast.push_variance(now, start, entry.cls, entry.deadline, budgets, slots)
         if lanes := self.reserve.slots(entry.cls, self.limit):  # they serve its own class, at the least
             mine = [w for w in waiting[:ahead] if w.cls == entry.cls]
             free = 0 if self.shared else max(self.limit - self.in_flight, 0)
             lane = self.forecast.lane_start(now, self._running, free, entry.cls, lanes, [*mine, entry])
             start = start if lane is None else min(start, lane)
-        if start > entry.deadline - self.margin(entry):
+        # Passing waiters, it is judged with the full allowance: one of them whose slack runs out goes
+        # first after all, an error the spreads do not measure.
+        error = math.sqrt(variance) if ahead == len(waiting) else math.inf
+        if start > entry.deadline - self.margin(entry, error):
             return drain
         if ahead == len(waiting):
             return None  # it passes nobody
@@ -165,20 +200,17 @@ class Gate:
         passed = range(ahead, len(waiting))
         return drain if any(after[k + 1] > waiting[k].deadline >= before[k] for k in passed) else None
 
-    def _stretch(self, cls: str, now: float) -> float:
-        """How much slower than the replay ``cls``'s queue drains: the replay hands every slot that
-        frees to the next waiter, but the slots other classes hold in reserve are not ``cls``'s."""
-        usable = self.limit - self.reserve.claimed(cls, self.limit, now)
-        replayed = self.reserve.usable(cls, self.limit, self.limit - self.in_flight, now) + self.in_flight
-        return replayed / usable if 0 < usable < replayed else 1.0
-
-    def margin(self, entry: Entry) -> float:
-        """The forecast's error allowance for ``entry``: the mean gap between two slots freeing, at most a
-        fifth of its budget. A start predicted closer to the deadline than this is taken as late (the
-        requests running may hold their slots a little longer than their class's mean): what is admitted
-        then starts in time, and expiry in the queue stays the exception."""
+    def margin(self, entry: Entry, error: float = math.inf) -> float:
+        """The forecast's error allowance for ``entry``: a start predicted closer to its deadline than this
+        is taken as late, so what is admitted starts in time and expiry in the queue stays the exception.
+        At most the mean gap between two slots freeing, and a fifth of its budget; and, given the
+        predicted start's expected ``error`` (the spread of the holds it waits on, and the randomness of
+        the arrivals expected to pass it), at most ``MARGIN_SPREADS`` of that: a start that waits on one
+        or two holds of a steady upstream, with nothing to pass it, is known well, and a request
+        predicted to start in time at light load is not refused for an error the forecast does not
+        make."""
         gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
-        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival))
+        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival), MARGIN_SPREADS * error)
 
     def retry_after(self, now: float) -> float:
         """When to come back: the predicted drain time of the queue, jittered, within 1-60 s."""

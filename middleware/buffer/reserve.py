@@ -72,6 +72,15 @@ class Reserve:
         """Slots other classes keep from ``cls``, filled or not."""
         return sum(self.slots(k, limit) for k in self.shares if k != cls and self.claims(k, cls, now))
 
+    def kept_from(self, cls: str, limit: int, now: float) -> dict[str, int]:
+        """Per other class keeping its reservation from ``cls``: the slots it keeps (of its running
+        ones, the last to free go back to it, not to ``cls``)."""
+        return {
+            k: self.slots(k, limit)
+            for k in self.shares
+            if k != cls and self.slots(k, limit) > 0 and self.claims(k, cls, now)
+        }
+
     def claims(self, owner: str, cls: str, now: float) -> bool:
         """Whether ``owner`` keeps its reserved slots from ``cls`` (see the module's docstring)."""
         if self.waiting[owner] > 0:
