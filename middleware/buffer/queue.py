@@ -39,6 +39,9 @@ __all__ = ["CANCELLED", "DONE", "EXPIRED", "QUEUED", "STARTED", "Entry", "Gate",
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # the range the OpenAI SDKs honour
 MARGIN_OF_BUDGET = 0.2  # the most of a request's budget its forecast margin may take
 MARGIN_SPREADS = 3.0  # a start's error allowance in its holds' mean absolute deviations (see ``margin``)
+# The least share of the slot gap kept however steady the holds: a start's error also has the proxy's and
+# the upstream's stalls in it (a loaded CPU), which a spread measured over whole holds hardly sees.
+MARGIN_FLOOR = 0.5
 
 
 class Gate:
@@ -218,6 +221,13 @@ class Gate:
             return None
         drain = after[-1] - now
         start, variance = after[ahead], errors[ahead] ** 2
+        lane = None
+        if lanes := self.reserve.slots(entry.cls, self.limit):  # they serve its own class, at the least
+            mine = [w for w in waiting[:ahead] if w.cls == entry.cls]
+            free = 0 if self.shared else max(self.limit - self.in_flight, 0)
+            lane = self.forecast.lane_start(now, self._running, free, entry.cls, lanes, [*mine, entry])
+        if min(start, math.inf if lane is None else lane) > entry.deadline:
+            return drain  # late already: what follows only moves its start later, or to the lane's
         if (stretch := self._stretch(entry.cls, now)) > 1.0:
             replayed = self.forecast.starts(now, self._running, self._free(entry.cls, now), order)
             assert replayed is not None
@@ -227,11 +237,7 @@ class Gate:
             forecast, budgets = self.forecast, self.budgets
             start = forecast.with_arrivals(now, start, entry.cls, entry.deadline, budgets, slots)
             variance += forecast.push_variance(now, start, entry.cls, entry.deadline, budgets, slots)
-        if lanes := self.reserve.slots(entry.cls, self.limit):  # they serve its own class, at the least
-            mine = [w for w in waiting[:ahead] if w.cls == entry.cls]
-            free = 0 if self.shared else max(self.limit - self.in_flight, 0)
-            lane = self.forecast.lane_start(now, self._running, free, entry.cls, lanes, [*mine, entry])
-            start = start if lane is None else min(start, lane)
+        start = start if lane is None else min(start, lane)
         # Passing waiters, it is judged with the full allowance: one of them whose slack runs out goes
         # first after all, an error the spreads do not measure.
         error = math.sqrt(variance) if ahead == len(waiting) else math.inf
@@ -249,12 +255,13 @@ class Gate:
         is taken as late, so what is admitted starts in time and expiry in the queue stays the exception.
         At most the mean gap between two slots freeing, and a fifth of its budget; and, given the
         predicted start's expected ``error`` (the spread of the holds it waits on, and the randomness of
-        the arrivals expected to pass it), at most ``MARGIN_SPREADS`` of that: a start that waits on one
-        or two holds of a steady upstream, with nothing to pass it, is known well, and a request
-        predicted to start in time at light load is not refused for an error the forecast does not
-        make."""
+        the arrivals expected to pass it), at most ``MARGIN_SPREADS`` of that but never less than
+        ``MARGIN_FLOOR`` of the gap: a start that waits on one or two holds of a steady upstream, with
+        nothing to pass it, is known well, and a request predicted to start in time at light load is
+        not refused for an error the forecast does not make."""
         gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
-        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival), MARGIN_SPREADS * error)
+        known = max(MARGIN_SPREADS * error, MARGIN_FLOOR * gap)
+        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival), known)
 
     def retry_after(self, now: float) -> float:
         """When to come back: the predicted drain time of the queue, jittered, within 1-60 s."""
