@@ -20,7 +20,8 @@ for Ollama, a small default for vLLM). From then on, a Gradient2-style rule adap
   slots. A probe of the ceiling fails on two samples and passes only on two whole windows in a row (one
   calm window one past the slots can be luck: slots that free together let most requests start at once).
 - Queueing, not jitter: a window is congested when its mean ratio passes ``tolerance``, its mean excess
-  TTFT is a fair share of the gap between two slots freeing, and more than one sample waited that long.
+  TTFT is a fair share of the gap between two slots freeing (and at least 2 ms), and more than one sample
+  waited that long.
 - Steps are integers: 1 up to 8 slots, ``sqrt(L) // 2`` above (2 at 16, 4 at 64).
 - Hard signals: an upstream 503 "busy", 429 or timeout cuts L at once (``x0.9``, at least 1), once per
   dispatch generation; while the upstream reports its own queue, L does not grow, and while it reports
@@ -54,6 +55,10 @@ RATIO_CAP = 10.0  # one stalled sample must not decide a window alone
 PROBE_SAMPLES = 2
 PROBE_PASSES = 2
 JITTER_SHARE = 0.25  # of the slot gap: less excess TTFT than this is not counted as queueing
+# Nor is less than this, whatever the gap: an upstream that answers within a millisecond or two (a cache, a
+# tiny model, a benchmark's fake) has a gap that small, and the proxy's own CPU and the event loop's turns
+# delay a first token that much with no queue anywhere. A model's slot frees tens of ms apart or more.
+MIN_QUEUEING = 0.002
 
 
 def step(limit: int) -> int:
@@ -155,7 +160,7 @@ class Controller:
         gap = self.slot_gap
         if gap is None:
             return True
-        share = JITTER_SHARE * gap
+        share = max(JITTER_SHARE * gap, MIN_QUEUEING)
         waited = sum(1 for excess in self._excess if excess > share)
         return waited >= 2 and statistics.fmean(self._excess) > share
 

@@ -222,3 +222,17 @@ def test_reply_cost_keeps_the_completion_slope_when_prompts_never_vary() -> None
     for completion in (10, 50, 300, 120) * 20:
         cost.add(100, completion, 0.07 + 0.005 * completion)
     assert abs(cost.expected(100, 200) - 1.07) < 0.01
+
+
+def test_a_millisecond_of_delay_on_an_instant_upstream_is_not_queueing() -> None:
+    def run(delay: float) -> int:
+        c = Controller(ControllerSettings(initial=4))
+        c.slot_gap = 0.0002  # replies take a millisecond: slots free a fifth of one apart
+        for i in range(200):
+            epoch = c.dispatched(in_flight=c.limit)
+            # The proxy's CPU delays every other first token by ``delay``.
+            c.sample(epoch, 0.0003 + (delay if i % 2 else 0.0), 20)
+        return c.limit
+
+    assert run(0.001) > 4  # fully used and only the proxy's own delay: it grows
+    assert run(0.02) < 4  # the control: 20 ms of waiting is queueing, even on an instant upstream
