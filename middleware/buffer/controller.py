@@ -20,7 +20,7 @@ for Ollama, a small default for vLLM). From then on, a Gradient2-style rule adap
   slots. A probe of the ceiling fails on two samples and passes only on two whole windows in a row (one
   calm window one past the slots can be luck: slots that free together let most requests start at once).
 - Queueing, not jitter: a window is congested when its mean ratio passes ``tolerance``, its mean excess
-  TTFT is a fair share of the gap between two slots freeing (and at least 2 ms), and more than one sample
+  TTFT is a fair share of the gap between two slots freeing (and at least 10 ms), and more than one sample
   waited that long.
 - Steps are integers: 1 up to 8 slots, ``sqrt(L) // 2`` above (2 at 16, 4 at 64).
 - Hard signals: an upstream 503 "busy", 429 or timeout cuts L at once (``x0.9``, at least 1), once per
@@ -56,9 +56,10 @@ PROBE_SAMPLES = 2
 PROBE_PASSES = 2
 JITTER_SHARE = 0.25  # of the slot gap: less excess TTFT than this is not counted as queueing
 # Nor is less than this, whatever the gap: an upstream that answers within a millisecond or two (a cache, a
-# tiny model, a benchmark's fake) has a gap that small, and the proxy's own CPU and the event loop's turns
-# delay a first token that much with no queue anywhere. A model's slot frees tens of ms apart or more.
-MIN_QUEUEING = 0.002
+# tiny model, a benchmark's fake) has a gap that small, and a busy proxy's event loop delays a first token
+# by several ms with no queue anywhere. A model's slots free tens of ms apart or more (64 slots holding
+# 1.3 s each: 20 ms), and an upstream that reports its own queue holds L's growth anyway.
+MIN_QUEUEING = 0.010
 
 
 def step(limit: int) -> int:
