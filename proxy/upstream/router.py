@@ -20,6 +20,7 @@ from typing import TypeVar
 import structlog
 
 from proxy.config_upstreams import ModelConfig, UpstreamConfig
+from proxy.deadline import Deadline
 from proxy.errors import (
     ModelNotFound,
     UpstreamBusy,
@@ -95,7 +96,7 @@ class Router:
             )
 
         async def chat(up: Upstream, target: Target) -> Reply:
-            async with asyncio.timeout(up.cfg.total_timeout):
+            with Deadline(up.cfg.total_timeout):
                 if req.n == 1 or up.cfg.n_choices == "native":
                     completion = check_choices(await up.adapter.chat(req, target), req.n, up.cfg.name)
                 else:
@@ -132,7 +133,7 @@ class Router:
 
     async def embed(self, req: EmbeddingRequest, trace: Trace) -> JSON:
         async def embed(up: Upstream, target: Target) -> JSON:
-            async with asyncio.timeout(up.cfg.total_timeout):
+            with Deadline(up.cfg.total_timeout):
                 return await up.adapter.embed(req, target)
 
         return await self._first_success(req.model, trace, embed)
