@@ -150,8 +150,12 @@ class Router:
             started = time.monotonic()
             slot: Grant | None = None
             try:
-                slot = await self._admit(up)
-                trace.launch_seconds += await up.ready()
+                # Each await below is skipped when it has nothing to do: most upstreams have no limit of
+                # their own and are not launched by Fluido, and an await costs a coroutine.
+                if self.limiter is not None and up.cfg.limits.any:
+                    slot = await self._admit(up)
+                if up.launcher is not None:
+                    trace.launch_seconds += await up.ready()
                 result = await attempt(up, target)
             except TimeoutError:
                 failure = UpstreamTimeout(f"Upstream '{up.cfg.name}' timed out.")
@@ -170,7 +174,8 @@ class Router:
                     result, slot = self._hold(result, slot), None  # type: ignore[arg-type, assignment]
                 return result
             finally:
-                await self._release(slot)
+                if slot is not None:
+                    await self._release(slot)
             # Only the upstream's own faults open its circuit: an upstream that refused this request (its
             # validation, "no such model", "too busy") is alive, and the next request may well succeed.
             if failure.fault:
