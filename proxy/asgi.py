@@ -15,6 +15,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.deadline import Deadline
 from proxy.errors import BodyTooLarge, FluidoError, RequestTimeout, UnsupportedEncoding, render
 from proxy.types import Trace
 
@@ -84,7 +85,7 @@ class BodyLimits:
         if length is not None and length.isdigit() and int(length) > limit:
             raise BodyTooLarge(f"The request body exceeds the limit of {limit} bytes.")
         try:
-            async with asyncio.timeout(self.timeout):
+            with Deadline(self.timeout):
                 return await _receive_body(receive, limit)
         except TimeoutError:
             # A client trickling its body holds a connection and a buffer: cut it off, and say so.
