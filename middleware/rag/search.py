@@ -1,9 +1,15 @@
 """Hybrid search over vector stores: dense (MiniLM in Chroma's HNSW) and BM25, fused by rank.
 
-Reads use this process's snapshot of each store (``snapshot.py``, kept fresh by ``freshness.py``); chunks
-newer than a snapshot, and cosine scores of lexical-only hits, are fetched from Chroma. A passage's
-``score`` is its cosine similarity to the query (0..1): comparable across queries, so a threshold means
-something. The order is the fused one.
+Reads use this process's snapshot of each store (``snapshot.py``, kept fresh by ``freshness.py``): BM25,
+texts, and the embeddings that score lexical-only hits; chunks newer than a snapshot are fetched from
+Chroma. A passage's ``score`` is its cosine similarity to the query (0..1): comparable across queries, so a
+threshold means something. The order is the fused one.
+
+Cost of a new query on this project's 2 cores (CPU per stage, SciFact's 10k chunks): embedding ~6 ms (ONNX
+Runtime, ``proxy/services/query_model.py``), Chroma's HNSW query ~1.5-2 ms (nearly all Chroma's own
+overhead per call: ``ef_search`` from 64 to 256 changed neither its time nor its top 100), BM25 ~0.2 ms,
+run while the query is embedded. A search makes one Chroma call (the HTTP endpoint another, to check the
+store).
 """
 
 from __future__ import annotations

@@ -6,9 +6,14 @@ path, in SQLite, so a restart or another worker does not embed the same text aga
 
 Precision: where the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX), the model can run under
 bfloat16 autocast, 2-2.5x less CPU than float32 (measured on 2 Zen 4 cores: ~31 against ~76 ms of CPU per
-254-word-piece chunk, ~8 against ~12 ms per 20-word-piece query). Its vectors stay in float32 and in the
-same space: cosine >= 0.9999 to float32's on SciFact abstracts. Queries and documents always go through the
-same ``encode``, so both sides of a store use one setting.
+254-word-piece chunk). Its vectors stay in float32 and in the same space: cosine >= 0.9999 to float32's on
+SciFact abstracts. That is how batches (document chunks) are embedded.
+
+Single texts (queries) go through an ONNX Runtime twin of the model when there is one (``query_model.py``):
+for ~20 word pieces the machinery around torch costs more than the arithmetic, and ONNX Runtime in float32
+takes ~6 ms of CPU where ``encode`` took ~13 under bfloat16 autocast and ~15 in float32. Its vectors are the
+torch model's (cosine >= 0.9999 to float32's and to bfloat16's, checked at load), so a query embedded one
+way finds the chunks embedded the other.
 """
 
 from __future__ import annotations
@@ -114,7 +119,8 @@ class Embedder:
     """all-MiniLM-L6-v2 sentence vectors, cached in memory and in SQLite, computed off the event loop.
 
     ``precision``: see the module's docstring. ``batch_threads``: torch threads for ``embed_many`` (bulk
-    loads, where no event loop shares the CPU); single texts always use one thread (``load_minilm``)."""
+    loads, where no event loop shares the CPU); single texts always use one thread (``load_minilm``).
+    ``fast_queries``: single texts through the ONNX twin; None = only when the model is loaded here."""
 
     space = MINILM_SPACE
 
@@ -180,8 +186,8 @@ class Embedder:
         return await asyncio.get_running_loop().run_in_executor(self._pool, encode)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Blocking, in the embedder's thread: unit float32 vectors. The one path for queries and documents,
-        so both sides of a store are embedded alike. The model sorts the texts by length, so a batch pads
+        """Blocking, in the embedder's thread: unit float32 vectors of the torch model (documents, and
+        single texts when there is no ONNX twin). The model sorts the texts by length, so a batch pads
         little."""
         with self._autocast():
             raw = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
