@@ -8,8 +8,8 @@ threshold means something. The order is the fused one.
 Cost of a new query on this project's 2 cores (CPU per stage, SciFact's 10k chunks): embedding ~6 ms (ONNX
 Runtime, ``proxy/services/query_model.py``), Chroma's HNSW query ~1.5-2 ms (nearly all Chroma's own
 overhead per call: ``ef_search`` from 64 to 256 changed neither its time nor its top 100), BM25 ~0.2 ms,
-run while the query is embedded. A search makes one Chroma call (the HTTP endpoint another, to check the
-store).
+run while the query is embedded. A search makes one Chroma call (the HTTP endpoint another, alongside it, to
+check the store).
 """
 
 from __future__ import annotations
