@@ -29,6 +29,7 @@ from proxy.asgi import (
     trace_of,
 )
 from proxy.errors import FluidoError, UpstreamError
+from proxy.relay import next_chunk
 from proxy.types import (
     JSON,
     Call,
@@ -195,9 +196,18 @@ class ChatRoute(Generic[S]):
                 }
             )
             # Every write is a system call. Frames with nothing for the reader to show (the role, usage)
-            # wait for the next one that has, or for the end; a frame with output leaves at once, even
-            # after the finish (an upstream that stalls then must not hold back text already here).
+            # wait for the next one that has, or for the end. Frames with output leave as soon as the
+            # stream has to wait for more: at once, unless more chunks are already at hand (several events
+            # in one read from the upstream), which then leave with them, in one write. An upstream that
+            # stalls after its finish holds back nothing already here.
             held = b""
+            shown = False  # held has frames with output
+
+            async def flush() -> None:
+                nonlocal held, shown
+                body, held, shown = held, b"", False
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
             try:
                 while True:
                     if chunk.usage is not None:
@@ -205,10 +215,8 @@ class ChatRoute(Generic[S]):
                     if text is not None and chunk.content:
                         text.append(chunk.content)
                     held += writer.render(chunk)
-                    if held and chunk.carries_output:
-                        await send({"type": "http.response.body", "body": held, "more_body": True})
-                        held = b""
-                    chunk = await anext(stream)
+                    shown = shown or chunk.carries_output
+                    chunk = await (next_chunk(stream, flush) if shown else anext(stream))
             except StopAsyncIteration:
                 try:
                     last = writer.done()

@@ -58,7 +58,7 @@ class HeldHead:
             self._flush(data)
 
     def _flush(self, data: bytes) -> None:
-        if self._cycle.transport is self:
+        if self._cycle.transport is self:  # type: ignore[comparison-overlap]
             self._cycle.transport = self._transport
             parts: tuple[bytes, ...] = (self._head or b"", data)  # one write: the body is not copied
         elif data:
