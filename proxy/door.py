@@ -200,21 +200,24 @@ class ChatRoute(Generic[S]):
             # stream has to wait for more: at once, unless more chunks are already at hand (several events
             # in one read from the upstream), which then leave with them, in one write. An upstream that
             # stalls after its finish holds back nothing already here.
-            held = b""
+            held: list[bytes] = []
             shown = False  # held has frames with output
 
             async def flush() -> None:
-                nonlocal held, shown
-                body, held, shown = held, b"", False
+                nonlocal shown
+                body = b"".join(held)
+                held.clear()
+                shown = False
                 await send({"type": "http.response.body", "body": body, "more_body": True})
 
+            render = writer.render
             try:
                 while True:
                     if chunk.usage is not None:
                         trace.usage = chunk.usage
                     if text is not None and chunk.content:
                         text.append(chunk.content)
-                    held += writer.render(chunk)
+                    held.append(render(chunk))
                     shown = shown or chunk.carries_output
                     chunk = await (next_chunk(stream, flush) if shown else anext(stream))
             except StopAsyncIteration:
@@ -229,7 +232,8 @@ class ChatRoute(Generic[S]):
                 if text is not None:
                     trace.completion = clip("".join(text), self.content_chars)
             watch.finished = True
-            await send({"type": "http.response.body", "body": held + last, "more_body": False})
+            held.append(last)
+            await send({"type": "http.response.body", "body": b"".join(held), "more_body": False})
 
 
 class EmbedDoor(Protocol[S]):
