@@ -17,6 +17,7 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from proxy.asgi import (
+    DEPARTURE,
     WATCH_DELAY_SECONDS,
     BodyLimits,
     ClientGone,
@@ -155,7 +156,7 @@ class ChatRoute(Generic[S]):
         if self.content_chars:
             trace.prompt = clip(prompt_text(req), self.content_chars)
         call = Call(req, trace)
-        watch = DisconnectWatch(receive, 0.0 if req.stream else WATCH_DELAY_SECONDS)
+        watch = DisconnectWatch(receive, 0.0 if req.stream else WATCH_DELAY_SECONDS, scope.get(DEPARTURE))
         try:
             reply = await self.chain(call)
             if isinstance(reply, Completion):

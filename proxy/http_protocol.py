@@ -11,7 +11,9 @@ The timeout reaches the protocol through the lifespan state (``HEADER_TIMEOUT_ST
 to every connection; without it (another server, a test harness) the deadline is off.
 
 Every response's status line and headers also leave in the same write as its first body bytes
-(``HeldHead``): uvicorn writes them apart, and every write is a system call.
+(``HeldHead``): uvicorn writes them apart, and every write is a system call. And a request learns that its
+client left from a ``Departure`` in its scope, called when the connection is lost, instead of from a task
+of its own waiting on ``receive``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from proxy.asgi import DEPARTURE, Departure
 from proxy.errors import RequestTimeout
 
 HEADER_TIMEOUT_STATE = "fluido.header_timeout"
@@ -78,7 +81,7 @@ class HeldHead:
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     """Closes a connection whose request headers take longer than the configured timeout; sends each
-    response's head with its first body bytes."""
+    response's head with its first body bytes; tells each request's ``Departure`` when its client left."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -107,7 +110,12 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:  # the client left before its response was complete
+            departure = cycle.scope.get(DEPARTURE)
+            if isinstance(departure, Departure):
+                departure.leave()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -120,6 +128,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and cycle is not before:  # not on an upgrade, which starts no cycle
             cycle.transport = HeldHead(cycle, self.transport)  # type: ignore[assignment]
+            cycle.scope[DEPARTURE] = Departure()  # type: ignore[literal-required]
 
     def on_response_complete(self) -> None:
         # Between requests the keep-alive timer takes over until the next request's first byte.

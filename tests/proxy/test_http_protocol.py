@@ -1,6 +1,7 @@
 """The HTTP protocol sends each response's head in the same write as its first body bytes, never later than
-the current turn of the event loop. What a write is cannot be seen from a socket's reader (the kernel may
-join or split segments), so the protocol writes here to a transport that records each write call."""
+the current turn of the event loop, and tells a request's ``Departure`` when its client leaves mid-response.
+What a write is cannot be seen from a socket's reader (the kernel may join or split segments), so the
+protocol writes here to a transport that records each write call."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import httptools
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from proxy.asgi import DEPARTURE, Departure
 from proxy.http_protocol import HeaderDeadlineProtocol
 from tests.support.wait import until
 
@@ -160,3 +162,33 @@ async def test_keep_alive_requests_each_get_their_head_with_their_body() -> None
         protocol.data_received(request("/now"))
         await until(lambda n=n: len(transport.writes) == n and protocol.cycle.response_complete)  # type: ignore[misc]
     assert responses(transport.writes) == [(200, b"hello")] * 3
+
+
+def departure_of(protocol: HeaderDeadlineProtocol) -> tuple[Departure, list[str]]:
+    departure = protocol.cycle.scope[DEPARTURE]  # type: ignore[literal-required]
+    assert isinstance(departure, Departure)
+    told: list[str] = []
+    departure.on_leave(lambda: told.append("left"))
+    return departure, told
+
+
+async def test_a_client_leaving_mid_response_is_announced_once() -> None:
+    app = App()
+    protocol, transport = serve(app)
+    protocol.data_received(request("/later"))
+    await until(lambda: len(transport.writes) == 1)  # the head went, the body waits
+    departure, told = departure_of(protocol)
+    protocol.connection_lost(None)
+    assert told == ["left"] and departure.left
+    app.go.set()
+    await until(lambda: protocol.cycle.response_complete or protocol.cycle.disconnected)
+    assert told == ["left"]
+
+
+async def test_a_client_leaving_after_its_response_announces_nothing() -> None:
+    protocol, _ = serve(App())
+    protocol.data_received(request("/now"))
+    await until(lambda: protocol.cycle.response_complete)
+    departure, told = departure_of(protocol)
+    protocol.connection_lost(None)
+    assert told == [] and not departure.left
