@@ -150,20 +150,19 @@ def _tool_call_deltas(raw: list[Any]) -> tuple[ToolCallDelta, ...]:
 def text_event(data: Any) -> Chunk | None:
     """The chunk of the usual event, one choice whose delta is only text (one per token); None for any
     other event, which ``parse_chunks`` reads."""
-    if type(data) is not dict or "error" in data or data.get("usage") is not None:
-        return None
-    choices = data.get("choices")
-    if type(choices) is not list or len(choices) != 1 or type(c := choices[0]) is not dict:
-        return None
-    delta = c.get("delta")
-    if (
-        type(delta) is dict
-        and len(delta) == 1
-        and type(content := delta.get("content")) is str
-        and c.get("finish_reason") is None
-        and c.get("logprobs") is None
-    ):
-        return text_chunk(c.get("index", 0), content)
+    if type(data) is dict and type(choices := data.get("choices")) is list and len(choices) == 1:
+        c = choices[0]
+        if (
+            type(c) is dict
+            and type(delta := c.get("delta")) is dict
+            and len(delta) == 1
+            and type(content := delta.get("content")) is str
+            and c.get("finish_reason") is None
+            and c.get("logprobs") is None
+            and data.get("usage") is None
+            and "error" not in data
+        ):
+            return text_chunk(c.get("index", 0), content)
     return None
 
 

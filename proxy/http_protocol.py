@@ -44,11 +44,14 @@ class HeldHead:
     transport itself again. A ``100 Continue`` (written before the response starts) is not held.
     """
 
-    __slots__ = ("_cycle", "_head", "_transport")
+    __slots__ = ("_cycle", "_head", "_loop", "_transport")
 
-    def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport) -> None:
+    def __init__(
+        self, cycle: RequestResponseCycle, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._cycle = cycle
         self._transport = transport
+        self._loop = loop
         self._head: bytes | None = None
 
     def write(self, data: bytes) -> None:
@@ -56,7 +59,7 @@ class HeldHead:
             self._transport.write(data)
         elif self._head is None:
             self._head = data
-            asyncio.get_running_loop().call_soon(self._flush, b"")
+            self._loop.call_soon(self._flush, b"")
         else:
             self._flush(data)
 
@@ -127,7 +130,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle is not before:  # not on an upgrade, which starts no cycle
-            cycle.transport = HeldHead(cycle, self.transport)  # type: ignore[assignment]
+            cycle.transport = HeldHead(cycle, self.transport, self.loop)  # type: ignore[assignment]
             cycle.scope[DEPARTURE] = Departure()  # type: ignore[literal-required]
 
     def on_response_complete(self) -> None:
