@@ -135,6 +135,11 @@ class Departure:
         else:
             self._callbacks.append(callback)
 
+    def forget(self, callback: Callable[[], None]) -> None:
+        """Stop listening: a finished request is not kept alive (in a reference cycle through its scope)."""
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
     def leave(self) -> None:
         """Called by the server when the connection is lost mid-response."""
         if not self.left:
@@ -153,7 +158,7 @@ class DisconnectWatch:
     ``receive``, and with a ``delay`` that task starts only if the request is still going by then.
     """
 
-    __slots__ = ("_receive", "_start", "_task", "_watcher", "finished", "gone")
+    __slots__ = ("_departure", "_receive", "_start", "_task", "_watcher", "finished", "gone")
 
     def __init__(self, receive: Receive, delay: float = 0.0, departure: Departure | None = None) -> None:
         self.gone = False
@@ -162,6 +167,7 @@ class DisconnectWatch:
         self._receive = receive
         self._watcher: asyncio.Task[None] | None = None
         self._start: asyncio.TimerHandle | None = None
+        self._departure = departure
         if departure is not None:
             departure.on_leave(self._left)
         elif delay > 0:
@@ -191,6 +197,8 @@ class DisconnectWatch:
 
     def close(self) -> None:
         self.finished = True
+        if self._departure is not None:
+            self._departure.forget(self._left)
         if self._start is not None:
             self._start.cancel()
         if self._watcher is not None:
