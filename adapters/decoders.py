@@ -65,12 +65,22 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         # The usual read is whole events of one line each, "data: {...}\n\n" (one, or several that
-        # arrived together), with nothing pending: take their data without splitting lines. Anything
-        # else goes the general way.
-        if data.endswith(b"\n\n") and not self._data and not self._lines.pending and b"\r" not in data:
-            whole = data[:-2].split(b"\n\n")
-            if data.count(b"\n") == 2 * len(whole) and all(e.startswith(b"data: ") for e in whole):
-                return [e[6:] for e in whole]
+        # arrived together), with nothing pending: their data are what lies between the "data: "s, when
+        # the only line feeds are the events' own. Anything else goes the general way.
+        if (
+            data.startswith(b"data: ")
+            and data.endswith(b"\n\n")
+            and not self._data
+            and not self._lines.pending
+            and b"\r" not in data
+        ):
+            events = data[6:-2].split(b"\n\ndata: ")
+            if data.count(b"\n") == 2 * len(events):
+                return events
+        return self._walk(data)
+
+    def _walk(self, data: bytes) -> list[bytes]:
+        """The general way: line by line, as the SSE specification reads a stream."""
         events: list[bytes] = []
         for line in self._lines.feed(data):
             if not line:

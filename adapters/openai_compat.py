@@ -32,6 +32,7 @@ from proxy.types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    text_chunk,
 )
 from proxy.writer import message_body
 
@@ -146,26 +147,35 @@ def _tool_call_deltas(raw: list[Any]) -> tuple[ToolCallDelta, ...]:
     )
 
 
+def text_event(data: Any) -> Chunk | None:
+    """The chunk of the usual event, one choice whose delta is only text (one per token); None for any
+    other event, which ``parse_chunks`` reads."""
+    if type(data) is dict and type(choices := data.get("choices")) is list and len(choices) == 1:
+        c = choices[0]
+        if (
+            type(c) is dict
+            and type(delta := c.get("delta")) is dict
+            and len(delta) == 1
+            and type(content := delta.get("content")) is str
+            and c.get("finish_reason") is None
+            and c.get("logprobs") is None
+            and data.get("usage") is None
+            and "error" not in data
+        ):
+            return text_chunk(c.get("index", 0), content)
+    return None
+
+
 def parse_chunks(data: Any) -> list[Chunk]:
     """One SSE event -> normalized chunks (one per choice, then one for usage if present)."""
+    if (chunk := text_event(data)) is not None:
+        return [chunk]
     if not isinstance(data, dict):
         raise UpstreamError("The upstream sent a stream event that is not a JSON object.")
     if "error" in data:
         message, _ = error_message(data)
         raise UpstreamError(f"The upstream failed mid-stream: {message or 'unknown error'}")
     choices = data.get("choices") or []
-    if len(choices) == 1 and data.get("usage") is None:
-        # Called once per token: most events are one choice with only a content delta.
-        c = choices[0]
-        delta = c.get("delta")
-        if (
-            type(delta) is dict
-            and len(delta) == 1
-            and type(content := delta.get("content")) is str
-            and c.get("finish_reason") is None
-            and c.get("logprobs") is None
-        ):
-            return [Chunk(c.get("index", 0), None, content)]
     chunks = []
     # The general walk: the rarer fields (tool calls, usage) are only looked at when present.
     for c in choices:
@@ -219,6 +229,10 @@ class OpenAICompatAdapter:
                         parsed = orjson.loads(event)
                     except orjson.JSONDecodeError:
                         raise UpstreamError("The upstream sent a malformed stream event.") from None
+                    if (chunk := text_event(parsed)) is not None:  # most events: one token of text
+                        started.add(chunk.index)
+                        yield chunk
+                        continue
                     for chunk in parse_chunks(parsed):
                         if chunk.usage is None:
                             started.add(chunk.index)

@@ -17,6 +17,7 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from proxy.asgi import (
+    DEPARTURE,
     WATCH_DELAY_SECONDS,
     BodyLimits,
     ClientGone,
@@ -29,6 +30,7 @@ from proxy.asgi import (
     trace_of,
 )
 from proxy.errors import FluidoError, UpstreamError
+from proxy.relay import next_chunk
 from proxy.types import (
     JSON,
     Call,
@@ -154,7 +156,7 @@ class ChatRoute(Generic[S]):
         if self.content_chars:
             trace.prompt = clip(prompt_text(req), self.content_chars)
         call = Call(req, trace)
-        watch = DisconnectWatch(receive, 0.0 if req.stream else WATCH_DELAY_SECONDS)
+        watch = DisconnectWatch(receive, 0.0 if req.stream else WATCH_DELAY_SECONDS, scope.get(DEPARTURE))
         try:
             reply = await self.chain(call)
             if isinstance(reply, Completion):
@@ -195,20 +197,30 @@ class ChatRoute(Generic[S]):
                 }
             )
             # Every write is a system call. Frames with nothing for the reader to show (the role, usage)
-            # wait for the next one that has, or for the end; a frame with output leaves at once, even
-            # after the finish (an upstream that stalls then must not hold back text already here).
-            held = b""
+            # wait for the next one that has, or for the end. Frames with output leave as soon as the
+            # stream has to wait for more: at once, unless more chunks are already at hand (several events
+            # in one read from the upstream), which then leave with them, in one write. An upstream that
+            # stalls after its finish holds back nothing already here.
+            held: list[bytes] = []
+            shown = False  # held has frames with output
+
+            async def flush() -> None:
+                nonlocal shown
+                body = b"".join(held)
+                held.clear()
+                shown = False
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
+            render = writer.render
             try:
                 while True:
                     if chunk.usage is not None:
                         trace.usage = chunk.usage
                     if text is not None and chunk.content:
                         text.append(chunk.content)
-                    held += writer.render(chunk)
-                    if held and chunk.carries_output:
-                        await send({"type": "http.response.body", "body": held, "more_body": True})
-                        held = b""
-                    chunk = await anext(stream)
+                    held.append(render(chunk))
+                    shown = shown or chunk.carries_output
+                    chunk = await (next_chunk(stream, flush) if shown else anext(stream))
             except StopAsyncIteration:
                 try:
                     last = writer.done()
@@ -221,7 +233,8 @@ class ChatRoute(Generic[S]):
                 if text is not None:
                     trace.completion = clip("".join(text), self.content_chars)
             watch.finished = True
-            await send({"type": "http.response.body", "body": held + last, "more_body": False})
+            held.append(last)
+            await send({"type": "http.response.body", "body": b"".join(held), "more_body": False})
 
 
 class EmbedDoor(Protocol[S]):

@@ -15,6 +15,7 @@ from proxy.errors import InvalidRequest
 from proxy.types import ChatRequest, EmbeddingRequest, Message, ToolCall
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_PLAIN_ROLES = ROLES - {"tool"}
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
 _MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "reasoning_content"})
 # Fields ChatRequest types itself; everything else in the body goes to ``extra`` untouched.
@@ -118,6 +119,16 @@ def _content(content: Any, param: str) -> str | list[Any] | None:
 
 
 def _message(raw: Any, i: int) -> Message:
+    # Most messages are a role and a string, nothing else: the Message the walk below would build, built
+    # without it (a tool message needs its tool_call_id, so it always takes the walk).
+    if (
+        type(raw) is dict
+        and len(raw) == 2
+        and type(content := raw.get("content")) is str
+        and type(role := raw.get("role")) is str
+        and role in _PLAIN_ROLES
+    ):
+        return Message(role, content)
     param = f"messages[{i}]"
     if not isinstance(raw, dict):
         raise _fail("Each message must be an object.", param)
@@ -229,7 +240,7 @@ def chat_from_dict(data: dict[str, Any]) -> ChatRequest:
     seed = _integer(data, "seed", -INT64 - 1)
     return ChatRequest(
         model=_model(data),
-        messages=tuple(_message(m, i) for i, m in enumerate(messages)),
+        messages=tuple([_message(m, i) for i, m in enumerate(messages)]),
         stream=stream,
         include_usage=include_usage,
         max_tokens=max_tokens,

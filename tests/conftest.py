@@ -60,8 +60,10 @@ def running(cfg: Config, log_sink: BinaryIO | None = None) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(cfg, log_sink=log_sink if log_sink is not None else io.BytesIO())
+    # The protocol `fluido serve` runs, so clients meet the same wire behaviour as in production.
+    protocol = "proxy.http_protocol:HeaderDeadlineProtocol"
     server = uvicorn.Server(
-        uvicorn.Config(app, loop="uvloop", http="httptools", log_level="warning", lifespan="on")
+        uvicorn.Config(app, loop="uvloop", http=protocol, log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from bench.buffer.probe import Shot, closed_loop, fake_stats, open_loop, scrape
 from bench.load.prompts import builtin_classes
+from bench.load.stats import percentile
 from bench.procs import Fleet
 from middleware.classify.config import ClassifierConfig
 from middleware.classify.scorer import RuleScorer
@@ -104,18 +106,48 @@ class Cell:
     shots: list[Shot]
     slot_use: float  # share of slot time busy during the arrival window
     seconds: float
+    lag_p99: float | None = None  # the load generator's own event-loop lag (a 5 ms timer's lateness), p99
+    probe: list[dict[str, Any]] = field(default_factory=list)  # the probe process's requests, when asked
+    probe_lag_p99: float | None = None  # the probe process's own loop lag, p99
 
 
-async def load_cell(r: Rig, rate: float, seconds: float, load: list[tuple[str, bytes]]) -> Cell:
+async def _lag(stop: asyncio.Event, samples: list[float]) -> None:
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.005)
+        samples.append(time.perf_counter() - t0 - 0.005)
+
+
+async def load_cell(
+    r: Rig, rate: float, seconds: float, load: list[tuple[str, bytes]], probe_share: float = 0.0
+) -> Cell:
+    """An open-loop cell. With ``probe_share``, that share of the arrivals comes from a process of its own
+    (``bench.buffer.shedprobe``) whose loop does nothing else, to time shed answers without the load
+    generator's lag; the total rate is the same."""
     before = await fake_stats(r.fake)
     t0 = time.monotonic()
-    run = asyncio.create_task(open_loop(r.fluidos, rate, seconds, load))
+    probe = None
+    if probe_share > 0:
+        args = ["--url", r.fluidos[0], "--rate", str(rate * probe_share), "--seconds", str(seconds)]
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.buffer.shedprobe", *args, stdout=asyncio.subprocess.PIPE
+        )
+    stop, lags = asyncio.Event(), list[float]()
+    ticker = asyncio.create_task(_lag(stop, lags))
+    run = asyncio.create_task(open_loop(r.fluidos, rate * (1 - probe_share), seconds, load))
     await asyncio.sleep(seconds)
     during = await fake_stats(r.fake)
     wall = time.monotonic() - t0
     shots = await run
+    stop.set()
+    await ticker
     busy = during["busy_seconds"] - before["busy_seconds"]
-    return Cell(shots, busy / (SLOTS * wall), seconds)
+    cell = Cell(shots, busy / (SLOTS * wall), seconds, percentile(lags, 99))
+    if probe is not None:
+        out, _ = await probe.communicate()
+        *lines, last = [orjson.loads(line) for line in out.splitlines() if line.strip()]
+        cell.probe, cell.probe_lag_p99 = lines, last["lag_p99"]
+    return cell
 
 
 async def limit_trace(r: Rig, workers: int, phases: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:

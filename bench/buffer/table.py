@@ -14,10 +14,15 @@ from bench.load.stats import percentile
 
 LOADS = (0.5, 1.0, 2.0, 4.0)
 WINDOW = 10.0  # seconds per window of the flatness check
+PROBE_SHARE = 0.3  # of the arrivals sent by the shed-latency probe process
 
 
 def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
+
+
+def ms1(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
 
 
 def p(values: list[float], q: float) -> float | None:
@@ -113,6 +118,11 @@ async def load_table(seconds: float, out: Path) -> None:
         for x in LOADS:
             cells["edf", x] = await load_cell(r, x * cap, seconds, load)
             print(row("on (EDF)", x, cells["edf", x]), flush=True)
+    # Shed latency from the client side without the load generator's own lag: a share of the arrivals
+    # from a process of its own (the same total rate).
+    with rig(edf) as r:
+        for x in LOADS[1:]:
+            cells["probe", x] = await load_cell(r, x * cap, seconds, load, probe_share=PROBE_SHARE)
     # First come, first served as a plain FIFO proxy queue: arrival order and one common budget (the long
     # one: a FIFO queue knows no classes), with the same admission and shedding rules.
     with rig({**edf, "order": "fifo"}) as r:
@@ -126,6 +136,23 @@ async def load_table(seconds: float, out: Path) -> None:
     summary(cells, budgets, ref_all, ref_short)
     path = draw_timeline(cells["off", 4.0].shots, cells["edf", 4.0].shots, WINDOW, out)
     print(f"\n  plot of TTFT over time at 4x, buffer off and on: {path}")
+
+
+def probes(cells: dict[tuple[str, float], Cell]) -> None:
+    """Shed answers timed by the probe process (its loop idle) against the load generator (its loop also
+    reading every admitted stream), in the same cell; each loop's own lag (a 5 ms timer's lateness)."""
+    print(f"  shed answers, client side: a process of its own sending {PROBE_SHARE:.0%} of the arrivals"
+          " (p50 / p99 / max ms, answers) against the load generator, in the same cells:")  # fmt: skip
+    for x in LOADS[1:]:
+        cell = cells["probe", x]
+        mine = [float(s["e2e"]) for s in cell.probe if s["status"] in (429, 503) and s["code"] != "expired"]
+        gen = [s.e2e for s in shed_answers(cell.shots)]
+        figures = []
+        for who, got, lag in (("probe", mine, cell.probe_lag_p99), ("generator", gen, cell.lag_p99)):
+            top = max(got, default=None)
+            figures.append(f"{who} {ms1(p(got, 50))} / {ms1(p(got, 99))} / {ms1(top)} ({len(got)});"
+                           f" its loop lag p99 {ms1(lag)} ms")  # fmt: skip
+        print(f"    {x}x: {'; '.join(figures)}")
 
 
 def reserves(cells: dict[tuple[str, float], Cell]) -> None:
@@ -179,6 +206,7 @@ def summary(cells: dict[tuple[str, float], Cell], budgets: dict[str, float], ref
         print(f"  at {x}x: queue expiries {expired} of {admitted} admitted ({share:.1%});"
               f" shed at arrival {len(early)}, answer p99 client {ms(p([s.e2e for s in early], 99))} ms,"
               f" server {p(server, 99) or 0:.2f} ms (p50 {p(server, 50) or 0:.2f})")  # fmt: skip
+    probes(cells)
     print("  at 2x, short class (served/sent, TTFT p50 and p99 of the served):")
     fifo_p50 = p(ttfts(cells["fifo", 2.0].shots, "short"), 50)
     for mode, label in (("edf", "EDF"), ("fifo", "FCFS"), ("bare", "EDF, no reserve")):

@@ -5,7 +5,9 @@ for Ollama, a small default for vLLM). From then on, a Gradient2-style rule adap
 
 - Each streamed request gives one sample: its upstream TTFT divided by what a prompt of that length costs
   when it does not wait (``PromptCost``, a running fit ``a + b * prompt_tokens``). Whole-request latency
-  would measure output length, not queueing.
+  would measure output length, not queueing. A reply that is not streamed gives its whole time divided by
+  what a reply of its prompt and completion tokens costs (``ReplyCost``): a weaker signal, but without it
+  a client that never streams would hold L at its seed.
 - Samples are judged in windows of ``max(window, L)`` completions, counting only requests dispatched
   under the current L (an older request says nothing about the new L). The window's mean ratio (each
   capped at 10) against ``tolerance`` says whether requests now wait inside the upstream: past one more
@@ -18,7 +20,8 @@ for Ollama, a small default for vLLM). From then on, a Gradient2-style rule adap
   slots. A probe of the ceiling fails on two samples and passes only on two whole windows in a row (one
   calm window one past the slots can be luck: slots that free together let most requests start at once).
 - Queueing, not jitter: a window is congested when its mean ratio passes ``tolerance``, its mean excess
-  TTFT is a fair share of the gap between two slots freeing, and more than one sample waited that long.
+  TTFT is a fair share of the gap between two slots freeing (and at least 10 ms), and more than one sample
+  waited that long.
 - Steps are integers: 1 up to 8 slots, ``sqrt(L) // 2`` above (2 at 16, 4 at 64).
 - Hard signals: an upstream 503 "busy", 429 or timeout cuts L at once (``x0.9``, at least 1), once per
   dispatch generation; while the upstream reports its own queue, L does not grow, and while it reports
@@ -33,6 +36,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from middleware.buffer.cost import PromptCost, ReplyCost
+
 
 @dataclass(frozen=True, slots=True)
 class ControllerSettings:
@@ -46,44 +51,15 @@ class ControllerSettings:
     max_probe_wait: int = 2  # calm windows required before trying the ceiling again, at most
 
 
-class PromptCost:
-    """Running least-squares fit of uncongested TTFT = a + b * prompt_tokens, forgetting old samples."""
-
-    __slots__ = ("_decay", "_sw", "_sx", "_sxx", "_sxy", "_sy", "count")
-
-    def __init__(self, memory: int) -> None:
-        self._decay = 1.0 - 1.0 / memory
-        self._sw = self._sx = self._sy = self._sxx = self._sxy = 0.0
-        self.count = 0
-
-    def add(self, tokens: int, seconds: float, weight: float = 1.0) -> None:
-        d = self._decay
-        x = float(tokens)
-        self._sw = self._sw * d + weight
-        self._sx = self._sx * d + weight * x
-        self._sy = self._sy * d + weight * seconds
-        self._sxx = self._sxx * d + weight * x * x
-        self._sxy = self._sxy * d + weight * x * seconds
-        self.count += 1
-
-    def expected(self, tokens: int) -> float:
-        """The fitted TTFT for a prompt of ``tokens``; never below a tenth of the mean (a noisy fit's
-        negative intercept must not make short prompts look congested)."""
-        if self._sw <= 0:
-            return 0.0
-        mean_x, mean_y = self._sx / self._sw, self._sy / self._sw
-        var_x = self._sxx / self._sw - mean_x * mean_x
-        slope = 0.0
-        if var_x > 1.0:  # prompts of different lengths seen: fit the per-token cost
-            slope = max(0.0, (self._sxy / self._sw - mean_x * mean_y) / var_x)
-        intercept = max(mean_y - slope * mean_x, 0.1 * mean_y)
-        return max(intercept + slope * tokens, 1e-6)
-
-
 RATIO_CAP = 10.0  # one stalled sample must not decide a window alone
 PROBE_SAMPLES = 2
 PROBE_PASSES = 2
 JITTER_SHARE = 0.25  # of the slot gap: less excess TTFT than this is not counted as queueing
+# Nor is less than this, whatever the gap: an upstream that answers within a millisecond or two (a cache, a
+# tiny model, a benchmark's fake) has a gap that small, and a busy proxy's event loop delays a first token
+# by several ms with no queue anywhere. A model's slots free tens of ms apart or more (64 slots holding
+# 1.3 s each: 20 ms), and an upstream that reports its own queue holds L's growth anyway.
+MIN_QUEUEING = 0.010
 
 
 def step(limit: int) -> int:
@@ -98,6 +74,7 @@ class Controller:
         self.maximum = settings.maximum
         self.limit = min(max(settings.initial, settings.minimum), settings.maximum)
         self.cost = PromptCost(settings.memory)
+        self.reply_cost = ReplyCost(settings.memory)
         self.epoch = 0  # bumped on every change of L: samples from an older epoch are not judged
         # The upstream's own word on its queue (vLLM waiting, llama.cpp deferred); None when it says nothing.
         # Waiting requests there hold growth; an empty queue there overrules a slow TTFT (the proxy's own
@@ -121,18 +98,34 @@ class Controller:
 
     def sample(self, epoch: int, ttft: float, prompt_tokens: int) -> None:
         """One upstream TTFT (seconds from dispatch to first output) for a prompt of ``prompt_tokens``."""
-        s = self.settings
         expected = self.cost.expected(prompt_tokens)
         ratio = ttft / expected if expected > 0 else 1.0
-        # The fit follows the lower envelope: slow samples (queued inside the upstream) do not move it,
-        # unless L is already at its floor and the upstream has simply become slower; fast ones pull it down.
-        at_floor = self.limit <= s.minimum
-        weight = 2.0 if ratio < 0.67 else 0.0 if ratio > s.tolerance and not at_floor else 1.0
-        self.cost.add(prompt_tokens, ttft, weight)
+        self.cost.add(prompt_tokens, ttft, self._weight(ratio))
+        self._record(epoch, ratio, ttft - expected, expected)
+
+    def sample_reply(self, epoch: int, seconds: float, prompt_tokens: int, completion_tokens: int) -> None:
+        """One whole reply that was not streamed (seconds from dispatch to its end): its first token is not
+        seen, so it is judged against ``ReplyCost``. It tells queueing apart less sharply than a TTFT (one
+        past the slots makes a reply ``1 + 1/slots`` times slower, a first token several times), but a
+        client that never streams must not leave L at its seed."""
+        expected = self.reply_cost.expected(prompt_tokens, completion_tokens)
+        ratio = seconds / expected if expected > 0 else 1.0
+        self.reply_cost.add(prompt_tokens, completion_tokens, seconds, self._weight(ratio))
+        self._record(epoch, ratio, seconds - expected, expected)
+
+    def _weight(self, ratio: float) -> float:
+        # The fits follow the lower envelope: slow samples (queued inside the upstream) do not move them,
+        # unless L is already at its floor and the upstream has simply become slower; fast ones pull them
+        # down.
+        at_floor = self.limit <= self.settings.minimum
+        return 2.0 if ratio < 0.67 else 0.0 if ratio > self.settings.tolerance and not at_floor else 1.0
+
+    def _record(self, epoch: int, ratio: float, excess: float, expected: float) -> None:
+        s = self.settings
         if not s.adaptive or epoch != self.epoch or expected <= 0:
             return
         self._ratios.append(ratio)
-        self._excess.append(ttft - expected)
+        self._excess.append(excess)
         # A probe of the ceiling fails on fewer samples (every request it sends may be one that waits), but
         # passes only on a whole window: one early request may have found a slot just freeing.
         probing = self.ceiling is not None and self.limit >= self.ceiling
@@ -168,7 +161,7 @@ class Controller:
         gap = self.slot_gap
         if gap is None:
             return True
-        share = JITTER_SHARE * gap
+        share = max(JITTER_SHARE * gap, MIN_QUEUEING)
         waited = sum(1 for excess in self._excess if excess > share)
         return waited >= 2 and statistics.fmean(self._excess) > share
 

@@ -24,11 +24,14 @@ class Placed(Protocol):
 class Forecast:
     """Mean slot-holding time per class (EWMA), and the start times they predict."""
 
-    __slots__ = ("by_class", "mean", "rates")
+    __slots__ = ("by_class", "mean", "rates", "spreads")
 
     def __init__(self) -> None:
         self.mean: float | None = None  # over every class, for a class not seen yet
         self.by_class: dict[str, float] = {}
+        # Per class, the mean absolute deviation of a holding time from the class's mean (EWMA): how far
+        # off a start predicted from that class's holds may be.
+        self.spreads: dict[str, float] = {}
         self.rates: dict[str, tuple[float, float]] = {}  # class -> (decayed rate, when)
 
     def arrived(self, cls: str, now: float) -> None:
@@ -64,13 +67,36 @@ class Forecast:
             pushed = nxt
         return pushed
 
+    def push_variance(
+        self, now: float, start: float, cls: str, deadline: float, budgets: Mapping[str, float], slots: int
+    ) -> float:
+        """The variance of ``with_arrivals``' push up to ``start`` (its result): the requests that pass
+        arrive at random (Poisson), so the work they bring varies by ``rate * window * service**2``
+        (a compound Poisson sum), spread over the slots."""
+        own = self.service(cls)
+        var = sum(
+            self.rate(c, now)
+            * max(0.0, min(start, start if self.service(c) < own else deadline - budget) - now)
+            * self.service(c) ** 2
+            for c, budget in budgets.items()
+        )
+        return var / max(slots, 1) ** 2
+
     def observe(self, cls: str, held: float) -> None:
-        self.mean = held if self.mean is None else self.mean * (1 - SMOOTHING) + held * SMOOTHING
         old = self.by_class.get(cls)
+        if old is not None:
+            miss, spread = abs(held - old), self.spreads.get(cls)
+            self.spreads[cls] = miss if spread is None else spread * (1 - SMOOTHING) + miss * SMOOTHING
+        self.mean = held if self.mean is None else self.mean * (1 - SMOOTHING) + held * SMOOTHING
         self.by_class[cls] = held if old is None else old * (1 - SMOOTHING) + held * SMOOTHING
 
     def service(self, cls: str) -> float:
         return self.by_class.get(cls, self.mean or 0.0)
+
+    def spread(self, cls: str) -> float | None:
+        """How far off ``cls``'s mean one of its holding times typically is; None before two were seen
+        (a class not seen twice may be anything: the caller falls back to its cruder allowance)."""
+        return self.spreads.get(cls)
 
     def lane_start(
         self, now: float, running: Iterable[Placed], free: int, cls: str, lanes: int, order: Sequence[Placed]
@@ -83,7 +109,7 @@ class Forecast:
         own: list[float] = []
         others = [now] * free
         for entry in running:
-            (own if entry.cls == cls else others).append(self._frees(now, entry))
+            (own if entry.cls == cls else others).append(self._frees(now, entry)[0])
         frees = sorted(own)[:lanes] + sorted(others)[: max(lanes - len(own), 0)]
         if not frees:
             return None
@@ -94,25 +120,54 @@ class Forecast:
             heapq.heappush(frees, at + self.service(entry.cls))
         return at
 
-    def _frees(self, now: float, entry: Placed) -> float:
+    def _frees(self, now: float, entry: Placed) -> tuple[float, float]:
+        """When a running request frees its slot, and the variance of that time."""
         mean = self.service(entry.cls)
-        return now + max(mean - (now - entry.started_at), OVERDUE * mean)
+        return now + max(mean - (now - entry.started_at), OVERDUE * mean), self._variance(entry.cls)
 
     def starts(
-        self, now: float, running: Iterable[Placed], free: int, order: Sequence[Placed]
+        self,
+        now: float,
+        running: Iterable[Placed],
+        free: int,
+        order: Sequence[Placed],
+        kept: Mapping[str, int] | None = None,
+        errors: list[float] | None = None,
     ) -> list[float] | None:
         """Predicted start of each of ``order`` (in the order served), with ``free`` slots free now;
-        None before anything was measured."""
+        None before anything was measured. ``kept``: per class, how many of its running requests' slots
+        it keeps when they free (its reserved ones: the last of its slots to free), left out of the
+        replay. ``errors``, when given, receives each start's expected error: the holds it waits on in a
+        row on its slot, their spreads added as independent errors (inf when a class's spread is not
+        known yet)."""
         if self.mean is None:
             return None
-        frees = [now] * free
-        frees.extend(self._frees(now, entry) for entry in running)
+        # (when the slot frees, the variance of that time)
+        frees: list[tuple[float, float]] = [(now, 0.0)] * free
+        if kept:
+            by_class: dict[str, list[tuple[float, float]]] = {}
+            for entry in running:
+                if kept.get(entry.cls, 0) > 0:
+                    by_class.setdefault(entry.cls, []).append(self._frees(now, entry))
+                else:
+                    frees.append(self._frees(now, entry))
+            for cls, times in by_class.items():
+                times.sort()
+                frees.extend(times[: max(len(times) - kept[cls], 0)])
+        else:
+            frees.extend(self._frees(now, entry) for entry in running)
         if not frees:
-            frees = [now]
+            frees = [(now, 0.0)]
         heapq.heapify(frees)
         starts = []
         for entry in order:
-            at = heapq.heappop(frees)
+            at, var = heapq.heappop(frees)
             starts.append(at)
-            heapq.heappush(frees, at + self.service(entry.cls))
+            if errors is not None:
+                errors.append(math.sqrt(var))
+            heapq.heappush(frees, (at + self.service(entry.cls), var + self._variance(entry.cls)))
         return starts
+
+    def _variance(self, cls: str) -> float:
+        spread = self.spreads.get(cls)
+        return math.inf if spread is None else spread * spread

@@ -15,9 +15,9 @@ over-commit of the second upstream is the price of not making a client wait twic
 circuit is open, the request is answered 503 at once, with Retry-After.
 
 What it learns from each request: the upstream's TTFT (the router's time to first output) for streams,
-with the prompt's estimated tokens; the upstream's overload answers (503, 429, timeouts) from the trace's
-failed attempts. Non-streamed replies give no TTFT (their latency is mostly output length) and only count
-for in-flight and overload signals.
+with the prompt's estimated tokens; for replies that are not streamed, their whole time with the prompt's
+and the completion's tokens (the controller judges the two against separate cost models); the upstream's
+overload answers (503, 429, timeouts) from the trace's failed attempts.
 
 The slot is given back when a completion returns, when a stream ends, breaks, or its client leaves (the
 stream wrapper's ``finally``), and when anything fails on the way.
@@ -32,7 +32,7 @@ from middleware.buffer.admission import Admission, overloaded
 from middleware.buffer.coalesce import GapMeter, coalesce
 from middleware.buffer.config import BufferConfig
 from middleware.buffer.queue import Entry, Shed
-from proxy.tokens import estimate_prompt_tokens
+from proxy.tokens import completion_tokens, estimate_prompt_tokens
 from proxy.types import Call, Completion, Handler, Reply, Stream, Target
 from proxy.upstream.breaker import CircuitBreaker
 
@@ -129,9 +129,12 @@ class Buffer:
             admission.leave(entry)  # the router fell back: the slot moves to the upstream serving it
             admission = self.admissions[served]
             entry = admission.take(cls)  # taken now, after any launch: its holding time is service alone
-        elif not isinstance(reply, Completion) and call.trace.upstream_ms is not None:
-            tokens = estimate_prompt_tokens(call.request)
-            admission.gate.controller.sample(entry.epoch, call.trace.upstream_ms / 1000, tokens)
+        elif call.trace.upstream_ms is not None:
+            seconds, tokens = call.trace.upstream_ms / 1000, estimate_prompt_tokens(call.request)
+            if isinstance(reply, Completion):
+                admission.gate.controller.sample_reply(entry.epoch, seconds, tokens, completion_tokens(reply))
+            else:
+                admission.gate.controller.sample(entry.epoch, seconds, tokens)
             admission.changed()
         if isinstance(reply, Completion):
             admission.leave(entry)

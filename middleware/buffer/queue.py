@@ -8,7 +8,7 @@
 - A class may hold a reserved share of L (``Reserve``): a burst of long jobs cannot occupy every slot, and
   at overload short questions cannot take every slot from the long class; unused, the share is lent.
 - On arrival, the predicted start comes from replaying the queue on the slots (``Forecast``: each class's
-  mean holding time, the running requests' time already spent, the slots other classes hold in
+  mean holding time, the running requests' time already spent, the slots other classes keep in
   reserve) and, under EDF, pushed back by the requests expected to arrive meanwhile and go ahead (earlier
   deadlines, or quicker classes) at their recent rates. A request that cannot start a margin before its
   deadline, or whose going ahead would make a waiter it passes miss a deadline that waiter would have
@@ -22,7 +22,6 @@ Pure: the caller passes ``now`` and applies what the queue decides (starting wai
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import random
 from collections import Counter
@@ -31,15 +30,15 @@ from collections.abc import Callable, Mapping
 from middleware.buffer.controller import Controller
 from middleware.buffer.entry import CANCELLED, DONE, EXPIRED, ORDER, QUEUED, STARTED, Entry, Shed
 from middleware.buffer.forecast import Forecast
+from middleware.buffer.judge import Judge
 from middleware.buffer.reserve import Reserve
 
 __all__ = ["CANCELLED", "DONE", "EXPIRED", "QUEUED", "STARTED", "Entry", "Gate", "Shed"]
 
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # the range the OpenAI SDKs honour
-MARGIN_OF_BUDGET = 0.2  # the most of a request's budget its forecast margin may take
 
 
-class Gate:
+class Gate(Judge):
     """In-flight count, reservations and the EDF queue of one upstream."""
 
     def __init__(
@@ -78,7 +77,8 @@ class Gate:
         return sum(self.waiting.values())
 
     def may_start(self, cls: str, now: float) -> bool:
-        return self.reserve.usable(cls, self.limit, self.limit - self.in_flight, now) > 0
+        free = self.limit - self.in_flight
+        return free > 0 and self.reserve.may_take(cls, self.limit, free, now)
 
     def arrive(self, cls: str, budget: float, now: float) -> Entry | Shed:
         """Start at once, queue, or shed. A started entry has ``state == STARTED``."""
@@ -113,6 +113,8 @@ class Gate:
         cannot start in time."""
         if self.depth >= self.bound:
             return Shed("queue_full", self.retry_after(now))
+        if self._surely_in_time(entry, now):
+            return None
         if (drain := self._late(entry, now)) is not None:
             return Shed("deadline_unreachable", self._jittered(drain))
         return None
@@ -128,57 +130,6 @@ class Gate:
 
     def _waiting(self) -> list[Entry]:
         return sorted((e for heap in self._heaps.values() for e in heap if e.state == QUEUED), key=ORDER)
-
-    def _starts(self, now: float, order: list[Entry], cls: str = "") -> list[float] | None:
-        """The forecast's starts; for ``cls``, without the free slots other classes hold in reserve."""
-        free = 0 if self.shared else max(self.limit - self.in_flight, 0)
-        free = self.reserve.usable(cls, self.limit, free, now) if cls else free
-        return self.forecast.starts(now, self._running, free, order)
-
-    def _late(self, entry: Entry, now: float) -> float | None:
-        """None when ``entry`` can start before its deadline and going ahead of the waiters it passes does
-        not make one of them miss a deadline it would have met (EDF's admission test, on the forecast);
-        otherwise the predicted drain time of the queue with it, for its Retry-After. A class with reserved
-        slots starts at the latest when its own requests ahead free them. Unknown, so in time, until a
-        holding time was measured."""
-        waiting = self._waiting()
-        ahead = bisect.bisect_left(waiting, ORDER(entry), key=ORDER)
-        after = self._starts(now, [*waiting[:ahead], entry, *waiting[ahead:]], entry.cls)
-        if after is None:
-            return None
-        drain = after[-1] - now
-        start = now + (after[ahead] - now) * self._stretch(entry.cls, now)
-        if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
-            slots = max(self.in_flight, 1) if self.shared else self.limit
-            start = self.forecast.with_arrivals(now, start, entry.cls, entry.deadline, self.budgets, slots)
-        if lanes := self.reserve.slots(entry.cls, self.limit):  # they serve its own class, at the least
-            mine = [w for w in waiting[:ahead] if w.cls == entry.cls]
-            free = 0 if self.shared else max(self.limit - self.in_flight, 0)
-            lane = self.forecast.lane_start(now, self._running, free, entry.cls, lanes, [*mine, entry])
-            start = start if lane is None else min(start, lane)
-        if start > entry.deadline - self.margin(entry):
-            return drain
-        if ahead == len(waiting):
-            return None  # it passes nobody
-        before = self._starts(now, waiting)
-        assert before is not None
-        passed = range(ahead, len(waiting))
-        return drain if any(after[k + 1] > waiting[k].deadline >= before[k] for k in passed) else None
-
-    def _stretch(self, cls: str, now: float) -> float:
-        """How much slower than the replay ``cls``'s queue drains: the replay hands every slot that
-        frees to the next waiter, but the slots other classes hold in reserve are not ``cls``'s."""
-        usable = self.limit - self.reserve.claimed(cls, self.limit, now)
-        replayed = self.reserve.usable(cls, self.limit, self.limit - self.in_flight, now) + self.in_flight
-        return replayed / usable if 0 < usable < replayed else 1.0
-
-    def margin(self, entry: Entry) -> float:
-        """The forecast's error allowance for ``entry``: the mean gap between two slots freeing, at most a
-        fifth of its budget. A start predicted closer to the deadline than this is taken as late (the
-        requests running may hold their slots a little longer than their class's mean): what is admitted
-        then starts in time, and expiry in the queue stays the exception."""
-        gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
-        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival))
 
     def retry_after(self, now: float) -> float:
         """When to come back: the predicted drain time of the queue, jittered, within 1-60 s."""
@@ -221,6 +172,8 @@ class Gate:
         )
         if not quicker or self.forecast.mean is None:
             return first
+        if self._ends_before(now, self.next_deadline(), self.forecast.mean / max(self.limit, 1)):
+            return quicker[0]  # whoever goes first, every waiter starts in time
         waiting = self._waiting()
         for candidate in quicker:
             ahead = waiting.index(candidate)

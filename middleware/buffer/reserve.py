@@ -59,6 +59,17 @@ class Reserve:
         own = max(0, self.slots(cls, limit) - self.running[cls])
         return max(free - self.held(cls, limit, now), min(free, own), 0)
 
+    def may_take(self, cls: str, limit: int, free: int, now: float) -> bool:
+        """Whether ``cls`` may take one of ``free`` slots (``usable(...) > 0``), without asking the other
+        classes whether they keep their reservations while more slots are free than they could keep."""
+        if not self.shares:
+            return free > 0
+        unfilled = 0
+        for k in self.shares:
+            if k != cls:
+                unfilled += max(0, self.slots(k, limit) - self.running[k])
+        return free > unfilled or self.usable(cls, limit, free, now) > 0
+
     def held(self, cls: str, limit: int, now: float) -> int:
         """Free slots ``cls`` may not take: other classes' reservations they do not fill now and do not
         lend to ``cls``."""
@@ -71,6 +82,15 @@ class Reserve:
     def claimed(self, cls: str, limit: int, now: float) -> int:
         """Slots other classes keep from ``cls``, filled or not."""
         return sum(self.slots(k, limit) for k in self.shares if k != cls and self.claims(k, cls, now))
+
+    def kept_from(self, cls: str, limit: int, now: float) -> dict[str, int]:
+        """Per other class keeping its reservation from ``cls``: the slots it keeps (of its running
+        ones, the last to free go back to it, not to ``cls``)."""
+        return {
+            k: self.slots(k, limit)
+            for k in self.shares
+            if k != cls and self.slots(k, limit) > 0 and self.claims(k, cls, now)
+        }
 
     def claims(self, owner: str, cls: str, now: float) -> bool:
         """Whether ``owner`` keeps its reserved slots from ``cls`` (see the module's docstring)."""

@@ -128,10 +128,11 @@ class RuleScorer:
         words = lower.translate(PUNCTUATION).split()
         spaced = " " + " ".join(words)
         distinct = set(words)
+        chars = set(spaced)  # the text's characters but punctuation and whitespace: its digits among them
         scores = dict.fromkeys(self.order, 0.0)
-        found = self._needles.counts(spaced, set(spaced))
-        # The set look-up first: it is cheaper than the digit scan, and decides as often.
-        if not NUMBER_WORDS.isdisjoint(distinct) or any(map(str.isdigit, text)):
+        found = self._needles.counts(spaced, chars)
+        # The set look-up first: it is cheaper than the digit test, and decides as often.
+        if not NUMBER_WORDS.isdisjoint(distinct) or any(map(str.isdigit, chars)):
             scores["reasoning"] += COUNTING[0] * min(2, found[0])
         for name, (weight, most, vocabulary) in WORDS.items():
             scores[name] += weight * min(most, len(vocabulary & distinct))
@@ -147,11 +148,11 @@ class RuleScorer:
             for pattern, weight, most in patterns:
                 # Most patterns find nothing: one search says so, without making an iterator.
                 if pattern.search(text) is not None:
-                    scores[name] += weight * sum(1 for _ in itertools.islice(pattern.finditer(text), most))
+                    scores[name] += weight * min(most, len(pattern.findall(text)))
         if len(full) <= 2 * WORD_PROBLEM_CHARS:
             pattern, weight, most = NUMBERS
             weight /= 1 if len(full) <= WORD_PROBLEM_CHARS else 2
-            scores["reasoning"] += weight * sum(1 for _ in itertools.islice(pattern.finditer(text), most))
+            scores["reasoning"] += weight * min(most, len(pattern.findall(text)))
         if "```" in full or "~~~" in full:
             scores["code"] += 6
         if LENGTH_UNITS & distinct and any(

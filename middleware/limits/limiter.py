@@ -34,10 +34,13 @@ class MemoryLimiter:
         level, when = self._levels.get(key, (capacity, now))
         return min(capacity, level + (now - when) * capacity / WINDOW)
 
-    def _holders(self, key: str, now: float) -> dict[str, float]:
+    def _holders(self, key: str, concurrency: int, now: float) -> dict[str, float]:
         holders = self._leases.setdefault(key, {})
-        for lease in [lease for lease, expiry in holders.items() if expiry <= now]:
-            del holders[lease]
+        # Expired leases (of requests that never settled) only matter when they could make a refusal:
+        # fewer holders than the limit, expired or not, are fewer live ones too. So they are swept then.
+        if len(holders) >= concurrency:
+            for lease in [lease for lease, expiry in holders.items() if expiry <= now]:
+                del holders[lease]
         return holders
 
     async def acquire(self, buckets: Sequence[Bucket], tokens: int) -> Grant:
@@ -49,7 +52,7 @@ class MemoryLimiter:
             rpm, tpm, concurrency = b.limits.rpm, b.limits.tpm, b.limits.concurrency
             requests_level = self._level(b.name + ":r", rpm, now) if rpm else 0.0
             tokens_level = self._level(b.name + ":t", tpm, now) if tpm else 0.0
-            holders = self._holders(b.name + ":c", now) if concurrency else None
+            holders = self._holders(b.name + ":c", concurrency, now) if concurrency else None
             if rpm and requests_level < 1:
                 retry, refused = max(retry, (1 - requests_level) * WINDOW / rpm), "rpm"
             need = min(tokens, tpm)
@@ -89,7 +92,7 @@ class MemoryLimiter:
                     now,
                 )
             if b.limits.concurrency:
-                # Expired leases are swept by the next acquire, which is the only reader.
+                # Expired leases are swept by an acquire that finds the bucket at its limit, the only reader.
                 self._leases.get(b.name + ":c", {}).pop(grant.lease, None)
 
     async def ping(self) -> None:

@@ -3,8 +3,10 @@ and search. Attaching a file chunks, embeds and indexes it within the request.""
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -22,6 +24,8 @@ from proxy.asgi import trace_of
 from proxy.errors import InvalidRequest, NotFound
 
 FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
+T = TypeVar("T")
+Predicate = Callable[[Mapping[str, Any]], bool]
 
 
 class StoresApi(ApiBase):
@@ -158,26 +162,26 @@ class StoresApi(ApiBase):
         return deleted(file_id, "vector_store.file.deleted")
 
     async def search(self, request: Request, r: Retrieval) -> Any:
-        store = await self._readable(request, r)
-        body = await self._body(request)
-        query = body.get("query")
-        if isinstance(query, list) and query and all(isinstance(q, str) for q in query):
-            query = " ".join(query)
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidRequest("'query' must be a non-empty string or list of strings.", param="query")
-        k = body.get("max_num_results", 10)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:
-            raise InvalidRequest(
-                "'max_num_results' must be an integer from 1 to 50.", param="max_num_results"
-            )
-        predicate = compile_filter(body["filters"]) if body.get("filters") is not None else None
-        mode, threshold = ranking(body.get("ranking_options"))
-        # Accepted, and the query is searched as written: no LLM sits in the search path to rewrite it,
-        # and ``search_query`` in the reply says exactly what was searched.
-        if not isinstance(body.get("rewrite_query", False), bool):
-            raise InvalidRequest("'rewrite_query' must be a boolean.", param="rewrite_query")
-        found = await r.search([store.id], query, k, predicate, mode=mode, threshold=threshold)
-        return search_page(query, found)
+        # The store's check (a Chroma read, ~1 ms) runs while the body is read and the search begins with
+        # the query's embedding, so it adds no time of its own; its answer still comes first: a store that is
+        # missing, or that this key may not read, is a 404 whatever the body, and no result goes out.
+        readable = settled(asyncio.ensure_future(self._readable(request, r)))
+        try:
+            query, k, predicate, mode, threshold = search_params(await self._body(request))
+        except Exception:
+            await readable
+            raise
+        except BaseException:
+            readable.cancel()
+            raise
+        store_id = request.path_params["store_id"]
+        found = settled(asyncio.ensure_future(r.search([store_id], query, k, predicate, mode, threshold)))
+        try:
+            await readable
+        except BaseException:
+            found.cancel()
+            raise
+        return search_page(query, await found)
 
     def store_routes(self) -> list[Route]:
         g, w = self._guard, functools.partial(self._guard, write=True)
@@ -197,3 +201,29 @@ class StoresApi(ApiBase):
             Route(f"{base}/file_batches/{{batch_id}}/cancel", w(self.cancel_batch), methods=["POST"]),
             Route(f"{base}/search", g(self.search), methods=["POST"]),
         ]
+
+
+def search_params(body: dict[str, Any]) -> tuple[str, int, Predicate | None, str, float]:
+    """A search request's query, ``max_num_results``, filter, mode and score threshold; else a 400."""
+    query = body.get("query")
+    if isinstance(query, list) and query and all(isinstance(q, str) for q in query):
+        query = " ".join(query)
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidRequest("'query' must be a non-empty string or list of strings.", param="query")
+    k = body.get("max_num_results", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:
+        raise InvalidRequest("'max_num_results' must be an integer from 1 to 50.", param="max_num_results")
+    predicate = compile_filter(body["filters"]) if body.get("filters") is not None else None
+    mode, threshold = ranking(body.get("ranking_options"))
+    # Accepted, and the query is searched as written: no LLM sits in the search path to rewrite it, and
+    # ``search_query`` in the reply says exactly what was searched.
+    if not isinstance(body.get("rewrite_query", False), bool):
+        raise InvalidRequest("'rewrite_query' must be a boolean.", param="rewrite_query")
+    return query, k, predicate, mode, threshold
+
+
+def settled(task: asyncio.Future[T]) -> asyncio.Future[T]:
+    """The task, its failure marked as seen: one given up on (cancelled after the other failed) is not
+    reported as an exception never retrieved. Awaiting it still raises."""
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task

@@ -108,7 +108,7 @@ async def _run(cfg: RagConfig, store: str, paths: list[Path]) -> IngestReport:
         for _ in documents(path):
             pass
 
-    retrieval = await asyncio.to_thread(build_retrieval, cfg, True)
+    retrieval = await asyncio.to_thread(build_retrieval, cfg, True, False)  # bulk, no searches
     try:
         return await ingest_paths(retrieval, store, paths, progress=sys.stderr.isatty())
     finally:

@@ -11,9 +11,11 @@ from middleware.rag.retrieval import Retrieval
 from proxy.services.embedder import Embedder, bundled_minilm_path, keep_freed_memory
 
 
-def build_retrieval(cfg: RagConfig, bulk: bool = False) -> Retrieval:
+def build_retrieval(cfg: RagConfig, bulk: bool = False, searches: bool = True) -> Retrieval:
     """``bulk``: for ``fluido ingest``, where no event loop shares the CPU, so document batches are
-    embedded on ``ingest_threads`` workers (0: one per core); a server embeds them on one."""
+    embedded on ``ingest_threads`` workers (0: one per core); a server embeds them on one. ``searches``:
+    False for a process that only writes (``fluido ingest``), which then skips making the query model (an
+    ONNX export, ~3 s)."""
     Path(cfg.path).mkdir(parents=True, exist_ok=True)
     if bulk:
         keep_freed_memory()
@@ -24,5 +26,6 @@ def build_retrieval(cfg: RagConfig, bulk: bool = False) -> Retrieval:
         cache_path=Path(cfg.path) / "query-embeddings.sqlite",
         precision=cfg.embedding_precision,
         batch_threads=cfg.ingest_threads if bulk else 1,
+        fast_queries=searches,
     )
     return Retrieval(cfg, ChromaBackend(cfg), embedder, chunker)

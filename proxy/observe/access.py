@@ -133,7 +133,7 @@ class Observability:
         # Probes and scrapes are not traffic: a scrape should not see itself in flight.
         counted = metrics is not None and trace.route not in QUIET_ROUTES
         if metrics is not None and counted:
-            metrics.in_flight.inc()
+            metrics.in_flight_now.inc()
         structlog.contextvars.bind_contextvars(request_id=trace.request_id)
         try:
             await self.app(scope, receive, observed_send)
@@ -146,7 +146,7 @@ class Observability:
             now = time.monotonic()
             if metrics is not None:
                 if counted:
-                    metrics.in_flight.dec()
+                    metrics.in_flight_now.dec()
                 metrics.observe(trace, now)
                 metrics.set_circuits(self.breakers)
             if self.access_log and trace.route not in QUIET_ROUTES:

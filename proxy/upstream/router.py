@@ -20,6 +20,7 @@ from typing import TypeVar
 import structlog
 
 from proxy.config_upstreams import ModelConfig, UpstreamConfig
+from proxy.deadline import Deadline
 from proxy.errors import (
     ModelNotFound,
     UpstreamBusy,
@@ -95,7 +96,7 @@ class Router:
             )
 
         async def chat(up: Upstream, target: Target) -> Reply:
-            async with asyncio.timeout(up.cfg.total_timeout):
+            with Deadline(up.cfg.total_timeout):
                 if req.n == 1 or up.cfg.n_choices == "native":
                     completion = check_choices(await up.adapter.chat(req, target), req.n, up.cfg.name)
                 else:
@@ -132,7 +133,7 @@ class Router:
 
     async def embed(self, req: EmbeddingRequest, trace: Trace) -> JSON:
         async def embed(up: Upstream, target: Target) -> JSON:
-            async with asyncio.timeout(up.cfg.total_timeout):
+            with Deadline(up.cfg.total_timeout):
                 return await up.adapter.embed(req, target)
 
         return await self._first_success(req.model, trace, embed)
@@ -149,8 +150,12 @@ class Router:
             started = time.monotonic()
             slot: Grant | None = None
             try:
-                slot = await self._admit(up)
-                trace.launch_seconds += await up.ready()
+                # Each await below is skipped when it has nothing to do: most upstreams have no limit of
+                # their own and are not launched by Fluido, and an await costs a coroutine.
+                if self.limiter is not None and up.cfg.limits.any:
+                    slot = await self._admit(up)
+                if up.launcher is not None:
+                    trace.launch_seconds += await up.ready()
                 result = await attempt(up, target)
             except TimeoutError:
                 failure = UpstreamTimeout(f"Upstream '{up.cfg.name}' timed out.")
@@ -169,7 +174,8 @@ class Router:
                     result, slot = self._hold(result, slot), None  # type: ignore[arg-type, assignment]
                 return result
             finally:
-                await self._release(slot)
+                if slot is not None:
+                    await self._release(slot)
             # Only the upstream's own faults open its circuit: an upstream that refused this request (its
             # validation, "no such model", "too busy") is alive, and the next request may well succeed.
             if failure.fault:

@@ -94,6 +94,8 @@ def test_sse_events_read_several_whole_events_per_read() -> None:
         b"data: seven\r\n\r\ndata: eight\n\n",
         b"data: nine\n\n\n\ndata: ten\n\n",
         b"data:  padded\n\ndata:tight\n\n",
+        b'data: {"t":"data: x"}\n\ndata: \n\n',
+        b"data: eleven\n\ndata: twelve\n",
     ]
     expected = [
         [b'{"a":1}', b'{"b":2}', b"[DONE]"],
@@ -103,6 +105,8 @@ def test_sse_events_read_several_whole_events_per_read() -> None:
         [b"seven", b"eight"],
         [b"nine", b"ten"],
         [b" padded", b"tight"],
+        [b'{"t":"data: x"}', b""],
+        [b"eleven"],
     ]
     decoder = SSEDecoder()
     assert [decoder.feed(read) for read in reads] == expected

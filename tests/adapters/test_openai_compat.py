@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from adapters.openai_compat import request_body
+from adapters.openai_compat import parse_chunks, request_body, text_event
 from proxy.config import parse
+from proxy.errors import UpstreamError
 from proxy.parsing import chat_from_dict
-from proxy.types import Target
+from proxy.types import Chunk, Target, Usage
 from tests.conftest import VLLM_MODEL, running, threaded
 from tests.fakes.vllm import FakeVLLM
 
@@ -90,3 +91,46 @@ def test_ollama_fields_become_an_openai_servers_own() -> None:
     assert levelled["reasoning_effort"] == "low"
     plain = request_body(chat_from_dict({"model": "chat", "messages": HI, "top_k": 5}), Target("v", "m"))
     assert plain["top_k"] == 5 and "chat_template_kwargs" not in plain
+
+
+def event(delta: dict[str, object], **choice: object) -> dict[str, object]:
+    one = {"index": 1, "delta": delta, "logprobs": None, "finish_reason": None, **choice}
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [one]}
+
+
+def test_a_text_event_is_read_the_short_way_into_the_same_chunk() -> None:
+    assert text_event(event({"content": "hi"})) == Chunk(1, content="hi")
+    assert parse_chunks(event({"content": "hi"})) == [Chunk(1, content="hi")]
+
+
+@pytest.mark.parametrize(
+    ("data", "chunks"),
+    [
+        (event({"role": "assistant", "content": ""}), [Chunk(1, role="assistant", content="")]),
+        (event({"content": "end"}, finish_reason="stop"), [Chunk(1, content="end", finish_reason="stop")]),
+        (
+            event({"content": "x"}, logprobs={"content": []}),
+            [Chunk(1, content="x", logprobs={"content": []})],
+        ),
+        (event({"reasoning_content": "hm"}), [Chunk(1, reasoning="hm")]),
+        (event({"content": None}), [Chunk(1)]),
+        (
+            {**event({"content": "x"}), "usage": {"prompt_tokens": 2, "completion_tokens": 1}},
+            [Chunk(1, content="x"), Chunk(usage=Usage(2, 1))],
+        ),
+        (
+            {"choices": [event({"content": "a"})["choices"][0], {"index": 2, "delta": {"content": "b"}}]},  # type: ignore[index]
+            [Chunk(1, content="a"), Chunk(2, content="b")],
+        ),
+    ],
+)
+def test_any_other_event_is_left_to_the_general_reading(data: dict[str, object], chunks: list[Chunk]) -> None:
+    assert text_event(data) is None
+    assert parse_chunks(data) == chunks
+
+
+def test_an_error_event_is_never_read_as_text() -> None:
+    data = {**event({"content": "x"}), "error": {"message": "out of memory"}}
+    assert text_event(data) is None
+    with pytest.raises(UpstreamError, match="out of memory"):
+        parse_chunks(data)

@@ -1,6 +1,7 @@
 """How a chat route writes a stream: every write is a system call, so frames with nothing to show (the
-role, usage) wait for one that has, or for the end; a frame with output is written at once, the finish
-included, so an upstream that stalls after it holds back nothing; what the client reads is unchanged."""
+role, usage) wait for one that has, or for the end; a frame with output is written as soon as the stream has
+to wait for more, the finish included, so an upstream that stalls after it holds back nothing; chunks at
+hand together (one read from the upstream) leave in one write; what the client reads is unchanged."""
 
 from __future__ import annotations
 
@@ -27,14 +28,22 @@ ROLE = Chunk(role="assistant", content="")
 USAGE = Chunk(usage=Usage(3, 2))
 
 
-async def writes(*chunks: Chunk, fail: bool = False, before_end: list[bytes] | None = None) -> list[bytes]:
-    """The body of every write of a streamed reply of ``chunks`` (then an upstream error, if ``fail``);
-    ``before_end`` gets what was written when the route asked for more after the last chunk."""
+async def writes(
+    *chunks: Chunk, fail: bool = False, before_end: list[bytes] | None = None, apart: bool = True
+) -> list[bytes]:
+    """The body of every write of a streamed reply of ``chunks`` (then an upstream error, if ``fail``).
+    ``apart``: the stream waits before each chunk and before its end, as for an upstream's next event;
+    else every chunk is at hand at once. ``before_end`` gets what was written while the stream waited
+    after its last chunk."""
 
     async def chain(call: Call) -> Reply:
         async def stream() -> Any:
             for chunk in chunks:
+                if apart:
+                    await asyncio.sleep(0)
                 yield chunk
+            if apart:
+                await asyncio.sleep(0)
             if before_end is not None:
                 before_end.append(b"".join(m.get("body", b"") for m in messages))
             if fail:
@@ -104,3 +113,17 @@ async def test_a_stream_that_fails_after_its_finish_still_ends_with_one_error_ev
     last = events(out[-1])
     assert last[0]["error"]["type"] == "upstream_error" and len(last) == 1
     assert all(e != b"[DONE]" for body in out for e in events(body))
+
+
+async def test_chunks_at_hand_together_leave_in_one_write() -> None:
+    """Events that came in one read from the upstream: the route does not write them one by one."""
+    chunks = (ROLE, Chunk(content="a"), Chunk(content="b"), Chunk(finish_reason="stop"), USAGE)
+    together = await writes(*chunks, apart=False)
+    assert [len(events(body)) for body in together] == [6]
+    apart = await writes(*chunks)  # positive control: the same chunks, each after a wait
+    assert [len(events(body)) for body in apart] == [2, 1, 1, 2]
+
+    def shown(out: list[bytes]) -> list[Any]:  # what the client reads, without each reply's own id
+        return [e if isinstance(e, bytes) else (e["choices"], e.get("usage")) for b in out for e in events(b)]
+
+    assert shown(together) == shown(apart)

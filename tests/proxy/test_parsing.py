@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from proxy.errors import InvalidRequest
-from proxy.parsing import parse_chat, parse_embedding
+from proxy.parsing import ROLES, parse_chat, parse_embedding
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -49,6 +49,25 @@ def test_assistant_tool_calls_and_tool_results_are_typed() -> None:
     req = parse_chat(orjson.dumps({"model": "m", "messages": messages}))
     assert req.messages[1].tool_calls[0].name == "f"
     assert req.messages[2].tool_call_id == "c1"
+
+
+@pytest.mark.parametrize("role", sorted(ROLES - {"tool"}))
+def test_a_role_and_a_string_parse_as_a_message_with_every_other_field_given_does(role: str) -> None:
+    # {"role", "content"} alone takes a short cut; with "name": null it takes the full walk.
+    plain = parse_chat(chat(messages=[{"role": role, "content": "hi there"}])).messages[0]
+    walked = parse_chat(chat(messages=[{"role": role, "content": "hi there", "name": None}])).messages[0]
+    assert plain == walked
+    assert (plain.role, plain.content, plain.extra) == (role, "hi there", {})
+
+
+@pytest.mark.parametrize(
+    "message",
+    [{"role": "tool", "content": "x"}, {"role": ["user"], "content": "x"}, {"role": "robot", "content": "x"}],
+)
+def test_a_two_field_message_with_a_bad_role_is_refused_as_before(message: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_chat(chat(messages=[message]))
+    assert info.value.param in ("messages[0].role", "messages[0].tool_call_id")
 
 
 def test_content_parts_are_accepted() -> None:

@@ -20,7 +20,8 @@ class SlotServer:
     itl: float = 0.005
     now: float = 0.0
     ends: list[float] = field(default_factory=list)  # end times of the requests sent and not finished
-    # (time, n, "first" or "end", entry, ttft, prompt tokens): pending events, kept across runs
+    # (time, n, "first" or "end", entry, ttft or output tokens, prompt tokens): pending events, kept
+    # across runs
     events: list[tuple[float, int, str, Entry, float, int]] = field(default_factory=list)
     sent: int = 0
     most_in_flight: int = 0
@@ -38,9 +39,10 @@ class SlotServer:
 
 
 def run_saturated(
-    gate: Gate, server: SlotServer, completions: int, seed: int = 1, most: int = 10**6
+    gate: Gate, server: SlotServer, completions: int, seed: int = 1, most: int = 10**6, stream: bool = True
 ) -> list[int]:
-    """Keep requests waiting at the gate (at most ``most`` sent at once); return L after each completion."""
+    """Keep requests waiting at the gate (at most ``most`` sent at once); return L after each completion.
+    Streamed requests give the controller their TTFT, the others their whole time."""
     rng = random.Random(seed)
     events = server.events
     limits: list[int] = []
@@ -50,18 +52,22 @@ def run_saturated(
             assert isinstance(entry, Entry)
             short = rng.random() < 0.7  # 70% short, 30% long, as in the benchmark
             prompt = rng.randint(50, 200) if short else rng.randint(1000, 2000)
-            ttft, end = server.submit(prompt, rng.randint(20, 60) if short else rng.randint(300, 600))
+            output = rng.randint(20, 60) if short else rng.randint(300, 600)
+            ttft, end = server.submit(prompt, output)
             if server.jitter:
                 ttft += rng.expovariate(1 / server.jitter)
             server.sent += 1
             heapq.heappush(events, (server.now + ttft, server.sent, "first", entry, ttft, prompt))
-            heapq.heappush(events, (end, server.sent, "end", entry, ttft, prompt))
-        when, _, kind, entry, ttft, prompt = heapq.heappop(events)
+            heapq.heappush(events, (end, server.sent, "end", entry, output, prompt))
+        when, _, kind, entry, value, prompt = heapq.heappop(events)
         server.now = when
         if kind == "first":
-            gate.controller.sample(entry.epoch, ttft, prompt)
+            if stream:
+                gate.controller.sample(entry.epoch, value, prompt)
             continue
         server.ends.remove(when)
+        if not stream:
+            gate.controller.sample_reply(entry.epoch, when - entry.started_at, prompt, int(value))
         gate.finish(entry, when)
         limits.append(gate.limit)
     return limits

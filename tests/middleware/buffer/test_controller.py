@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from middleware.buffer.controller import Controller, ControllerSettings, PromptCost, step
+from middleware.buffer.controller import Controller, ControllerSettings, step
+from middleware.buffer.cost import PromptCost, ReplyCost
 from middleware.buffer.queue import Gate
 from tests.middleware.buffer.slots import SlotServer, run_saturated
 
@@ -187,3 +188,51 @@ def test_one_stalled_sample_in_a_window_is_not_congestion() -> None:
     for excess in (0.0, 0.3, 0.05, 0.001):
         control.sample(control.dispatched(in_flight=4), 0.05 + excess, 100)
     assert control.limit < 4
+
+
+def test_limit_grows_from_its_seed_on_replies_that_are_not_streamed() -> None:
+    # A client that never streams gives no TTFT: its whole replies must still let L leave the seed when
+    # the upstream has room (here 64 slots, 16 clients).
+    g = gate(initial=4)
+    limits = run_saturated(g, SlotServer(slots=64), 300, most=16, stream=False)
+    assert min(limits[200:]) >= 16, limits
+
+
+def test_limit_on_replies_that_are_not_streamed_stays_near_the_slots() -> None:
+    # Whole replies tell queueing apart less sharply than first tokens: L may rest a little past the slots,
+    # never far past them.
+    for slots in (2, 4, 8):
+        g = gate(initial=4)
+        limits = run_saturated(g, SlotServer(slots=slots), 400, stream=False)
+        settled = limits[100:]
+        assert slots in settled or slots + 1 in settled, (slots, limits)
+        assert max(settled) <= 1.5 * slots + 1, (slots, limits)
+
+
+def test_reply_cost_fits_prompt_and_completion_tokens() -> None:
+    cost = ReplyCost(memory=200)
+    for prompt, completion in ((100, 10), (1000, 10), (100, 300), (1000, 300), (500, 50)) * 20:
+        cost.add(prompt, completion, 0.05 + 0.0002 * prompt + 0.005 * completion)
+    assert abs(cost.expected(2000, 100) - (0.05 + 0.4 + 0.5)) < 0.01
+    assert abs(cost.expected(100, 400) - (0.05 + 0.02 + 2.0)) < 0.01
+
+
+def test_reply_cost_keeps_the_completion_slope_when_prompts_never_vary() -> None:
+    cost = ReplyCost(memory=200)
+    for completion in (10, 50, 300, 120) * 20:
+        cost.add(100, completion, 0.07 + 0.005 * completion)
+    assert abs(cost.expected(100, 200) - 1.07) < 0.01
+
+
+def test_a_few_milliseconds_of_delay_on_an_instant_upstream_are_not_queueing() -> None:
+    def run(delay: float) -> int:
+        c = Controller(ControllerSettings(initial=4))
+        c.slot_gap = 0.0002  # replies take a millisecond: slots free a fifth of one apart
+        for i in range(200):
+            epoch = c.dispatched(in_flight=c.limit)
+            # The proxy's CPU delays every other first token by ``delay``.
+            c.sample(epoch, 0.0003 + (delay if i % 2 else 0.0), 20)
+        return c.limit
+
+    assert run(0.008) > 4  # fully used and only the proxy's own delay: it grows
+    assert run(0.05) < 4  # the control: 50 ms of waiting is queueing, even on an instant upstream

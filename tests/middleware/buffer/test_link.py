@@ -1,17 +1,21 @@
 """The buffer link gives a stream's slot back however the stream ends: a client that leaves mid-stream of
 a coalesced stream, while the upstream is blocked waiting for its next token, frees the upstream slot and
-the rate-limit concurrency slot, and the upstream stream is closed with no task left reading it."""
+the rate-limit concurrency slot, and the upstream stream is closed with no task left reading it. And what
+it teaches the controller: a stream's TTFT, a reply's whole time."""
 
 from __future__ import annotations
 
 import asyncio
 
 import httpx
+import orjson
+import pytest
 
 from middleware.buffer import build_buffer
 from proxy.app_parts import build_upstreams
 from proxy.config import parse
-from proxy.types import Chunk, Stream
+from proxy.parsing import parse_chat
+from proxy.types import Call, Choice, Chunk, Completion, Message, Reply, Stream, Trace, Usage
 from tests.conftest import VLLM_MODEL, running, upstream_for
 from tests.fakes.vllm import FakeVLLM
 
@@ -90,3 +94,36 @@ def test_clients_leaving_coalesced_streams_leave_the_upstream_and_rate_limit_slo
         vllm.delay_between = 0.0
         served = httpx.post(f"{url}/v1/chat/completions", json={**body, "stream": False}, timeout=10)
         assert served.status_code == 200
+
+
+async def test_replies_that_are_not_streamed_teach_the_controller_their_whole_time() -> None:
+    cfg = parse({**CONFIG, "buffer": {"upstreams": {"fake": {"parallel": 2}}}})
+    upstreams = build_upstreams(cfg)
+    breakers = {name: up.breaker for name, up in upstreams.items()}
+    parts = build_buffer(cfg.buffer, cfg.upstreams, cfg.models, breakers, None, None)
+    controller = parts.admissions["fake"].gate.controller
+
+    def call() -> Call:
+        body = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}
+        return Call(parse_chat(orjson.dumps(body)), Trace("id", "127.0.0.1", "/v1/chat/completions", 0.0))
+
+    async def reply(c: Call) -> Reply:
+        c.trace.upstream_ms = 400.0
+        message = Message(role="assistant", content="Hello")
+        return Completion(choices=(Choice(0, message, "stop"),), usage=Usage(5, 40))
+
+    async def stream(c: Call) -> Reply:
+        c.trace.upstream_ms = 30.0
+
+        async def chunks() -> Stream:
+            yield Chunk(role="assistant", content="Hello")
+
+        return chunks()
+
+    await parts.buffer(call(), reply)
+    assert controller.reply_cost.expected(5, 40) == pytest.approx(0.4)
+    assert controller.cost.expected(5) == 0.0  # not taken for a first token
+    async for _ in await parts.buffer(call(), stream):  # type: ignore[union-attr]
+        pass
+    assert controller.cost.expected(5) == pytest.approx(0.03)  # the control: a stream's TTFT is
+    assert parts.admissions["fake"].gate.in_flight == 0

@@ -116,6 +116,22 @@ def test_an_expired_lease_frees_its_slot() -> None:
     assert asyncio.run(limiter.acquire([b], 0)).allowed, "a crashed holder does not keep the slot forever"
 
 
+def test_expired_leases_count_for_nothing_at_any_concurrency() -> None:
+    import asyncio
+
+    now = [0.0]
+    limiter = MemoryLimiter(lease_seconds=5, clock=lambda: now[0])
+    b = bucket(concurrency=3)
+    for _ in range(2):  # two holders that crash: never settled
+        assert asyncio.run(limiter.acquire([b], 0)).allowed
+    now[0] = 5.0
+    live = [asyncio.run(limiter.acquire([b], 0)) for _ in range(3)]
+    assert all(g.allowed for g in live), "the crashed holders' slots are free again"
+    assert not asyncio.run(limiter.acquire([b], 0)).allowed, "three live holders fill it"
+    asyncio.run(limiter.settle(live[0], 0, 0))
+    assert asyncio.run(limiter.acquire([b], 0)).allowed
+
+
 async def test_an_unreachable_redis_is_limiter_unavailable() -> None:
     backend = RedisLimiter(RedisConfig(url="redis://127.0.0.1:1/0", timeout=0.2), lease_seconds=60)
     with pytest.raises(LimiterUnavailable):

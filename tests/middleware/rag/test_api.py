@@ -155,6 +155,8 @@ def test_a_key_reads_only_the_stores_it_is_given(
     narrow = client(url, "sk-narrow")  # [rag.readers] narrow = ["handbook"]
     with pytest.raises(openai.NotFoundError):
         narrow.vector_stores.search(vector_store_id=store["id"], query="helium")
+    with pytest.raises(openai.NotFoundError):  # the store's check comes before the body's
+        narrow.post(f"/vector_stores/{store['id']}/search", body={"query": ""}, cast_to=object)
     assert store["id"] not in [s.id for s in narrow.vector_stores.list()]
     handbook = client(url).vector_stores.create(name="handbook")
     try:
@@ -168,6 +170,9 @@ def test_unknown_ids_are_404s(rag_fluido: tuple[str, FakeVLLM], store: dict[str,
     c = client(url)
     with pytest.raises(openai.NotFoundError):
         c.vector_stores.retrieve("vs_missing")
+    for body in ({"query": "helium"}, {"query": ""}):  # a missing store before a bad body
+        with pytest.raises(openai.NotFoundError):
+            c.post("/vector_stores/vs_missing/search", body=body, cast_to=object)
     with pytest.raises(openai.NotFoundError):
         c.files.retrieve("file_missing")
     with pytest.raises(openai.NotFoundError):

@@ -41,11 +41,13 @@ def test_an_unknown_precision_is_refused() -> None:
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "auto"])
 async def test_the_factory_honours_precision_and_ingest_threads(tmp_path: Path, precision: str) -> None:
     cfg = RagConfig(enabled=True, path=str(tmp_path / "rag"), embedding_precision=precision, ingest_threads=3)
-    server, bulk = build_retrieval(cfg), build_retrieval(cfg, bulk=True)
+    server, bulk = build_retrieval(cfg), build_retrieval(cfg, bulk=True, searches=False)
     try:
         assert server.embedder.precision == bulk.embedder.precision == resolve_precision(precision)
         assert server.embedder.batch_threads == 1
         assert bulk.embedder.batch_threads == 3
+        # Only a process that searches makes the query model.
+        assert server.embedder.query_model is not None and bulk.embedder.query_model is None
     finally:
         await server.close()
         await bulk.close()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from middleware.rag import catalog
@@ -89,6 +90,27 @@ async def test_a_passage_carries_its_file_attributes_and_a_cosine_score(retrieva
     best = (await retrieval.search([store.id], "what cools the Zorblax reactor?", 3))[0]
     assert best.filename == "reactor.txt" and best.attributes == {"team": "ops"}
     assert 0.5 < best.score <= 1 and "helium" in best.text
+
+
+async def test_a_passage_found_by_bm25_alone_is_scored_by_its_cosine_to_the_query(
+    retrieval: Retrieval,
+) -> None:
+    """BM25 finds no cosine: it comes from the embeddings the snapshot holds, the same as Chroma's."""
+    store = await retrieval.create_store("kb", {})
+    await retrieval.ingest(store.id, DOCS)
+    query = "bananas and potassium"
+    lexical = await retrieval.search([store.id], query, 3, mode="bm25")
+    dense = {p.chunk_id: p.score for p in await retrieval.search([store.id], query, 3, mode="dense")}
+    ids = [p.chunk_id for p in lexical]
+    stored = await retrieval.backend.run(
+        lambda b: b.collection(chunks_collection(store.id)).get(ids=ids, include=["embeddings"])
+    )
+    qvec = np.asarray(await retrieval.embedder.embed(query))
+    cosine = {cid: float(np.dot(v, qvec)) for cid, v in zip(stored["ids"], stored["embeddings"], strict=True)}
+    assert lexical[0].file_id == "bananas" and lexical[0].score > 0.5
+    for p in lexical:
+        assert p.score == pytest.approx(max(0.0, cosine[p.chunk_id]), abs=1e-5)
+        assert p.score == pytest.approx(dense[p.chunk_id], abs=1e-4)  # Chroma's own distance, same vectors
 
 
 async def test_a_store_of_another_embedding_space_is_neither_searched_nor_written(
@@ -188,10 +210,12 @@ async def test_a_restart_loads_the_saved_bm25_index(tmp_path: Path, parts: tuple
     store = await first.create_store("kb", {})
     await first.ingest(store.id, DOCS)
     await first.prepare(store.id)
+    before = await first.search([store.id], "potassium", 3, mode="bm25")
     await first.close()
     assert (tmp_path / "rag" / "bm25" / store.id / "chunks.json").exists()
     second = make(cfg, parts)
     try:
         assert (await found(second, store.id, "potassium", "bm25"))[0] == "bananas"
+        assert await second.search([store.id], "potassium", 3, mode="bm25") == before  # embeddings too
     finally:
         await second.close()

@@ -1,0 +1,169 @@
+"""Whether a request that cannot start now can start in time if it waits: the admission test of the
+queue (``Gate``), on the forecast's replay of the queue on the slots, with cheap bounds that settle most
+arrivals and passes without the replay (they decide as the replay would)."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+
+from middleware.buffer.entry import ORDER, Entry
+from middleware.buffer.forecast import Forecast
+from middleware.buffer.reserve import Reserve
+
+MARGIN_OF_BUDGET = 0.2  # the most of a request's budget its forecast margin may take
+MARGIN_SPREADS = 3.0  # a start's error allowance in its holds' mean absolute deviations (see ``margin``)
+# The least share of the slot gap kept however steady the holds: a start's error also has the proxy's and
+# the upstream's stalls in it (a loaded CPU), which a spread measured over whole holds hardly sees.
+MARGIN_FLOOR = 0.5
+
+
+class Judge:
+    """The admission test, mixed into ``Gate``: it reads the gate's counts, queue and forecast."""
+
+    forecast: Forecast
+    reserve: Reserve
+    budgets: dict[str, float]
+    fifo: bool
+    shared: bool
+    in_flight: int
+    running: Counter[str]
+    waiting: Counter[str]
+    _running: set[Entry]
+
+    @property
+    def limit(self) -> int:
+        raise NotImplementedError
+
+    def _waiting(self) -> list[Entry]:
+        raise NotImplementedError
+
+    def next_deadline(self) -> float | None:
+        raise NotImplementedError
+
+    def _starts(
+        self, now: float, order: list[Entry], cls: str = "", errors: list[float] | None = None
+    ) -> list[float] | None:
+        """The forecast's starts (and their expected errors into ``errors``); for ``cls``, without the
+        slots other classes keep from it in reserve (free ones, and the last of their running ones to
+        free)."""
+        if not cls or not self.reserve.shares:
+            return self.forecast.starts(now, self._running, self._free(), order, None, errors)
+        kept = self.reserve.kept_from(cls, self.limit, now)
+        return self.forecast.starts(now, self._running, self._free(cls, now), order, kept, errors)
+
+    def _free(self, cls: str = "", now: float = 0.0) -> int:
+        """Free slots (for ``cls``: those other classes do not keep from it in reserve)."""
+        free = 0 if self.shared else max(self.limit - self.in_flight, 0)
+        return self.reserve.usable(cls, self.limit, free, now) if cls and free else free
+
+    def _stretch(self, cls: str, now: float) -> float:
+        """How much slower than the plain replay a queue that quicker classes pass drains: their requests
+        take the slots that free while its waiters have slack, so at overload it is left little more than
+        what the other classes do not keep in reserve. Nobody passes the quickest class: its replay with
+        the kept slots left out is its forecast as it is."""
+        service = self.forecast.service(cls)
+        if not any(self.forecast.service(c) < service for c in self.budgets):
+            return 1.0
+        usable = self.limit - self.reserve.claimed(cls, self.limit, now)
+        replayed = self.reserve.usable(cls, self.limit, self.limit - self.in_flight, now) + self.in_flight
+        return replayed / usable if 0 < usable < replayed else 1.0
+
+    def _last_start(self, now: float) -> float:
+        """No replay of the waiters on the slots starts one later than this (with at least one slot
+        usable, and the forecast's holding times): every slot frees by its running request's class's
+        mean from now, and the waiters' work done one after another on one slot. O(classes)."""
+        service = self.forecast.service
+        end = now + max((service(c) for c, n in self.running.items() if n > 0), default=0.0)
+        for cls, n in self.waiting.items():
+            if n > 0:
+                end += n * service(cls)
+        return end
+
+    def _ends_before(self, now: float, deadline: float | None, margin: float) -> bool:
+        """Whether every replay of the waiters starts them all ``margin`` before ``deadline``."""
+        return deadline is None or self._last_start(now) <= deadline - margin
+
+    def _surely_in_time(self, entry: Entry, now: float) -> bool:
+        """A bound that settles most arrivals without replaying the queue (which costs a sort and a few
+        replays per arrival: at a fast upstream, more than the rest of the request). One slot at least is
+        always usable (the reserves leave one to anybody), so every start in any replay of the queue with
+        ``entry`` comes before the last running request's expected end plus all the waiting work done on
+        that one slot; stretched and pushed back by every arrival expected before its deadline, if that
+        still leaves the widest margin before its deadline, and comes before every waiter's deadline,
+        ``_late`` would find it in time too."""
+        f = self.forecast
+        if f.mean is None:
+            return True
+        service = f.service
+        end = self._last_start(now) + service(entry.cls)
+        head = self.next_deadline()
+        if head is not None and end > head:
+            return False
+        start = now + (end - now) * self._stretch(entry.cls, now)
+        if not self.fifo:
+            slots = max(self.in_flight, 1) if self.shared else self.limit
+            own, deadline = service(entry.cls), entry.deadline
+            start += sum(  # ``with_arrivals``' windows, with its push at most to the deadline
+                f.rate(c, now) * max(0.0, (deadline if service(c) < own else deadline - b) - now) * service(c)
+                for c, b in self.budgets.items()
+            ) / max(slots, 1)
+        return start <= entry.deadline - f.mean / max(self.limit, 1)
+
+    def _late(self, entry: Entry, now: float) -> float | None:
+        """None when ``entry`` can start before its deadline and going ahead of the waiters it passes does
+        not make one of them miss a deadline it would have met (EDF's admission test, on the forecast);
+        otherwise the predicted drain time of the queue with it, for its Retry-After. A class with reserved
+        slots starts at the latest when its own requests ahead free them. Unknown, so in time, until a
+        holding time was measured."""
+        waiting = self._waiting()
+        ahead = bisect.bisect_left(waiting, ORDER(entry), key=ORDER)
+        errors: list[float] = []
+        order = [*waiting[:ahead], entry, *waiting[ahead:]]
+        after = self._starts(now, order, entry.cls, errors)
+        if after is None:
+            return None
+        drain = after[-1] - now
+        start, variance = after[ahead], errors[ahead] ** 2
+        lane = None
+        if lanes := self.reserve.slots(entry.cls, self.limit):  # they serve its own class, at the least
+            mine = [w for w in waiting[:ahead] if w.cls == entry.cls]
+            free = 0 if self.shared else max(self.limit - self.in_flight, 0)
+            lane = self.forecast.lane_start(now, self._running, free, entry.cls, lanes, [*mine, entry])
+        if min(start, math.inf if lane is None else lane) > entry.deadline:
+            return drain  # late already: what follows only moves its start later, or to the lane's
+        if (stretch := self._stretch(entry.cls, now)) > 1.0:
+            replayed = self.forecast.starts(now, self._running, self._free(entry.cls, now), order)
+            assert replayed is not None
+            start = max(start, now + (replayed[ahead] - now) * stretch)
+        if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
+            slots = max(self.in_flight, 1) if self.shared else self.limit
+            forecast, budgets = self.forecast, self.budgets
+            start = forecast.with_arrivals(now, start, entry.cls, entry.deadline, budgets, slots)
+            variance += forecast.push_variance(now, start, entry.cls, entry.deadline, budgets, slots)
+        start = start if lane is None else min(start, lane)
+        # Passing waiters, it is judged with the full allowance: one of them whose slack runs out goes
+        # first after all, an error the spreads do not measure.
+        error = math.sqrt(variance) if ahead == len(waiting) else math.inf
+        if start > entry.deadline - self.margin(entry, error):
+            return drain
+        if ahead == len(waiting):
+            return None  # it passes nobody
+        before = self._starts(now, waiting)
+        assert before is not None
+        passed = range(ahead, len(waiting))
+        return drain if any(after[k + 1] > waiting[k].deadline >= before[k] for k in passed) else None
+
+    def margin(self, entry: Entry, error: float = math.inf) -> float:
+        """The forecast's error allowance for ``entry``: a start predicted closer to its deadline than this
+        is taken as late, so what is admitted starts in time and expiry in the queue stays the exception.
+        At most the mean gap between two slots freeing, and a fifth of its budget; and, given the
+        predicted start's expected ``error`` (the spread of the holds it waits on, and the randomness of
+        the arrivals expected to pass it), at most ``MARGIN_SPREADS`` of that but never less than
+        ``MARGIN_FLOOR`` of the gap: a start that waits on one or two holds of a steady upstream, with
+        nothing to pass it, is known well, and a request predicted to start in time at light load is
+        not refused for an error the forecast does not make."""
+        gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
+        known = max(MARGIN_SPREADS * error, MARGIN_FLOOR * gap)
+        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival), known)
