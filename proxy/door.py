@@ -17,11 +17,8 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from proxy.asgi import (
-    DEPARTURE,
-    WATCH_DELAY_SECONDS,
     BodyLimits,
     ClientGone,
-    DisconnectWatch,
     failed,
     header,
     note_headers,
@@ -29,6 +26,7 @@ from proxy.asgi import (
     send_error,
     trace_of,
 )
+from proxy.departure import DEPARTURE, WATCH_DELAY_SECONDS, DisconnectWatch
 from proxy.errors import FluidoError, UpstreamError
 from proxy.relay import next_chunk
 from proxy.types import (

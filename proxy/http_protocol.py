@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from proxy.asgi import DEPARTURE, Departure
+from proxy.departure import DEPARTURE, Departure
 from proxy.errors import RequestTimeout
 
 HEADER_TIMEOUT_STATE = "fluido.header_timeout"

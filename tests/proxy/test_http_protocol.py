@@ -12,7 +12,7 @@ import httptools
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from proxy.asgi import DEPARTURE, Departure
+from proxy.departure import DEPARTURE, Departure
 from proxy.http_protocol import HeaderDeadlineProtocol
 from tests.support.wait import until
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from proxy.asgi import Departure, DisconnectWatch
+from proxy.departure import Departure, DisconnectWatch
 
 
 async def never_read() -> dict[str, Any]:
