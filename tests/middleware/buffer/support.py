@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ import aiohttp
 import orjson
 
 from proxy.config import Config, parse
+from proxy.types import Chunk, Stream
 from tests.fakes.capacity import FakeCapacity
 
 MODEL = "capacity-model"
@@ -101,3 +103,16 @@ def metric_is(
         return await metric(session, url, name) == value
 
     return check
+
+
+async def stalling_upstream(waiting: asyncio.Event, closed: asyncio.Event) -> Stream:
+    """A stream that sends its role and one token, sets ``waiting``, then never sends the next token;
+    ``closed`` is set when it is closed."""
+    try:
+        yield Chunk(role="assistant", content="")
+        yield Chunk(content="a")
+        waiting.set()
+        await asyncio.Event().wait()  # the next token never comes
+        yield Chunk(content="never")
+    finally:
+        closed.set()

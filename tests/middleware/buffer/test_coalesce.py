@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletionChunk
 from middleware.buffer.coalesce import MAX_DELTAS, PACE, GapMeter, Pending, coalesce, merge, mergeable
 from proxy.types import Chunk, Stream, ToolCallDelta, Usage
 from proxy.writer import SSEWriter
+from tests.middleware.buffer.support import stalling_upstream
 
 TOOL_STREAM = [
     Chunk(role="assistant"),
@@ -304,17 +305,7 @@ async def test_closing_the_coalesced_stream_while_the_upstream_waits_closes_it_a
     reader is inside it): closing cancels the reader first, then closes the upstream; nothing is left."""
     waiting, closed = asyncio.Event(), asyncio.Event()
 
-    async def stalls() -> Stream:
-        try:
-            yield Chunk(role="assistant", content="")
-            yield Chunk(content="a")
-            waiting.set()
-            await asyncio.Event().wait()  # the next token never comes
-            yield Chunk(content="never")
-        finally:
-            closed.set()
-
-    stream = coalesce(stalls())
+    stream = coalesce(stalling_upstream(waiting, closed))
     assert [(await anext(stream)).content for _ in range(2)] == ["", "a"]
     async with asyncio.timeout(10):
         await waiting.wait()

@@ -18,6 +18,7 @@ from proxy.parsing import parse_chat
 from proxy.types import Call, Choice, Chunk, Completion, Message, Reply, Stream, Trace, Usage
 from tests.conftest import VLLM_MODEL, running, upstream_for
 from tests.fakes.vllm import FakeVLLM
+from tests.middleware.buffer.support import stalling_upstream
 
 CONFIG = {
     "upstreams": {"fake": {"kind": "openai", "url": "http://127.0.0.1:9/v1"}},
@@ -38,19 +39,9 @@ async def test_a_consumer_closing_a_coalesced_stream_mid_way_frees_the_slot_and_
     events: list[int] = []
     buffer.observe_event = lambda deltas, held: events.append(deltas)
 
-    async def upstream() -> Stream:
-        try:
-            yield Chunk(role="assistant", content="")
-            yield Chunk(content="a")
-            blocked.set()
-            await asyncio.Event().wait()  # the next token never comes
-            yield Chunk(content="never")
-        finally:
-            closed.set()
-
     entry = await admission.enter("short", 5.0)
     assert admission.gate.in_flight == 1
-    stream = buffer._hold(upstream(), admission, entry, "fake")
+    stream = buffer._hold(stalling_upstream(blocked, closed), admission, entry, "fake")
     assert [(await anext(stream)).content for _ in range(2)] == ["", "a"]
     async with asyncio.timeout(10):
         await blocked.wait()  # read by the coalescer's reader task, which now waits on the upstream
