@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -66,10 +67,15 @@ def bundled_minilm_path() -> Path:
 
 
 def cache_dir() -> Path:
+    """Where the exported graph is kept (see the module's docstring)."""
     if configured := os.environ.get(CACHE_ENV):
         return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fluido"
+    if xdg := os.environ.get("XDG_CACHE_HOME"):
+        return Path(xdg) / "fluido"
+    try:
+        return Path.home() / ".cache" / "fluido"
+    except RuntimeError:  # no home directory to be found: kept for as long as the system keeps /tmp
+        return Path(tempfile.gettempdir()) / "fluido-cache"
 
 
 class Mismatch(Exception):
