@@ -168,3 +168,32 @@ async def test_queries_go_through_onnx_in_the_documents_space(minilm: Any, onnx:
     assert np.array_equal(query, onnx.encode(TEXTS[2]) / np.linalg.norm(onnx.encode(TEXTS[2])))
     assert float(query @ document) >= 0.9999
     assert not np.array_equal(query, document)  # two paths really ran
+
+
+def test_a_process_that_finds_an_export_under_way_waits_for_it(
+    good_graph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas starting together: while one holds the export lock, another that found no graph waits for
+    it, then loads its file instead of exporting too."""
+    import threading
+
+    checked = threading.Event()
+    real_try = query_model.try_cached
+
+    def try_cached(path: Path, model_dir: Path, rejected: Any) -> Any:
+        found = real_try(path, model_dir, rejected)
+        checked.set()
+        return found
+
+    monkeypatch.setattr(query_model, "try_cached", try_cached)
+    exports, found = Exports(good_graph), []
+    with query_model.export_lock(tmp_path):  # the other replica, exporting
+        waiter = threading.Thread(
+            target=lambda: found.append(load_query_model(bundled_minilm_path(), tmp_path, exports))
+        )
+        waiter.start()
+        assert checked.wait(60), "the waiter never looked for the graph"  # and found none
+        query_export.write_atomically(tmp_path / good_graph.name, good_graph.read_bytes())
+    waiter.join(60)
+    assert len(found) == 1 and found[0] is not None
+    assert exports.calls == 0
