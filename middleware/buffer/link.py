@@ -135,7 +135,10 @@ class Buffer:
                 admission.gate.controller.sample_reply(entry.epoch, seconds, tokens, completion_tokens(reply))
             else:
                 admission.gate.controller.sample(entry.epoch, seconds, tokens)
-            admission.changed()
+            # A whole reply gives its slot back just below, which starts whoever may start then: a wake for
+            # a moved L first matters only to waiters (with none, both would do the same, twice).
+            if not isinstance(reply, Completion) or admission.gate.depth:
+                admission.changed()
         if isinstance(reply, Completion):
             admission.leave(entry)
             return reply

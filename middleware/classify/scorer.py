@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from middleware.classify.config import ClassifierConfig, Profile
+from middleware.classify.guards import may_match, required_chars
 from middleware.classify.signals import (
     COUNTING,
     LENGTH_UNITS,
@@ -102,6 +103,12 @@ class RuleScorer:
             self.patterns.setdefault(name, []).extend(
                 (re.compile(p, flags), cfg.signal_weight, 1) for p in extra
             )
+        # Each pattern with the characters it cannot match without: most texts skip most searches.
+        self._searches = [
+            (name, pattern, weight, most, required_chars(pattern))
+            for name, found in self.patterns.items()
+            for pattern, weight, most in found
+        ]
         self.order = [*PRIORITY, *(c for c in self.patterns if c not in PRIORITY)]
         self._rank = {c: -i for i, c in enumerate(self.order)}
         # Stems match at a word's start: " stem" in the space-joined words. Built once, not per request.
@@ -144,11 +151,11 @@ class RuleScorer:
         for name, (weight, most, marks) in MARKS.items():
             # map() over a bound __contains__ runs the substring searches without a Python frame per search.
             scores[name] += weight * min(most, sum(map(lower.__contains__, marks)))
-        for name, patterns in self.patterns.items():
-            for pattern, weight, most in patterns:
-                # Most patterns find nothing: one search says so, without making an iterator.
-                if pattern.search(text) is not None:
-                    scores[name] += weight * min(most, len(pattern.findall(text)))
+        for name, pattern, weight, most, needs in self._searches:
+            # Most patterns find nothing: one search says so, without making an iterator, and a text
+            # without a character the pattern needs is not searched at all.
+            if may_match(needs, text) and pattern.search(text) is not None:
+                scores[name] += weight * min(most, len(pattern.findall(text)))
         if len(full) <= 2 * WORD_PROBLEM_CHARS:
             pattern, weight, most = NUMBERS
             weight /= 1 if len(full) <= WORD_PROBLEM_CHARS else 2

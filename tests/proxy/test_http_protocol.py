@@ -10,10 +10,11 @@ from typing import Any
 
 import httptools
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
 from proxy.departure import DEPARTURE, Departure
-from proxy.http_protocol import HeaderDeadlineProtocol
+from proxy.http_protocol import HeaderDeadlineProtocol, QuickHeadCycle
 from tests.support.wait import until
 
 
@@ -192,3 +193,74 @@ async def test_a_client_leaving_after_its_response_announces_nothing() -> None:
     departure, told = departure_of(protocol)
     protocol.connection_lost(None)
     assert told == [] and not departure.left
+
+
+class _Flow:
+    write_paused = False
+
+
+def _cycle(cls: type, method: str = "GET", keep_alive: bool = True) -> tuple[Any, RecordingTransport]:
+    transport = RecordingTransport()
+    cycle = cls(
+        scope={"method": method, "headers": []}, transport=transport, flow=_Flow(), logger=None,
+        access_logger=None, access_log=False, default_headers=[(b"server", b"uvicorn")],
+        message_event=asyncio.Event(), expect_100_continue=False, keep_alive=keep_alive,
+        on_response=lambda: None,
+    )  # fmt: skip
+    return cycle, transport
+
+
+HEADS = [  # (status, method, keep-alive, headers)
+    (200, "GET", True, [(b"content-type", b"application/json"), (b"content-length", b"2")]),
+    (200, "GET", True, [(b"Content-Type", b"text/event-stream"), (b"X-Fluido-Cache", b"miss\tx")]),
+    (200, "POST", True, [(b"transfer-encoding", b"Chunked"), (b"content-length", b"5")]),
+    (200, "GET", True, [(b"content-length", b"3"), (b"content-length", b"4"), (b"connection", b"keep-alive")]),
+    (503, "GET", True, [(b"connection", b"Upgrade, Close"), (b"content-length", b"0")]),
+    (200, "GET", False, [(b"content-length", b"1")]),
+    (204, "GET", True, []),
+    (200, "HEAD", True, [(b"x-a", b"")]),
+]  # fmt: skip
+
+
+async def test_the_quick_head_writes_uvicorn_s_bytes_and_keeps_its_state() -> None:
+    for status, method, keep_alive, headers in HEADS:
+        message = {"type": "http.response.start", "status": status, "headers": headers}
+        outcomes = []
+        for cls in (RequestResponseCycle, QuickHeadCycle):
+            cycle, transport = _cycle(cls, method, keep_alive)
+            await cycle.send(dict(message))
+            state = (cycle.response_started, cycle.chunked_encoding, cycle.expected_content_length)
+            outcomes.append((transport.writes, state, cycle.keep_alive))
+        assert outcomes[0] == outcomes[1], (status, method, headers)
+        assert outcomes[1][0][0].startswith(b"HTTP/1.1 %d " % status)
+
+
+async def test_the_quick_head_refuses_what_uvicorn_refuses() -> None:
+    good = [(b"content-type", b"text/plain"), (b"content-length", b"0")]
+    bad_names = [b"x a", b"x:a", b"x\r\nb", b"(x)", b"x\x00"]
+    bad_values = [b"a\r\nset-cookie: b", b"a\nb", b"a\x00", b"a\x7f", b"a\x1fb"]
+    cases = [[*good, (name, b"v")] for name in bad_names] + [[(b"x-a", value), *good] for value in bad_values]
+    for headers in cases:
+        for cls in (RequestResponseCycle, QuickHeadCycle):
+            cycle, transport = _cycle(cls)
+            try:
+                await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
+            except RuntimeError as exc:
+                assert "Invalid HTTP header" in str(exc)
+            else:
+                raise AssertionError(f"{cls.__name__} accepted {headers}")
+            assert transport.writes == []
+    # The control: a tab in a value, and every visible character, pass both.
+    for cls in (RequestResponseCycle, QuickHeadCycle):
+        cycle, transport = _cycle(cls)
+        value = bytes(range(0x20, 0x7F)) + b"\t"
+        await cycle.send({"type": "http.response.start", "status": 200, "headers": [*good, (b"x-v", value)]})
+        assert len(transport.writes) == 1
+
+
+async def test_every_request_s_cycle_sends_its_head_the_quick_way() -> None:
+    protocol, transport = serve(App())
+    protocol.data_received(request("/now"))
+    await until(lambda: len(transport.writes) == 1)
+    assert isinstance(protocol.cycle, QuickHeadCycle)
+    assert responses(transport.writes) == [(200, b"hello")]
