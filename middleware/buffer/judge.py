@@ -140,8 +140,9 @@ class Judge:
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
             forecast, budgets = self.forecast, self.budgets
-            start = forecast.with_arrivals(now, start, entry.cls, entry.deadline, budgets, slots)
-            variance += forecast.push_variance(now, start, entry.cls, entry.deadline, budgets, slots)
+            kept = self.reserve.kept_from(entry.cls, self.limit, now) if self.reserve.shares else None
+            start = forecast.with_arrivals(now, start, entry.cls, entry.deadline, budgets, slots, kept)
+            variance += forecast.push_variance(now, start, entry.cls, entry.deadline, budgets, slots, kept)
         start = start if lane is None else min(start, lane)
         # Passing waiters, it is judged with the full allowance: one of them whose slack runs out goes
         # first after all, an error the spreads do not measure.
