@@ -45,34 +45,53 @@ class Forecast:
         return rate * math.exp((then - now) / RATE_WINDOW)
 
     def with_arrivals(
-        self, now: float, start: float, cls: str, deadline: float, budgets: Mapping[str, float], slots: int
+        self,
+        now: float,
+        start: float,
+        cls: str,
+        deadline: float,
+        budgets: Mapping[str, float],
+        slots: int,
+        kept: Mapping[str, int] | None = None,
     ) -> float:
         """``start`` pushed back by the requests expected to arrive before it and go ahead of it, at their
         recent rates: a class whose deadline (arrival + budget) comes before ``deadline`` (EDF), and a
-        class quicker than ``cls``, which passes it whenever its slack allows (so, until it starts)."""
+        class quicker than ``cls``, which passes it whenever its slack allows (so, until it starts).
+        ``kept``: per class, the slots it keeps from ``cls`` in reserve (left out of ``start``'s replay):
+        its arrivals take those first, and only the work they cannot take lands on the other slots."""
         pushed = start
         own = self.service(cls)
+        kept = kept or {}
+        rates = {c: self.rate(c, now) * self.service(c) for c in budgets}  # slots' worth of work a second
+        spare = max(slots - sum(kept.values()), 1)
         # The push widens the window it is computed over: iterate to the fixed point. Past the deadline the
         # answer is "late" however far, so stop there.
         for _ in range(PUSH_ROUNDS):
             work = sum(
-                self.rate(c, now)
+                max(0.0, rates[c] - kept.get(c, 0))
                 * max(0.0, min(pushed, pushed if self.service(c) < own else deadline - budget) - now)
-                * self.service(c)
                 for c, budget in budgets.items()
             )
-            nxt = start + work / max(slots, 1)
+            nxt = start + work / spare
             if nxt > deadline or nxt - pushed < 1e-4:
                 return nxt
             pushed = nxt
         return pushed
 
     def push_variance(
-        self, now: float, start: float, cls: str, deadline: float, budgets: Mapping[str, float], slots: int
+        self,
+        now: float,
+        start: float,
+        cls: str,
+        deadline: float,
+        budgets: Mapping[str, float],
+        slots: int,
+        kept: Mapping[str, int] | None = None,
     ) -> float:
         """The variance of ``with_arrivals``' push up to ``start`` (its result): the requests that pass
         arrive at random (Poisson), so the work they bring varies by ``rate * window * service**2``
-        (a compound Poisson sum), spread over the slots."""
+        (a compound Poisson sum), spread over the slots (those not ``kept`` from ``cls``). A class's
+        kept slots take its mean work, not its bursts: its whole variance stays."""
         own = self.service(cls)
         var = sum(
             self.rate(c, now)
@@ -80,7 +99,7 @@ class Forecast:
             * self.service(c) ** 2
             for c, budget in budgets.items()
         )
-        return var / max(slots, 1) ** 2
+        return var / max(slots - sum((kept or {}).values()), 1) ** 2
 
     def observe(self, cls: str, held: float) -> None:
         old = self.by_class.get(cls)

@@ -90,9 +90,10 @@ class Judge:
         replays per arrival: at a fast upstream, more than the rest of the request). One slot at least is
         always usable (the reserves leave one to anybody), so every start in any replay of the queue with
         ``entry`` comes before the last running request's expected end plus all the waiting work done on
-        that one slot; stretched and pushed back by every arrival expected before its deadline, if that
-        still leaves the widest margin before its deadline, and comes before every waiter's deadline,
-        ``_late`` would find it in time too."""
+        that one slot; stretched and pushed back by every arrival expected before its deadline (spread
+        over the slots no other class could keep from it in reserve), if that still leaves the widest
+        margin before its deadline, and comes before every waiter's deadline, ``_late`` would find it in
+        time too."""
         f = self.forecast
         if f.mean is None:
             return True
@@ -104,6 +105,7 @@ class Judge:
         start = now + (end - now) * self._stretch(entry.cls, now)
         if not self.fifo:
             slots = max(self.in_flight, 1) if self.shared else self.limit
+            slots -= sum(self.reserve.slots(k, self.limit) for k in self.reserve.shares if k != entry.cls)
             own, deadline = service(entry.cls), entry.deadline
             start += sum(  # ``with_arrivals``' windows, with its push at most to the deadline
                 f.rate(c, now) * max(0.0, (deadline if service(c) < own else deadline - b) - now) * service(c)
@@ -140,8 +142,9 @@ class Judge:
         if not self.fifo:  # later arrivals with earlier deadlines will pass it: leave them room
             slots = max(self.in_flight, 1) if self.shared else self.limit
             forecast, budgets = self.forecast, self.budgets
-            start = forecast.with_arrivals(now, start, entry.cls, entry.deadline, budgets, slots)
-            variance += forecast.push_variance(now, start, entry.cls, entry.deadline, budgets, slots)
+            kept = self.reserve.kept_from(entry.cls, self.limit, now) if self.reserve.shares else None
+            start = forecast.with_arrivals(now, start, entry.cls, entry.deadline, budgets, slots, kept)
+            variance += forecast.push_variance(now, start, entry.cls, entry.deadline, budgets, slots, kept)
         start = start if lane is None else min(start, lane)
         # Passing waiters, it is judged with the full allowance: one of them whose slack runs out goes
         # first after all, an error the spreads do not measure.

@@ -1,11 +1,13 @@
 """At light load nothing is refused for an error the forecast does not make: a request predicted to start
 before its deadline is admitted when the holds it waits on are steady, and shed only when their measured
-spread could make it late."""
+spread could make it late; nor for work the forecast counts twice: the short questions expected to arrive
+push a long request back only by what the slot they keep in reserve cannot take."""
 
 from __future__ import annotations
 
 from middleware.buffer.config import DEFAULT_RESERVE
 from middleware.buffer.controller import Controller, ControllerSettings
+from middleware.buffer.forecast import RATE_WINDOW
 from middleware.buffer.queue import QUEUED, STARTED, Entry, Gate, Shed
 
 HOLD = {"short": 0.25, "long": 1.15}  # the benchmark fake's holding times, near enough
@@ -50,4 +52,43 @@ def test_a_start_within_the_measured_spread_of_the_holds_of_its_deadline_is_stil
     # waits for may well free after its deadline.
     g = busy_gate(long_holds=(1.15, 1.3, 1.0, 1.3, 1.0))
     shed = g.arrive("short", SHORT_BUDGET, 1.0)
+    assert isinstance(shed, Shed) and shed.reason == "deadline_unreachable"
+
+
+LONG_BUDGET = 1.786
+
+
+def burst_of_long_requests(shorts_a_second: float) -> Gate:
+    """Four slots, the default reserves, steady holds, short questions arriving at ``shorts_a_second``
+    (their slot kept from long requests for them), then at 10.0: three long requests running (free at
+    10.10, 10.40 and 10.50), one short on its own slot, three long ones waiting, which take those three
+    slots. A long request arriving now starts on the long requests' slots at about 11.26, its deadline
+    11.786."""
+    g = Gate(Controller(ControllerSettings(initial=4, adaptive=False)), 64, DEFAULT_RESERVE, jitter=0.0)
+    for _ in range(4):
+        g.forecast.observe("short", HOLD["short"])
+        g.forecast.observe("long", HOLD["long"])
+    for at in (8.95, 9.25, 9.35):
+        assert entry(g.arrive("long", LONG_BUDGET, at)).state == STARTED
+    for k in range(int(shorts_a_second * 4 * RATE_WINDOW), 0, -1):  # long enough for a steady rate
+        g.forecast.arrived("short", 9.9 - k / shorts_a_second)
+    assert entry(g.arrive("short", SHORT_BUDGET, 9.9)).state == STARTED
+    for at in (9.91, 9.92, 9.93):
+        assert entry(g.arrive("long", LONG_BUDGET, at)).state == QUEUED
+    return g
+
+
+def test_a_long_request_is_not_pushed_back_by_the_short_questions_their_kept_slot_takes() -> None:
+    # The short questions bring about one slot's worth of work, which the slot they keep takes: they
+    # do not delay it on the long requests' slots, where it starts 0.52 s before its deadline.
+    g = burst_of_long_requests(shorts_a_second=4.0)
+    assert g.reserve.kept_from("long", 4, 10.0) == {"short": 1}
+    assert entry(g.arrive("long", LONG_BUDGET, 10.0)).state == QUEUED
+
+
+def test_a_long_request_is_pushed_back_by_the_short_questions_their_kept_slot_cannot_take() -> None:
+    """The control: twice as many short questions, the work their slot cannot take spreads over the long
+    requests' slots, and it would start past its deadline."""
+    g = burst_of_long_requests(shorts_a_second=8.0)
+    shed = g.arrive("long", LONG_BUDGET, 10.0)
     assert isinstance(shed, Shed) and shed.reason == "deadline_unreachable"
