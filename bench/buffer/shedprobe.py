@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import sys
 import time
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -45,8 +46,8 @@ class Exchange(asyncio.Protocol):
         self.body = bytearray()  # an error answer's, for its code (a stream's text is not kept)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport has write() but is not registered as an asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -96,7 +97,11 @@ class Client:
 
     async def post(self, body: bytes) -> dict[str, object]:
         loop = asyncio.get_running_loop()
-        exchange = self.idle.pop() if self.idle else None
+        exchange = None
+        while self.idle and exchange is None:
+            exchange = self.idle.pop()
+            if not exchange.reusable:  # the server closed it while it was idle (its keep-alive timeout)
+                exchange = None
         if exchange is None:
             _, exchange = await loop.create_connection(Exchange, self.host, self.port)
         try:
