@@ -9,7 +9,8 @@ Its client is a bare HTTP/1.1 one (httptools' parser on keep-alive connections),
 the answer's, not a client library's: aiohttp's request machinery alone is a few hundred microseconds of
 CPU on each side of the exchange. An answer's time runs from just before its request is written to the
 parser's end of the message. Admitted requests are read to their end like any other. It prints one JSON
-line per request, and its own loop's lag (how late a 5 ms timer fires, p99) at the end.
+line per request (with Fluido's own time to the headers, its Server-Timing ``proxy;dur``, as ``server_ms``),
+and its own loop's lag (how late a 5 ms timer fires, p99) at the end.
 
 ``python -m bench.buffer.shedprobe --url URL --rate R --seconds S --seed N``
 """
@@ -27,6 +28,7 @@ import httptools
 import orjson
 import uvloop
 
+from bench.buffer.probe import proxy_ms
 from bench.buffer.scenarios import bodies
 from bench.load.schedule import arrivals
 from bench.load.stats import percentile
@@ -44,6 +46,7 @@ class Exchange(asyncio.Protocol):
         self.done: asyncio.Future[float] | None = None
         self.reusable = True
         self.body = bytearray()  # an error answer's, for its code (a stream's text is not kept)
+        self.server_timing: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCP transport has write() but is not registered as an asyncio.Transport.
@@ -58,6 +61,10 @@ class Exchange(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         self._end(exc or ConnectionResetError("closed before the answer ended"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"server-timing":
+            self.server_timing = value.decode("latin-1")
 
     def on_body(self, chunk: bytes) -> None:
         if self.parser.get_status_code() != 200:
@@ -78,6 +85,7 @@ class Exchange(asyncio.Protocol):
         assert self.transport is not None
         self.done = asyncio.get_running_loop().create_future()
         self.body.clear()
+        self.server_timing = None
         t0 = time.perf_counter()
         self.transport.write(request)
         ended = await self.done
@@ -115,7 +123,8 @@ class Client:
             self.idle.append(exchange)
         elif exchange.transport is not None:
             exchange.transport.close()
-        return {"status": status, "code": code_of(status, bytes(exchange.body)), "e2e": seconds}
+        code, server_ms = code_of(status, bytes(exchange.body)), proxy_ms(exchange.server_timing)
+        return {"status": status, "code": code, "e2e": seconds, "server_ms": server_ms}
 
 
 def code_of(status: int, body: bytes) -> str:
