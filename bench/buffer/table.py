@@ -65,8 +65,8 @@ LEGEND = """\
 ok = finished streams; shed = 429 at arrival; exp = 503 expired in the queue; err = other;
 sh/lg = short/long class; slots = slot-time busy during the arrivals; R-A = shed answers carrying
 Retry-After and retry-after-ms in 1-60 s. Shed latency p99 in ms, two ways:
-  shedC = client side, send to the whole answer read, as the load generator saw it: it shares the CPU
-          with Fluido and the fake, so its own event-loop lag is in this figure;
+  shedC = client side, send to the whole answer read, as the load generator saw it: it shares a core
+          with the fake, so its own event-loop lag is in this figure;
   shedS = server side, Fluido's Server-Timing proxy;dur: from the request reaching Fluido's app (headers
           parsed) to the answer's headers, measured inside Fluido (no client or network time), waits
           for its core included (the summary gives them per cell).
