@@ -40,6 +40,19 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def run_queue(pid: int) -> tuple[float, float, int]:
+    """The process's (on-CPU seconds, seconds ready to run but waiting for a core, time slices), all
+    threads, from schedstat; zeros where the kernel has none."""
+    total = [0, 0, 0]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total = [a + int(b) for a, b in zip(total, f.read().split(), strict=True)]
+    except (OSError, ValueError):
+        return 0.0, 0.0, 0
+    return total[0] / 1e9, total[1] / 1e9, total[2]
+
+
 def core_seconds(core: int) -> tuple[float, float]:
     """(busy, stolen) seconds of one core since boot, from /proc/stat (10 ms ticks): busy is everything
     but idle and iowait; stolen is time the hypervisor gave to other guests."""

@@ -101,4 +101,8 @@ class DisconnectWatch:
         if self._start is not None:
             self._start.cancel()
         if self._watcher is not None:
-            self._watcher.cancel()
+            # Let go of the task: its cancellation's traceback holds ``_watch``'s frame, and so this watch,
+            # a reference cycle that would keep the whole request alive until a garbage collection.
+            watcher = self._watcher
+            self._watcher = None
+            watcher.cancel()

@@ -142,8 +142,7 @@ class ChatRoute(Generic[S]):
             return
         except Exception as exc:
             # A bug in validation too is answered in the door's shape, never as a plain-text 500.
-            error = as_fluido(exc, "request_parsing_failed", "to read the request")
-            await send_failure(send, trace, error, door)
+            await self._fail(send, trace, exc, "request_parsing_failed", "to read the request")
             return
         if req is None:
             await send_bytes(send, 200, answer or b"", [*door.json_headers, *note_headers(trace)])
@@ -172,10 +171,15 @@ class ChatRoute(Generic[S]):
             trace.notes["client_gone"] = "1"
         except Exception as exc:
             watch.finished = True
-            error = as_fluido(exc, "request_failed", "to handle the request")
-            await send_failure(send, trace, error, door)
+            await self._fail(send, trace, exc, "request_failed", "to handle the request")
         finally:
             watch.close()
+
+    async def _fail(self, send: Send, trace: Trace, exc: Exception, event: str, doing: str) -> None:
+        """``exc`` as the whole reply. Not kept in a local of ``__call__``: its traceback holds that frame,
+        and the cycle would keep the whole request alive until a garbage collection (whose pauses other
+        requests then wait for; a shed request at overload is the common case)."""
+        await send_failure(send, trace, as_fluido(exc, event, doing), self.door)
 
     async def _stream(self, call: Call, state: S, stream: Stream, send: Send, watch: DisconnectWatch) -> None:
         trace, door = call.trace, self.door
@@ -225,8 +229,10 @@ class ChatRoute(Generic[S]):
                 except FluidoError as exc:
                     last = door.error_frame(failed(trace, exc))
             except Exception as exc:
-                error = as_fluido(exc, "stream_failed", "while streaming the reply")
-                last = door.error_frame(failed(trace, error))  # never a "done" frame after a failure
+                # Never a "done" frame after a failure. The error is kept in no local (see ``_fail``).
+                last = door.error_frame(
+                    failed(trace, as_fluido(exc, "stream_failed", "while streaming the reply"))
+                )
             finally:
                 if text is not None:
                     trace.completion = clip("".join(text), self.content_chars)

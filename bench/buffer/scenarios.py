@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import time
@@ -16,7 +17,7 @@ import orjson
 from bench.buffer.probe import Shot, closed_loop, fake_stats, open_loop, scrape
 from bench.load.prompts import builtin_classes
 from bench.load.stats import percentile
-from bench.procs import Fleet
+from bench.procs import Fleet, run_queue
 from middleware.classify.config import ClassifierConfig
 from middleware.classify.scorer import RuleScorer
 
@@ -81,6 +82,15 @@ def fluido_config(fake_url: str, mode: str, buffer: dict[str, Any], **sections: 
 class Rig:
     fake: str
     fluidos: list[str]
+    pids: list[int] = field(default_factory=list)  # the Fluido processes'
+
+
+def cores() -> tuple[int | None, set[int]]:
+    """Fluido's core and the rest's. The fake and the load generator stand for other machines: sharing
+    Fluido's core, each wakes it late (a token relayed by the fake wakes Fluido, then the generator, often
+    on one core), and a shed answer's time is then theirs more than Fluido's. With one core, none."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[-1], set(allowed[:-1])) if len(allowed) > 1 else (None, set(allowed))
 
 
 @contextmanager
@@ -88,17 +98,25 @@ def rig(
     buffer: dict[str, Any], mode: str = "llamacpp", replicas: int = 1, fake: list[str] | None = None,
     **sections: Any,
 ) -> Iterator[Rig]:  # fmt: skip
-    with Fleet() as fleet:
-        upstream = fleet.start("fake", "tests.fakes.capacity", fake or fake_args(mode), cpu=None)
-        fleet.wait_listening(upstream)
-        fake_url = f"http://127.0.0.1:{upstream.port}"
-        cfg = orjson.dumps(fluido_config(fake_url, mode, buffer, **sections)).decode()
-        fluidos = []
-        for n in range(replicas):
-            child = fleet.start(f"fluido{n}", "bench.buffer.server", ["--config", cfg], cpu=None)
-            fleet.wait_listening(child)
-            fluidos.append(f"http://127.0.0.1:{child.port}")
-        yield Rig(fake_url, fluidos)
+    own, rest = cores()
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, rest)  # the load generator, and the probe process it starts
+    try:
+        with Fleet() as fleet:
+            upstream = fleet.start("fake", "tests.fakes.capacity", fake or fake_args(mode), cpu=None)
+            os.sched_setaffinity(upstream.pid, rest)
+            fleet.wait_listening(upstream)
+            fake_url = f"http://127.0.0.1:{upstream.port}"
+            cfg = orjson.dumps(fluido_config(fake_url, mode, buffer, **sections)).decode()
+            fluidos, pids = [], []
+            for n in range(replicas):
+                child = fleet.start(f"fluido{n}", "bench.buffer.server", ["--config", cfg], cpu=own)
+                fleet.wait_listening(child)
+                fluidos.append(f"http://127.0.0.1:{child.port}")
+                pids.append(child.pid)
+            yield Rig(fake_url, fluidos, pids)
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 @dataclass
@@ -109,6 +127,11 @@ class Cell:
     lag_p99: float | None = None  # the load generator's own event-loop lag (a 5 ms timer's lateness), p99
     probe: list[dict[str, Any]] = field(default_factory=list)  # the probe process's requests, when asked
     probe_lag_p99: float | None = None  # the probe process's own loop lag, p99
+    # The first Fluido process's on-CPU and run-queue seconds (ready to run, waiting for its core) per
+    # second of the cell, and its time slices: a shed answer's server-side time has both in it.
+    fluido_cpu: float = 0.0
+    fluido_wait: float = 0.0
+    fluido_runs: int = 0
 
 
 async def _lag(stop: asyncio.Event, samples: list[float]) -> None:
@@ -125,6 +148,7 @@ async def load_cell(
     (``bench.buffer.shedprobe``) whose loop does nothing else, to time shed answers without the load
     generator's lag; the total rate is the same."""
     before = await fake_stats(r.fake)
+    sched = run_queue(r.pids[0]) if r.pids else (0.0, 0.0, 0)
     t0 = time.monotonic()
     probe = None
     if probe_share > 0:
@@ -143,6 +167,9 @@ async def load_cell(
     await ticker
     busy = during["busy_seconds"] - before["busy_seconds"]
     cell = Cell(shots, busy / (SLOTS * wall), seconds, percentile(lags, 99))
+    if r.pids:
+        ran, waited, runs = (a - b for a, b in zip(run_queue(r.pids[0]), sched, strict=True))
+        cell.fluido_cpu, cell.fluido_wait, cell.fluido_runs = ran / wall, waited / wall, int(runs)
     if probe is not None:
         out, _ = await probe.communicate()
         *lines, last = [orjson.loads(line) for line in out.splitlines() if line.strip()]

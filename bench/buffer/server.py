@@ -17,8 +17,11 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="the configuration as one JSON document")
     args = parser.parse_args()
     cfg = parse(orjson.loads(args.config))
-    uvicorn.run(create_app(cfg), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)  # fmt: skip
+    # The protocol `fluido serve` runs: it tells the app when a client leaves, so a request needs no task
+    # watching for it (with uvicorn's own httptools protocol every stream would start one).
+    uvicorn.run(create_app(cfg), host="127.0.0.1", port=args.port, loop="uvloop",
+                http="proxy.http_protocol:HeaderDeadlineProtocol", log_level="warning",
+                access_log=False)  # fmt: skip
 
 
 if __name__ == "__main__":

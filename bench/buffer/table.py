@@ -65,10 +65,13 @@ LEGEND = """\
 ok = finished streams; shed = 429 at arrival; exp = 503 expired in the queue; err = other;
 sh/lg = short/long class; slots = slot-time busy during the arrivals; R-A = shed answers carrying
 Retry-After and retry-after-ms in 1-60 s. Shed latency p99 in ms, two ways:
-  shedC = client side, send to the whole answer read, as the load generator saw it: it shares the CPU
-          with Fluido and the fake, so its own event-loop lag is in this figure;
+  shedC = client side, send to the whole answer read, as the load generator saw it: it shares a core
+          with the fake, so its own event-loop lag is in this figure;
   shedS = server side, Fluido's Server-Timing proxy;dur: from the request reaching Fluido's app (headers
-          parsed) to the answer's headers, measured inside Fluido (no client or network time)."""
+          parsed) to the answer's headers, measured inside Fluido (no client or network time), waits
+          for its core included (the summary gives them per cell).
+Fluido runs on a core of its own, the fake, the load generator and the shed probe on the others: they
+stand for other machines (on one core with Fluido they wake it late)."""
 
 
 def served(cell: Cell, cls: str) -> str:
@@ -138,6 +141,14 @@ async def load_table(seconds: float, out: Path) -> None:
     print(f"\n  plot of TTFT over time at 4x, buffer off and on: {path}")
 
 
+def core(cell: Cell) -> str:
+    """Fluido's share of its core and its time ready to run but waiting for it: a server-side tail well
+    above Fluido's CPU per answer with much waiting is the core's, not Fluido's loop."""
+    per_run = cell.fluido_wait * cell.seconds / max(cell.fluido_runs, 1)
+    return (f"Fluido on CPU {cell.fluido_cpu:.0%} of its core, waiting for it"
+            f" {cell.fluido_wait * 1000:.0f} ms/s ({per_run * 1e6:.0f} us a run)")  # fmt: skip
+
+
 def probes(cells: dict[tuple[str, float], Cell]) -> None:
     """Shed answers timed by the probe process (its loop idle) against the load generator (its loop also
     reading every admitted stream), in the same cell; each loop's own lag (a 5 ms timer's lateness)."""
@@ -152,7 +163,12 @@ def probes(cells: dict[tuple[str, float], Cell]) -> None:
             top = max(got, default=None)
             figures.append(f"{who} {ms1(p(got, 50))} / {ms1(p(got, 99))} / {ms1(top)} ({len(got)});"
                            f" its loop lag p99 {ms1(lag)} ms")  # fmt: skip
-        print(f"    {x}x: {'; '.join(figures)}")
+        server = [float(s["server_ms"]) for s in cell.probe if s.get("server_ms") is not None
+                  and s["status"] in (429, 503) and s["code"] != "expired"]  # fmt: skip
+        figures.append(
+            f"the probe's answers server side p50 {p(server, 50) or 0:.2f} / p99 {p(server, 99) or 0:.2f} ms"
+        )
+        print(f"    {x}x: {'; '.join(figures)}; {core(cell)}")
 
 
 def reserves(cells: dict[tuple[str, float], Cell]) -> None:
@@ -205,7 +221,8 @@ def summary(cells: dict[tuple[str, float], Cell], budgets: dict[str, float], ref
         share = expired / max(admitted, 1)
         print(f"  at {x}x: queue expiries {expired} of {admitted} admitted ({share:.1%});"
               f" shed at arrival {len(early)}, answer p99 client {ms(p([s.e2e for s in early], 99))} ms,"
-              f" server {p(server, 99) or 0:.2f} ms (p50 {p(server, 50) or 0:.2f})")  # fmt: skip
+              f" server {p(server, 99) or 0:.2f} ms (p50 {p(server, 50) or 0:.2f});"
+              f" {core(cells['edf', x])}")  # fmt: skip
     probes(cells)
     print("  at 2x, short class (served/sent, TTFT p50 and p99 of the served):")
     fifo_p50 = p(ttfts(cells["fifo", 2.0].shots, "short"), 50)
