@@ -184,7 +184,10 @@ class Router:
             notes["fallbacks"] = str(len(trace.upstream_failures))
             log.warning("upstream_failed", upstream=up.cfg.name, model=target.model, error=failure.message)
         if failure is not None:
-            raise failure
+            try:
+                raise failure
+            finally:  # this frame keeps no reference to the error, whose traceback holds the frame
+                failure = None
         raise UpstreamUnavailable(f"Every upstream for '{alias}' is unavailable; retry shortly.")
 
     async def _admit(self, up: Upstream) -> Grant | None:

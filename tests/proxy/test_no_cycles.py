@@ -17,9 +17,13 @@ import pytest
 from proxy.asgi import BodyLimits
 from proxy.departure import DisconnectWatch
 from proxy.door import ChatRoute
-from proxy.errors import Overloaded, UpstreamError
+from proxy.app_parts import build_upstreams
+from proxy.config import parse
+from proxy.errors import Overloaded, UpstreamError, UpstreamUnavailable
 from proxy.routes import OpenAIChat
-from proxy.types import Call, Chunk, Reply
+from proxy.types import Call, Chunk, Reply, Target, Trace
+from proxy.upstream import Upstream
+from proxy.upstream.router import Router
 
 
 @pytest.fixture
@@ -142,3 +146,27 @@ async def test_a_stream_that_fails_after_its_first_chunk_leaves_no_reference_cyc
     for _ in range(5):
         assert b"mid-stream" in await one()
     assert gc.collect() == 0
+
+
+@pytest.mark.parametrize("cycle", [False, True], ids=["router", "positive-control"])
+async def test_every_target_failing_leaves_no_reference_cycle(no_automatic_gc: None, cycle: bool) -> None:
+    cfg = parse({
+        "upstreams": {"a": {"kind": "openai", "url": "http://127.0.0.1:9/v1"},
+                      "b": {"kind": "openai", "url": "http://127.0.0.1:9/v1"}},
+        "models": {"chat": {"targets": [{"upstream": "a", "model": "m"}, {"upstream": "b", "model": "m"}]}},
+    })  # fmt: skip
+    router = Router(cfg.models, build_upstreams(cfg))
+
+    async def attempt(up: Upstream, target: Target) -> None:
+        error = UpstreamUnavailable(f"Upstream '{up.cfg.name}' refused the connection.")
+        if cycle:  # the error in a local of the frame it is raised from: frame, error, traceback, frame
+            raise error
+        del error
+        raise UpstreamUnavailable(f"Upstream '{up.cfg.name}' refused the connection.")
+
+    gc.collect()
+    for _ in range(3):
+        with pytest.raises(UpstreamUnavailable):
+            trace = Trace(request_id="r", client="127.0.0.1", route="/v1/chat/completions", started=0.0)
+            await router._first_success("chat", trace, attempt)
+    assert (gc.collect() > 0) is cycle
