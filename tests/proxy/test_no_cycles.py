@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
+from proxy.app_parts import build_upstreams
 from proxy.asgi import BodyLimits
+from proxy.config import parse
 from proxy.departure import DisconnectWatch
 from proxy.door import ChatRoute
-from proxy.app_parts import build_upstreams
-from proxy.config import parse
 from proxy.errors import Overloaded, UpstreamError, UpstreamUnavailable
 from proxy.routes import OpenAIChat
 from proxy.types import Call, Chunk, Reply, Target, Trace
