@@ -29,6 +29,7 @@ from proxy.asgi import (
 from proxy.departure import DEPARTURE, WATCH_DELAY_SECONDS, DisconnectWatch
 from proxy.errors import FluidoError, UpstreamError
 from proxy.relay import next_chunk
+from proxy.tap import Tapped
 from proxy.types import (
     JSON,
     Call,
@@ -183,7 +184,7 @@ class ChatRoute(Generic[S]):
         async with aclosing(stream):
             # The commit point: until the first chunk is here, any failure is still an ordinary HTTP error.
             try:
-                chunk = await anext(stream)
+                chunk = await anext(stream)  # a Tapped stream's observers see it, or its end, on this path
             except StopAsyncIteration:
                 raise UpstreamError("The upstream ended the stream before the reply was complete.") from None
             writer = door.writer(call, state)
@@ -210,6 +211,10 @@ class ChatRoute(Generic[S]):
                 await send({"type": "http.response.body", "body": body, "more_body": True})
 
             render = writer.render
+            # Middleware that only watches the stream tapped it (proxy.tap): its source is read here and its
+            # observers called from this loop, so a chunk crosses no generator of theirs.
+            tapped = stream if isinstance(stream, Tapped) else None
+            source, taps = (tapped.source, tapped.chunk_taps) if tapped is not None else (stream, ())
             try:
                 while True:
                     if chunk.usage is not None:
@@ -218,14 +223,24 @@ class ChatRoute(Generic[S]):
                         text.append(chunk.content)
                     held.append(render(chunk))
                     shown = shown or chunk.carries_output
-                    chunk = await (next_chunk(stream, flush) if shown else anext(stream))
+                    chunk = await (next_chunk(source, flush) if shown else anext(source))
+                    for observe in taps:
+                        observe(chunk)
             except StopAsyncIteration:
-                try:
-                    last = writer.done()
-                except FluidoError as exc:
-                    last = door.error_frame(failed(trace, exc))
+                last = await _ended(tapped, door, trace) if tapped is not None else None
+                if last is None:
+                    try:
+                        last = writer.done()
+                    except FluidoError as exc:
+                        last = door.error_frame(failed(trace, exc))
             except Exception as exc:
-                error = as_fluido(exc, "stream_failed", "while streaming the reply")
+                failure = exc
+                if tapped is not None:
+                    try:
+                        await tapped.end(False)
+                    except Exception as late:  # as a generator's failing ``finally`` would, it replaces exc
+                        failure = late
+                error = as_fluido(failure, "stream_failed", "while streaming the reply")
                 last = door.error_frame(failed(trace, error))  # never a "done" frame after a failure
             finally:
                 if text is not None:
@@ -233,6 +248,15 @@ class ChatRoute(Generic[S]):
             watch.finished = True
             held.append(last)
             await send({"type": "http.response.body", "body": b"".join(held), "more_body": False})
+
+
+async def _ended(tapped: Tapped, door: ChatDoor[S], trace: Trace) -> bytes | None:
+    """A tapped stream's source ran to its end: its observers' ``on_end``; the error frame if one failed."""
+    try:
+        await tapped.end(True)
+    except Exception as exc:
+        return door.error_frame(failed(trace, as_fluido(exc, "stream_failed", "while streaming the reply")))
+    return None
 
 
 class EmbedDoor(Protocol[S]):
