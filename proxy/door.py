@@ -28,7 +28,7 @@ from proxy.asgi import (
 )
 from proxy.departure import DEPARTURE, WATCH_DELAY_SECONDS, DisconnectWatch
 from proxy.errors import FluidoError, UpstreamError
-from proxy.relay import next_chunk
+from proxy.relay import after_wait
 from proxy.tap import Tapped
 from proxy.types import (
     JSON,
@@ -223,7 +223,16 @@ class ChatRoute(Generic[S]):
                         text.append(chunk.content)
                     held.append(render(chunk))
                     shown = shown or chunk.carries_output
-                    chunk = await (next_chunk(source, flush) if shown else anext(source))
+                    if not shown:
+                        chunk = await anext(source)
+                    else:  # proxy.relay.next_chunk, with its usual case (the chunk is at hand) written out
+                        step = source.__anext__()
+                        try:
+                            signal = step.send(None)
+                        except StopIteration as done:
+                            chunk = done.value
+                        else:
+                            chunk = await after_wait(step, signal, flush)
                     for observe in taps:
                         observe(chunk)
             except StopAsyncIteration:
