@@ -20,7 +20,7 @@ and the completion's tokens (the controller judges the two against separate cost
 overload answers (503, 429, timeouts) from the trace's failed attempts.
 
 The slot is given back when a completion returns, when a stream ends, breaks, or its client leaves (the
-stream wrapper's ``finally``), and when anything fails on the way.
+stream's tap, ``proxy.tap``), and when anything fails on the way.
 """
 
 from __future__ import annotations
