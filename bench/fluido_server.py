@@ -52,6 +52,7 @@ WITHOUT = {
     "compaction": {"classifier": {"compaction": False}},
     "cache": {"cache": {"enabled": False}},
     "buffer": {"buffer": {"enabled": False}},
+    "coalesce": {"buffer": {"coalesce": False}},
 }
 
 

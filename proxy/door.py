@@ -28,7 +28,8 @@ from proxy.asgi import (
 )
 from proxy.departure import DEPARTURE, WATCH_DELAY_SECONDS, DisconnectWatch
 from proxy.errors import FluidoError, UpstreamError
-from proxy.relay import next_chunk
+from proxy.relay import after_wait
+from proxy.tap import Tapped
 from proxy.types import (
     JSON,
     Call,
@@ -187,7 +188,7 @@ class ChatRoute(Generic[S]):
         async with aclosing(stream):
             # The commit point: until the first chunk is here, any failure is still an ordinary HTTP error.
             try:
-                chunk = await anext(stream)
+                chunk = await anext(stream)  # a Tapped stream's observers see it, or its end, on this path
             except StopAsyncIteration:
                 raise UpstreamError("The upstream ended the stream before the reply was complete.") from None
             writer = door.writer(call, state)
@@ -214,6 +215,10 @@ class ChatRoute(Generic[S]):
                 await send({"type": "http.response.body", "body": body, "more_body": True})
 
             render = writer.render
+            # Middleware that only watches the stream tapped it (proxy.tap): its source is read here and its
+            # observers called from this loop, so a chunk crosses no generator of theirs.
+            tapped = stream if isinstance(stream, Tapped) else None
+            source, taps = (tapped.source, tapped.chunk_taps) if tapped is not None else (stream, ())
             try:
                 while True:
                     if chunk.usage is not None:
@@ -222,23 +227,56 @@ class ChatRoute(Generic[S]):
                         text.append(chunk.content)
                     held.append(render(chunk))
                     shown = shown or chunk.carries_output
-                    chunk = await (next_chunk(stream, flush) if shown else anext(stream))
+                    if not shown:
+                        chunk = await anext(source)
+                    else:  # proxy.relay.next_chunk, with its usual case (the chunk is at hand) written out
+                        step = source.__anext__()
+                        try:
+                            signal = step.send(None)
+                        except StopIteration as done:
+                            chunk = done.value
+                        else:
+                            chunk = await after_wait(step, signal, flush)
+                    for observe in taps:
+                        observe(chunk)
             except StopAsyncIteration:
-                try:
-                    last = writer.done()
-                except FluidoError as exc:
-                    last = door.error_frame(failed(trace, exc))
+                last = await _ended(tapped, door, trace) if tapped is not None else None
+                if last is None:
+                    try:
+                        last = writer.done()
+                    except FluidoError as exc:
+                        last = door.error_frame(failed(trace, exc))
             except Exception as exc:
                 # Never a "done" frame after a failure. The error is kept in no local (see ``_fail``).
-                last = door.error_frame(
-                    failed(trace, as_fluido(exc, "stream_failed", "while streaming the reply"))
-                )
+                last = await _broken(tapped, door, trace, exc)
             finally:
                 if text is not None:
                     trace.completion = clip("".join(text), self.content_chars)
             watch.finished = True
             held.append(last)
             await send({"type": "http.response.body", "body": b"".join(held), "more_body": False})
+
+
+async def _ended(tapped: Tapped, door: ChatDoor[S], trace: Trace) -> bytes | None:
+    """A tapped stream's source ran to its end: its observers' ``on_end``; the error frame if one failed."""
+    try:
+        await tapped.end(True)
+    except Exception as exc:
+        return door.error_frame(failed(trace, as_fluido(exc, "stream_failed", "while streaming the reply")))
+    return None
+
+
+async def _broken(tapped: Tapped | None, door: ChatDoor[S], trace: Trace, exc: Exception) -> bytes:
+    """The stream failed with ``exc``: a tapped stream's observers' ``on_end`` (not finished), then the one
+    error frame; an observer that fails too replaces ``exc``, as a generator's failing ``finally`` would."""
+    if tapped is not None:
+        try:
+            await tapped.end(False)
+        except Exception as late:
+            return door.error_frame(
+                failed(trace, as_fluido(late, "stream_failed", "while streaming the reply"))
+            )
+    return door.error_frame(failed(trace, as_fluido(exc, "stream_failed", "while streaming the reply")))
 
 
 class EmbedDoor(Protocol[S]):

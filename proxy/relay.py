@@ -8,7 +8,7 @@ from the cache) leave in one write, and nothing that is ready waits for a chunk 
 from __future__ import annotations
 
 import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from proxy.types import Chunk, Stream
@@ -28,6 +28,16 @@ def next_chunk(stream: Stream, before_wait: Callable[[], Awaitable[None]]) -> Ge
         signal = step.send(None)
     except StopIteration as done:  # the chunk was at hand; StopAsyncIteration and errors pass through
         return done.value  # type: ignore[no-any-return]
+    return (yield from after_wait(step, signal, before_wait))
+
+
+@types.coroutine
+def after_wait(
+    step: Coroutine[Any, Any, Chunk], signal: Any, before_wait: Callable[[], Awaitable[None]]
+) -> Generator[Any, Any, Chunk]:
+    """The rest of ``next_chunk`` once ``step`` (a stream's ``__anext__()``, sent ``None`` once) has had
+    to wait, yielding ``signal``. A relay loop that steps its stream itself (``proxy.door``) calls this
+    only when it must wait: a chunk at hand then costs no generator of this module's."""
     failure: BaseException | None = None
     try:
         yield from before_wait().__await__()

@@ -58,10 +58,11 @@ def mergeable(chunk: Chunk) -> bool:
     )
 
 
-def merge(pending: deque[Chunk]) -> Chunk:
-    """Take the next event off ``pending``: one chunk, or a run of mergeable ones joined."""
+def merge(pending: deque[Chunk], all_text: bool = False) -> Chunk:
+    """Take the next event off ``pending``: one chunk, or a run of mergeable ones joined. ``all_text``:
+    every pending chunk is known to be mergeable, so none is asked again."""
     first = pending.popleft()
-    if not mergeable(first) or not pending or not mergeable(pending[0]):
+    if not pending or not (all_text or (mergeable(first) and mergeable(pending[0]))):
         return first
     field = "content" if first.content is not None else "reasoning"
     parts = [getattr(first, field)]
@@ -69,7 +70,9 @@ def merge(pending: deque[Chunk]) -> Chunk:
     while pending and len(parts) < MAX_DELTAS and size < MAX_BYTES:
         nxt = pending[0]
         text = getattr(nxt, field)
-        if not mergeable(nxt) or text is None or nxt.index != first.index or nxt.role is not None:
+        if text is None or nxt.index != first.index or nxt.role is not None:
+            break
+        if not (all_text or mergeable(nxt)):
             break
         pending.popleft()
         parts.append(text)
@@ -120,8 +123,16 @@ class Pending:
         return self.due_at() - min(self.lag, self.pace)
 
     def urgent(self, now: float) -> bool:
-        """Wake the consumer now: the next chunk, one recent gap away, would come after the wake time."""
-        return now + self.gap > self.wake_at()
+        """Wake the consumer now: the next chunk, one recent gap away, would come after the wake time.
+
+        ``wake_at()`` written out: this runs for every chunk the consumer waits for."""
+        if self.finished or self.solid or len(self.chunks) >= MAX_DELTAS:
+            due = 0.0
+        else:
+            last, first = self.last, self.arrived[0]
+            due = (last if last < first else first) + self.pace
+        lag, pace = self.lag, self.pace
+        return now + self.gap > due - (lag if lag < pace else pace)
 
     def woke(self, lag: float) -> None:
         self.lag = self.lag * 0.75 + lag * 0.25
@@ -129,7 +140,7 @@ class Pending:
     def take(self, now: float) -> tuple[Chunk, int, float]:
         """The next event, how many deltas it carries, and how long the oldest of them waited."""
         before, held = len(self.chunks), now - self.arrived[0]
-        event = merge(self.chunks)
+        event = merge(self.chunks, not self.solid)
         deltas = before - len(self.chunks)
         for _ in range(deltas):
             self.arrived.popleft()
@@ -195,7 +206,7 @@ async def coalesce(
                     if waiter is not None and not waiter.done():
                         if pending.urgent(now):
                             wake()
-                        else:
+                        elif timer is None:
                             arm()
                     if len(pending.chunks) >= MAX_PENDING:
                         room = loop.create_future()

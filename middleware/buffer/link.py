@@ -20,7 +20,7 @@ and the completion's tokens (the controller judges the two against separate cost
 overload answers (503, 429, timeouts) from the trace's failed attempts.
 
 The slot is given back when a completion returns, when a stream ends, breaks, or its client leaves (the
-stream wrapper's ``finally``), and when anything fails on the way.
+stream's tap, ``proxy.tap``), and when anything fails on the way.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from middleware.buffer.admission import Admission, overloaded
 from middleware.buffer.coalesce import GapMeter, coalesce
 from middleware.buffer.config import BufferConfig
 from middleware.buffer.queue import Entry, Shed
+from proxy.tap import tap
 from proxy.tokens import completion_tokens, estimate_prompt_tokens
-from proxy.types import Call, Completion, Handler, Reply, Stream, Target
+from proxy.types import Call, Chunk, Completion, Handler, Reply, Stream, Target
 from proxy.upstream.breaker import CircuitBreaker
 
 # Failed attempts that mean "too much at once": an upstream 503 (busy), 429, or a timeout.
@@ -152,7 +153,7 @@ class Buffer:
                 self.admissions[name].changed()
                 return
 
-    async def _hold(self, stream: Stream, admission: Admission, entry: Entry, served: str) -> Stream:
+    def _hold(self, stream: Stream, admission: Admission, entry: Entry, served: str) -> Stream:
         """Pass the stream on, coalesced when that pays; give the slot back however it ends."""
         meter = self.meters.get(served)
         loop = asyncio.get_running_loop()
@@ -167,20 +168,20 @@ class Buffer:
         source = stream
         if self.cfg.coalesce and meter is not None and meter.fast():
             source = coalesce(stream, on_event)
-        try:
-            async for chunk in source:
-                if source is stream:
-                    deltas += 1
-                yield chunk
-        finally:
+
+        def count(chunk: Chunk) -> None:
+            nonlocal deltas
+            deltas += 1
+
+        async def release(finished: bool) -> None:
             # The slot is given back even if closing the stream fails (the coalescer closes the stream
             # itself; closing a closed stream again does nothing).
             try:
-                try:
-                    await source.aclose()
-                finally:
+                if source is not stream:
                     await stream.aclose()
             finally:
                 admission.leave(entry)
                 if meter is not None:
                     meter.record(deltas, loop.time() - started)
+
+        return tap(source, count if source is stream else None, release)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +27,7 @@ from middleware.cache.config import CacheConfig, SemanticConfig
 from middleware.cache.record import CorruptRecord, Recorder, completion_of, decode, encode_completion, replay
 from middleware.cache.store import CacheStore, CacheUnavailable, cache_key
 from middleware.limits import KeyConfig
+from proxy.tap import tap
 from proxy.types import Call, ChatRequest, Completion, Handler, Reply, Stream
 from proxy.writer import message_body
 
@@ -207,17 +207,15 @@ class ResponseCache:
                 return reply, candidate.similarity
         return None
 
-    async def _recording(
-        self, stream: Stream, key: str, index_entry: tuple[str, dict[str, str]] | None
-    ) -> Stream:
+    def _recording(self, stream: Stream, key: str, index_entry: tuple[str, dict[str, str]] | None) -> Stream:
         recorder = Recorder()
-        async with aclosing(stream):
-            async for chunk in stream:
-                recorder.add(chunk)
-                yield chunk
-        # Only a stream that ended normally is kept: an errored or abandoned one never reaches here.
-        if recorder.complete:
-            await self._store(key, recorder.encode(), index_entry)
+
+        async def keep(finished: bool) -> None:
+            # Only a stream that ended normally is kept: an errored or abandoned one is not finished.
+            if finished and recorder.complete:
+                await self._store(key, recorder.encode(), index_entry)
+
+        return tap(stream, recorder.add, keep)
 
     async def _store(self, key: str, value: bytes, index_entry: tuple[str, dict[str, str]] | None) -> None:
         await self._guard(self.store.set(key, value, self.cfg.ttl_seconds))

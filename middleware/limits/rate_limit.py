@@ -17,8 +17,9 @@ import structlog
 from middleware.limits.config import KeyConfig, LimitsConfig
 from proxy.errors import RateLimited, StoreUnavailable
 from proxy.limits import Bucket, Budget, Grant, Limiter, LimiterUnavailable
+from proxy.tap import tap
 from proxy.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
-from proxy.types import Call, Completion, Handler, Reply, Stream
+from proxy.types import Call, Chunk, Completion, Handler, Reply, Stream
 
 log = structlog.get_logger("fluido.rate_limit")
 _NAMES = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "concurrent requests"}
@@ -119,27 +120,28 @@ class RateLimit:
             return reply
         return self._settling(reply, grant, reserved, prompt)
 
-    async def _settling(self, stream: Stream, grant: Grant, reserved: int, prompt: int) -> Stream:
+    def _settling(self, stream: Stream, grant: Grant, reserved: int, prompt: int) -> Stream:
         # The usage report comes last: a stream cut short (an error, the client leaving) has none, and is
         # charged its prompt and what it generated (a token per streamed piece at least), not max_tokens.
+        # Settled (and the concurrency slot released) however the stream ends, even if closing it fails.
         usage: int | None = None
         pieces = chars = 0
-        try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage.total_tokens
-                if chunk.carries_output:
-                    pieces += 1
-                    chars += len(chunk.content or "") + len(chunk.reasoning or "")
-                    if chunk.tool_calls:
-                        chars += sum(len(t.arguments) + len(t.name or "") for t in chunk.tool_calls)
-                yield chunk
-        finally:
-            try:
-                await stream.aclose()
-            finally:  # settled (and the concurrency slot released) even if closing the stream fails
-                generated = max(pieces, chars // CHARS_PER_TOKEN)
-                await self._settle(grant, reserved, usage if usage is not None else prompt + generated)
+
+        def count(chunk: Chunk) -> None:
+            nonlocal usage, pieces, chars
+            if chunk.usage is not None:
+                usage = chunk.usage.total_tokens
+            if chunk.carries_output:
+                pieces += 1
+                chars += len(chunk.content or "") + len(chunk.reasoning or "")
+                if chunk.tool_calls:
+                    chars += sum(len(t.arguments) + len(t.name or "") for t in chunk.tool_calls)
+
+        async def settle(finished: bool) -> None:
+            generated = max(pieces, chars // CHARS_PER_TOKEN)
+            await self._settle(grant, reserved, usage if usage is not None else prompt + generated)
+
+        return tap(stream, count, settle)
 
     async def _settle(self, grant: Grant, reserved: int, used: int) -> None:
         try:

@@ -13,7 +13,7 @@ import asyncio
 class IdleWatch:
     """Cancels the current task when one wait lasts ``idle`` seconds, or the stream passes ``deadline``."""
 
-    __slots__ = ("_handle", "_idle", "_loop", "_since", "_task", "deadline", "expired")
+    __slots__ = ("_handle", "_idle", "_loop", "_task", "deadline", "expired", "since")
 
     def __init__(self, idle: float, deadline: float) -> None:
         self._loop = asyncio.get_running_loop()
@@ -21,18 +21,20 @@ class IdleWatch:
         self._idle = idle
         self.deadline = deadline
         self.expired = False
-        self._since: float | None = None  # when the current wait began; None between waits
+        # When the current wait began (loop time); None between waits. A stream sets it around each wait
+        # itself, per chunk: ``waiting()`` and ``received()`` say the same with a call each.
+        self.since: float | None = None
         self._handle = self._loop.call_at(min(self._loop.time() + idle, deadline), self._check)
 
     def waiting(self) -> None:
-        self._since = self._loop.time()
+        self.since = self._loop.time()
 
     def received(self) -> None:
-        self._since = None
+        self.since = None
 
     def _check(self) -> None:
         now = self._loop.time()
-        since = self._since
+        since = self.since
         if since is not None and (now - since >= self._idle or now >= self.deadline):
             self.expired = True
             if self._task is not None:

@@ -257,27 +257,28 @@ class Router:
         async with aclosing(chunks):
             for chunk in head:
                 yield chunk
+            loop = asyncio.get_running_loop()
             watch = IdleWatch(cfg.idle_timeout, started + cfg.total_timeout)
+            # ``async for``, and the watch's wait marked by hand: this loop runs for every chunk of a stream.
+            # Only the upstream's waits are timed; a consumer slow to come back for the next chunk is not.
             try:
-                while True:
-                    watch.waiting()
-                    try:
-                        chunk = await anext(chunks)
-                    except StopAsyncIteration:
-                        trace.upstream_ms = (asyncio.get_running_loop().time() - started) * 1000
-                        return
-                    except asyncio.CancelledError:
-                        if not watch.absorb():
-                            raise
-                        error: UpstreamError = UpstreamTimeout(f"Upstream '{cfg.name}' stalled mid-stream.")
-                        break
-                    except UpstreamError as exc:
-                        error = exc
-                        break
-                    watch.received()
-                    if chunk.meta:
-                        _note_meta(trace.notes, chunk.meta)
-                    yield chunk
+                try:
+                    watch.since = loop.time()
+                    async for chunk in chunks:
+                        watch.since = None
+                        if chunk.meta:
+                            _note_meta(trace.notes, chunk.meta)
+                        yield chunk
+                        watch.since = loop.time()
+                except asyncio.CancelledError:
+                    if not watch.absorb():
+                        raise
+                    error: UpstreamError = UpstreamTimeout(f"Upstream '{cfg.name}' stalled mid-stream.")
+                except UpstreamError as exc:
+                    error = exc
+                else:
+                    trace.upstream_ms = (loop.time() - started) * 1000
+                    return
             finally:
                 watch.close()
             if error.fault:
