@@ -257,12 +257,15 @@ class ChatRoute(Generic[S]):
             await send({"type": "http.response.body", "body": b"".join(held), "more_body": False})
 
 
+STREAM_FAILED = ("stream_failed", "while streaming the reply")  # the event and what failed, for as_fluido
+
+
 async def _ended(tapped: Tapped, door: ChatDoor[S], trace: Trace) -> bytes | None:
     """A tapped stream's source ran to its end: its observers' ``on_end``; the error frame if one failed."""
     try:
         await tapped.end(True)
     except Exception as exc:
-        return door.error_frame(failed(trace, as_fluido(exc, "stream_failed", "while streaming the reply")))
+        return door.error_frame(failed(trace, as_fluido(exc, *STREAM_FAILED)))
     return None
 
 
@@ -273,10 +276,8 @@ async def _broken(tapped: Tapped | None, door: ChatDoor[S], trace: Trace, exc: E
         try:
             await tapped.end(False)
         except Exception as late:
-            return door.error_frame(
-                failed(trace, as_fluido(late, "stream_failed", "while streaming the reply"))
-            )
-    return door.error_frame(failed(trace, as_fluido(exc, "stream_failed", "while streaming the reply")))
+            return door.error_frame(failed(trace, as_fluido(late, *STREAM_FAILED)))
+    return door.error_frame(failed(trace, as_fluido(exc, *STREAM_FAILED)))
 
 
 class EmbedDoor(Protocol[S]):
