@@ -37,7 +37,8 @@ from proxy.app_parts import (
 from proxy.asgi import App
 from proxy.chain import build_chain
 from proxy.config import Config
-from proxy.door import ChatRoute, EmbedRoute
+from proxy.door import ChatRoute
+from proxy.embed_door import EmbedRoute
 from proxy.errors import InvalidRequest, render
 from proxy.http_protocol import HEADER_TIMEOUT_STATE
 from proxy.observe import Dependency, Metrics, Readiness, configure_logging

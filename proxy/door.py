@@ -1,9 +1,9 @@
 """The request handling every door shares: read, decode, run the chain (or the router), reply.
 
 A door (OpenAI's ``/v1``, Ollama's ``/api``) differs only in how it decodes a body and how it writes its
-replies and errors. ``ChatRoute`` and ``EmbedRoute`` own everything else, once: the bounded body read, the
-trace, the commit point of a stream, the disconnect watch, and the rule that every failure is answered in
-the door's shape (never a plain-text 500).
+replies and errors. ``ChatRoute`` (and ``proxy.embed_door.EmbedRoute``, for embeddings) own everything
+else, once: the bounded body read, the trace, the commit point of a stream, the disconnect watch, and the
+rule that every failure is answered in the door's shape (never a plain-text 500).
 """
 
 from __future__ import annotations
@@ -31,19 +31,15 @@ from proxy.errors import FluidoError, UpstreamError
 from proxy.relay import after_wait
 from proxy.tap import Tapped
 from proxy.types import (
-    JSON,
     Call,
     ChatRequest,
     Chunk,
     Completion,
-    EmbeddingRequest,
     Handler,
     Message,
     Stream,
     Trace,
-    Usage,
 )
-from proxy.upstream.router import Router
 
 log = structlog.get_logger("fluido.routes")
 Headers = list[tuple[bytes, bytes]]
@@ -63,14 +59,6 @@ def prompt_text(req: ChatRequest) -> str:
         return m.content if isinstance(m.content, str) else orjson.dumps(m.content).decode()
 
     return "\n".join(f"{m.role}: {text(m)}" for m in req.messages)
-
-
-def prompt_tokens(result: JSON) -> int | None:
-    """The prompt tokens an OpenAI-shaped embeddings reply reports, if it does."""
-    usage = result.get("usage") if isinstance(result, dict) else None
-    if isinstance(usage, dict) and isinstance(tokens := usage.get("prompt_tokens"), int):
-        return tokens
-    return None
 
 
 class StreamWriter(Protocol):
@@ -117,9 +105,13 @@ def as_fluido(exc: Exception, event: str, doing: str) -> FluidoError:
     return InternalError(f"Fluido failed {doing}.")
 
 
-async def send_failure(
-    send: Send, trace: Trace, error: FluidoError, door: ChatDoor[S] | EmbedDoor[S]
-) -> None:
+class ErrorShape(Protocol):
+    """What every door has: its error body (OpenAI's ``{"error": {...}}``, Ollama's ``{"error": "..."}``)."""
+
+    def error_body(self, error: FluidoError) -> bytes: ...
+
+
+async def send_failure(send: Send, trace: Trace, error: FluidoError, door: ErrorShape) -> None:
     """An error as the whole reply, in the door's shape, with the headers the trace carries."""
     await send_error(send, failed(trace, error), note_headers(trace), door.error_body)
 
@@ -278,49 +270,3 @@ async def _broken(tapped: Tapped | None, door: ChatDoor[S], trace: Trace, exc: E
         except Exception as late:
             return door.error_frame(failed(trace, as_fluido(late, *STREAM_FAILED)))
     return door.error_frame(failed(trace, as_fluido(exc, *STREAM_FAILED)))
-
-
-class EmbedDoor(Protocol[S]):
-    """What an embeddings route does its own way."""
-
-    json_headers: Headers
-
-    def decode(self, body: bytes, trace: Trace) -> tuple[EmbeddingRequest | None, S]:
-        """The request (its model noted on ``trace``) and what its reply needs; no request: nothing to
-        embed, and ``encode`` gets no result."""
-        ...
-
-    def encode(self, result: JSON, tokens: int | None, state: S, trace: Trace) -> bytes:
-        """The reply to the upstream's OpenAI-shaped ``result``; raises ``UpstreamError`` if it is not one."""
-        ...
-
-    def error_body(self, error: FluidoError) -> bytes: ...
-
-
-class EmbedRoute(Generic[S]):
-    """An embeddings route: routed like chat, never streamed."""
-
-    def __init__(self, door: EmbedDoor[S], router: Router, limits: BodyLimits) -> None:
-        self.door = door
-        self.router = router
-        self.limits = limits
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        trace = trace_of(scope)
-        door = self.door
-        try:
-            req, state = door.decode(await self.limits.read(scope, receive), trace)
-            result: JSON = None
-            tokens = None
-            if req is not None:
-                result = await self.router.embed(req, trace)
-                tokens = prompt_tokens(result)
-            body = door.encode(result, tokens, state, trace)
-        except ClientGone:
-            return
-        except Exception as exc:
-            await send_failure(send, trace, as_fluido(exc, "request_failed", "to handle the request"), door)
-            return
-        if tokens is not None:
-            trace.usage = Usage(tokens, 0)
-        await send_bytes(send, 200, body, [*door.json_headers, *note_headers(trace)])

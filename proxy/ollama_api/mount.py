@@ -12,7 +12,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proxy.asgi import BodyLimits, send_bytes, trace_of
 from proxy.config_upstreams import ModelConfig
-from proxy.door import ChatRoute, EmbedRoute
+from proxy.door import ChatRoute
+from proxy.embed_door import EmbedRoute
 from proxy.ollama_api.decode import parse_chat, parse_generate
 from proxy.ollama_api.embed import OllamaEmbed
 from proxy.ollama_api.errors import NotThroughFluido, send_ollama_error
