@@ -141,12 +141,17 @@ async def _lag(stop: asyncio.Event, samples: list[float]) -> None:
         samples.append(time.perf_counter() - t0 - 0.005)
 
 
+async def none() -> list[Shot]:
+    """The load generator's shots when the probe sends every arrival."""
+    return []
+
+
 async def load_cell(
     r: Rig, rate: float, seconds: float, load: list[tuple[str, bytes]], probe_share: float = 0.0
 ) -> Cell:
     """An open-loop cell. With ``probe_share``, that share of the arrivals comes from a process of its own
-    (``bench.buffer.shedprobe``) whose loop does nothing else, to time shed answers without the load
-    generator's lag; the total rate is the same."""
+    (``bench.buffer.shedprobe``), to time shed answers without the load generator's lag (with a share of
+    1, every arrival and no load generator); the total rate is the same."""
     before = await fake_stats(r.fake)
     sched = run_queue(r.pids[0]) if r.pids else (0.0, 0.0, 0)
     t0 = time.monotonic()
@@ -158,7 +163,8 @@ async def load_cell(
         )
     stop, lags = asyncio.Event(), list[float]()
     ticker = asyncio.create_task(_lag(stop, lags))
-    run = asyncio.create_task(open_loop(r.fluidos, rate * (1 - probe_share), seconds, load))
+    generator = open_loop(r.fluidos, rate * (1 - probe_share), seconds, load) if probe_share < 1 else none()
+    run = asyncio.create_task(generator)
     await asyncio.sleep(seconds)
     during = await fake_stats(r.fake)
     wall = time.monotonic() - t0

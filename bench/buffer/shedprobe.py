@@ -2,15 +2,27 @@
 
 The load generator's event loop also reads every admitted stream; when it is busy, an answer that has
 arrived waits for the loop before its time is taken, so its shed latencies include the generator's own
-lag. This process sends a thin Poisson share of the cell's arrivals (the rest come from the generator,
-so the total rate is the cell's) and does nothing else: its loop is idle when an answer arrives.
+lag. This process sends a share of the cell's arrivals (the rest come from the generator, so the total rate
+is the cell's) and does little else.
 
-Its client is a bare HTTP/1.1 one (httptools' parser on keep-alive connections), so the time it takes is
-the answer's, not a client library's: aiohttp's request machinery alone is a few hundred microseconds of
-CPU on each side of the exchange. An answer's time runs from just before its request is written to the
-parser's end of the message. Admitted requests are read to their end like any other. It prints one JSON
-line per request (with Fluido's own time to the headers, its Server-Timing ``proxy;dur``, as ``server_ms``),
-and its own loop's lag (how late a 5 ms timer fires, p99) at the end.
+It takes two times per answer, on one clock (CLOCK_REALTIME, nanoseconds) from just before its request is
+written:
+  arrive: when the answer's last byte reached this process's socket, the kernel's receive timestamp of
+          the segment that carried it (SO_TIMESTAMPNS; for TCP, recvmsg reports the stamp of the last
+          segment it read). Loopback stamps a segment as it is queued for receiving, in the sender's
+          system call, so this time does not wait for this process to get a core or its loop to wake.
+  e2e:    when this process's parser saw the answer's end: the arrival plus this process's own wait for
+          its core and its loop.
+The send is timed just before the write system call: a kernel transmit stamp would need the socket's error
+queue, whose readiness (POLLERR) makes uvloop close its watcher of the socket; a wait between the two lines
+can only make both figures longer.
+
+Its client is a bare HTTP/1.1 one (httptools' parser on keep-alive, non-blocking sockets read with recvmsg
+for the timestamp), so the time it takes is the answer's, not a client library's: aiohttp's request
+machinery alone is a few hundred microseconds of CPU on each side of the exchange. Admitted requests are read
+to their end like any other. It prints one JSON line per request (with Fluido's own time to the headers, its
+Server-Timing ``proxy;dur``, as ``server_ms``; ``arrive`` is null where the kernel gives no timestamp), and
+its own loop's lag (how late a 5 ms timer fires, p99) at the end.
 
 ``python -m bench.buffer.shedprobe --url URL --rate R --seconds S --seed N``
 """
@@ -19,9 +31,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
+import struct
 import sys
 import time
-from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -35,32 +48,101 @@ from bench.load.stats import percentile
 
 TICK = 0.005
 GIVE_UP = 20.0  # seconds, as the load generator's client
+# Linux's SO_TIMESTAMPNS (also the type of its control message, SCM_TIMESTAMPNS: a struct timespec of
+# CLOCK_REALTIME); Python's socket module does not name it.
+SO_TIMESTAMPNS = 35
+TIMESPEC = struct.Struct("qq")
+STAMP_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
+READ_SIZE = 65536
 
 
-class Exchange(asyncio.Protocol):
+def received_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The kernel's receive time of a read's last segment, from recvmsg's control messages."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            seconds, nanoseconds = TIMESPEC.unpack_from(data)
+            return int(seconds) * 1_000_000_000 + int(nanoseconds)
+    return None
+
+
+def keep_stamps_on(within: float = 5.0) -> socket.socket:
+    """A loopback connection's reading end that wants receive stamps, once the kernel stamps segments.
+
+    The kernel stamps arriving segments only while some socket wants stamps, and when the first one asks
+    it turns stamping on later, from a work queue: segments that arrive before carry no stamp (an answer
+    then has no arrival time rather than a wrong one). This socket, kept open, keeps stamping on."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        reader = socket.create_connection(listener.getsockname())
+        reader.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        writer, _ = listener.accept()
+    with writer:
+        until = time.monotonic() + within
+        while time.monotonic() < until:
+            writer.send(b"x")
+            _, ancillary, _, _ = reader.recvmsg(1, STAMP_SPACE)
+            if received_ns(ancillary) is not None:
+                break
+            time.sleep(0.001)  # the core to the kernel's work queue, before the next try
+    return reader
+
+
+class Exchange:
     """One keep-alive connection; one request at a time on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.done: asyncio.Future[float] | None = None
+        self.done: asyncio.Future[tuple[int | None, int]] | None = None
         self.reusable = True
+        self.closed = False
         self.body = bytearray()  # an error answer's, for its code (a stream's text is not kept)
         self.server_timing: str | None = None
+        self.arrived_ns: int | None = None  # the kernel's receive time of the latest read's last segment
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCP transport has write() but is not registered as an asyncio.Transport.
-        self.transport = cast(asyncio.Transport, transport)
+    @classmethod
+    async def open(cls, host: str, port: int) -> Exchange:
+        loop = asyncio.get_running_loop()
+        family, kind, proto, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            # Asked before any byte arrives: the kernel stamps a segment on arrival only while a socket
+            # wants stamps.
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports do
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        exchange = cls(sock)
+        loop.add_reader(sock.fileno(), exchange.readable)
+        return exchange
 
-    def data_received(self, data: bytes) -> None:
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(READ_SIZE, STAMP_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close()
+            self._end(exc)
+            return
+        if not data:
+            self.close()
+            self._end(ConnectionResetError("closed before the answer ended"))
+            return
+        self.arrived_ns = received_ns(ancillary)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._end(exc)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
         self.reusable = False
-        self._end(exc or ConnectionResetError("closed before the answer ended"))
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == b"server-timing":
@@ -71,25 +153,31 @@ class Exchange(asyncio.Protocol):
             self.body += chunk
 
     def on_message_complete(self) -> None:
-        now = time.perf_counter()
+        read_ns = time.time_ns()
         self.reusable = self.reusable and self.parser.should_keep_alive()
         if self.done is not None and not self.done.done():
-            self.done.set_result(now)
+            self.done.set_result((self.arrived_ns, read_ns))
 
     def _end(self, exc: BaseException) -> None:
         if self.done is not None and not self.done.done():
             self.done.set_exception(exc)
 
-    async def send(self, request: bytes) -> tuple[int, float]:
-        """(status, seconds from the write to the answer's last byte)."""
-        assert self.transport is not None
-        self.done = asyncio.get_running_loop().create_future()
+    async def send(self, request: bytes) -> tuple[int, int, int | None, int]:
+        """(status, the send's time, the answer's last byte's arrival at the socket (None where the
+        kernel gives no stamp), the time this process read it), in time.time_ns()'s nanoseconds."""
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
         self.body.clear()
         self.server_timing = None
-        t0 = time.perf_counter()
-        self.transport.write(request)
-        ended = await self.done
-        return self.parser.get_status_code(), ended - t0
+        sent_ns = time.time_ns()
+        try:
+            written = self.sock.send(request)
+        except BlockingIOError:
+            written = 0
+        if written < len(request):  # not for a request this small on an idle connection, but kept right
+            await loop.sock_sendall(self.sock, request[written:])
+        arrived_ns, read_ns = await self.done
+        return self.parser.get_status_code(), sent_ns, arrived_ns, read_ns
 
 
 class Client:
@@ -98,33 +186,39 @@ class Client:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.idle: list[Exchange] = []
 
+    def close(self) -> None:
+        for exchange in self.idle:
+            exchange.close()
+        self.idle.clear()
+
     def request(self, body: bytes) -> bytes:
         head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
                 f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n")  # fmt: skip
         return head.encode() + body
 
     async def post(self, body: bytes) -> dict[str, object]:
-        loop = asyncio.get_running_loop()
         exchange = None
         while self.idle and exchange is None:
             exchange = self.idle.pop()
             if not exchange.reusable:  # the server closed it while it was idle (its keep-alive timeout)
                 exchange = None
-        if exchange is None:
-            _, exchange = await loop.create_connection(Exchange, self.host, self.port)
         try:
+            if exchange is None:
+                exchange = await Exchange.open(self.host, self.port)
             async with asyncio.timeout(GIVE_UP):
-                status, seconds = await exchange.send(self.request(body))
+                status, sent_ns, arrived_ns, read_ns = await exchange.send(self.request(body))
         except (OSError, TimeoutError, httptools.HttpParserError) as exc:
-            if exchange.transport is not None:
-                exchange.transport.close()
-            return {"status": 0, "code": type(exc).__name__, "e2e": None}
+            if exchange is not None:
+                exchange.close()
+            return {"status": 0, "code": type(exc).__name__, "e2e": None, "arrive": None}
         if exchange.reusable:
             self.idle.append(exchange)
-        elif exchange.transport is not None:
-            exchange.transport.close()
+        else:
+            exchange.close()
         code, server_ms = code_of(status, bytes(exchange.body)), proxy_ms(exchange.server_timing)
-        return {"status": status, "code": code, "e2e": seconds, "server_ms": server_ms}
+        arrive = None if arrived_ns is None else (arrived_ns - sent_ns) / 1e9
+        return {"status": status, "code": code, "e2e": (read_ns - sent_ns) / 1e9, "arrive": arrive,
+                "server_ms": server_ms}  # fmt: skip
 
 
 def code_of(status: int, body: bytes) -> str:
@@ -142,6 +236,7 @@ async def lag(stop: asyncio.Event, samples: list[float]) -> None:
 
 
 async def run(url: str, rate: float, seconds: float, seed: int) -> None:
+    stamps = keep_stamps_on()
     stop, lags = asyncio.Event(), list[float]()
     ticker = asyncio.create_task(lag(stop, lags))
     client, load = Client(url), bodies(seed=seed + 100)
@@ -152,6 +247,8 @@ async def run(url: str, rate: float, seconds: float, seed: int) -> None:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(client.post(load[i % len(load)][1])))
     results = await asyncio.gather(*tasks)
+    client.close()
+    stamps.close()
     stop.set()
     await ticker
     for result in results:

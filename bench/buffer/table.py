@@ -14,7 +14,12 @@ from bench.load.stats import percentile
 
 LOADS = (0.5, 1.0, 2.0, 4.0)
 WINDOW = 10.0  # seconds per window of the flatness check
-PROBE_SHARE = 0.3  # of the arrivals sent by the shed-latency probe process
+# Of each load's arrivals, the share the shed-latency probe process sends: enough for 100 shed answers in
+# a 60 s cell where the load sheds that many (at 1x the buffer sheds a few a minute: the probe sends every
+# arrival there and times every shed answer of the cell). Its arrival figure does not depend on its loop
+# being idle; its read figure does, and is shown with its loop's lag (see probes()).
+PROBE_SHARE = {1.0: 1.0, 2.0: 0.6, 4.0: 0.3}
+ENOUGH = 100  # answers for a p99: with fewer it lies between the two largest, the max by another name
 
 
 def ms(value: float | None) -> str:
@@ -27,6 +32,17 @@ def ms1(value: float | None) -> str:
 
 def p(values: list[float], q: float) -> float | None:
     return percentile(values, q)
+
+
+def p99_or_max(values: list[float]) -> tuple[float | None, bool]:
+    """The p99, or the max when there are too few values for a p99 (then True)."""
+    return (p(values, 99), False) if len(values) >= ENOUGH else (max(values, default=None), True)
+
+
+def tail(values: list[float]) -> str:
+    """p50 / p99 / max in ms and the count; no p99 from fewer than ENOUGH values."""
+    p99 = f"p99 {ms1(p(values, 99))}" if len(values) >= ENOUGH else "p99 -"
+    return f"p50 {ms1(p(values, 50))} / {p99} / max {ms1(max(values, default=None))} ms ({len(values)})"
 
 
 def shed_answers(shots: list[Shot]) -> list[Shot]:
@@ -43,16 +59,17 @@ def row(label: str, load: float, cell: Cell) -> str:
     other = len(shots) - len(ok) - len(shed)
     with_retry = sum(s.retry_after for s in shed)
     early = shed_answers(shots)
-    client99 = p([s.e2e for s in early], 99)
-    server99 = p([s.server_ms / 1000 for s in early if s.server_ms is not None], 99)
+    client99, few = p99_or_max([s.e2e for s in early])
+    server99, _ = p99_or_max([s.server_ms / 1000 for s in early if s.server_ms is not None])
     short, long_ = ttfts(ok, "short"), ttfts(ok, "long")
     counts = f"{len(shots):>5} {len(ok):>5} {len(shed) - expired:>5} {expired:>4} {other:>4}"
     lat = [p(ttfts(ok), 50), p(ttfts(ok), 99), p(short, 50), p(short, 99), p(long_, 99)]
     retry = f"{with_retry / len(shed):.0%}" if shed else "-"
-    server = "-" if server99 is None else f"{server99 * 1000:.1f}"
+    mark = "*" if few and early else ""
+    client, server = ms(client99) + mark, "-" if server99 is None else f"{server99 * 1000:.1f}{mark}"
     return (
         f"{label:<12}{load:>4.1f}x {counts} {' '.join(f'{ms(v):>6}' for v in lat)}"
-        f" {cell.slot_use:>6.0%} {ms(client99):>6} {server:>6} {retry:>5}  {dict(reasons) or ''}"
+        f" {cell.slot_use:>6.0%} {client:>6} {server:>6} {retry:>5}  {dict(reasons) or ''}"
     )
 
 
@@ -64,7 +81,8 @@ HEADER = (
 LEGEND = """\
 ok = finished streams; shed = 429 at arrival; exp = 503 expired in the queue; err = other;
 sh/lg = short/long class; slots = slot-time busy during the arrivals; R-A = shed answers carrying
-Retry-After and retry-after-ms in 1-60 s. Shed latency p99 in ms, two ways:
+Retry-After and retry-after-ms in 1-60 s. Shed latency p99 in ms (* the max: fewer than 100 shed
+answers, too few for a p99), two ways:
   shedC = client side, send to the whole answer read, as the load generator saw it: it shares a core
           with the fake, so its own event-loop lag is in this figure;
   shedS = server side, Fluido's Server-Timing proxy;dur: from the request reaching Fluido's app (headers
@@ -124,8 +142,8 @@ async def load_table(seconds: float, out: Path) -> None:
     # Shed latency from the client side without the load generator's own lag: a share of the arrivals
     # from a process of its own (the same total rate).
     with rig(edf) as r:
-        for x in LOADS[1:]:
-            cells["probe", x] = await load_cell(r, x * cap, seconds, load, probe_share=PROBE_SHARE)
+        for x, share in PROBE_SHARE.items():
+            cells["probe", x] = await load_cell(r, x * cap, seconds, load, probe_share=share)
     # First come, first served as a plain FIFO proxy queue: arrival order and one common budget (the long
     # one: a FIFO queue knows no classes), with the same admission and shedding rules.
     with rig({**edf, "order": "fifo"}) as r:
@@ -149,26 +167,38 @@ def core(cell: Cell) -> str:
             f" {cell.fluido_wait * 1000:.0f} ms/s ({per_run * 1e6:.0f} us a run)")  # fmt: skip
 
 
+def probe_figures(cell: Cell) -> list[tuple[str, list[float]]]:
+    """The probe's shed answers (not expiries): when each reached the probe's socket (the kernel's
+    receive stamp), when the probe read it, how long the read came after the arrival, and Fluido's own
+    time for the same answers; seconds."""
+    shed = [s for s in cell.probe if s["status"] in (429, 503) and s["code"] != "expired"]
+    stamped = [s for s in shed if s.get("arrive") is not None]
+    return [
+        ("arrive at the probe's socket (kernel receive stamp)", [float(s["arrive"]) for s in stamped]),
+        ("read by the probe (its parser, user space)", [float(s["e2e"]) for s in shed]),
+        ("  of which the read after the arrival", [float(s["e2e"]) - float(s["arrive"]) for s in stamped]),
+        ("server side (Fluido's Server-Timing)",
+         [float(s["server_ms"]) / 1000 for s in shed if s.get("server_ms") is not None]),
+    ]  # fmt: skip
+
+
 def probes(cells: dict[tuple[str, float], Cell]) -> None:
-    """Shed answers timed by the probe process (its loop idle) against the load generator (its loop also
-    reading every admitted stream), in the same cell; each loop's own lag (a 5 ms timer's lateness)."""
-    print(f"  shed answers, client side: a process of its own sending {PROBE_SHARE:.0%} of the arrivals"
-          " (p50 / p99 / max ms, answers) against the load generator, in the same cells:")  # fmt: skip
-    for x in LOADS[1:]:
+    """Shed answers timed by the probe process, from just before its request's write: when the answer's
+    last byte reached its socket, stamped by the kernel (the shed-latency goal's figure: it does not wait
+    for the probe to get a core), and when the probe read it; against the load generator in the same
+    cell (its loop also reading every admitted stream); each loop's own lag (a 5 ms timer's lateness)."""
+    print(f"  shed answers timed by a process of its own (p50 / p99 / max, answers; a p99 from {ENOUGH}"
+          " answers or more), from just before the request's write:")  # fmt: skip
+    for x, share in PROBE_SHARE.items():
         cell = cells["probe", x]
-        mine = [float(s["e2e"]) for s in cell.probe if s["status"] in (429, 503) and s["code"] != "expired"]
-        gen = [s.e2e for s in shed_answers(cell.shots)]
-        figures = []
-        for who, got, lag in (("probe", mine, cell.probe_lag_p99), ("generator", gen, cell.lag_p99)):
-            top = max(got, default=None)
-            figures.append(f"{who} {ms1(p(got, 50))} / {ms1(p(got, 99))} / {ms1(top)} ({len(got)});"
-                           f" its loop lag p99 {ms1(lag)} ms")  # fmt: skip
-        server = [float(s["server_ms"]) for s in cell.probe if s.get("server_ms") is not None
-                  and s["status"] in (429, 503) and s["code"] != "expired"]  # fmt: skip
-        figures.append(
-            f"the probe's answers server side p50 {p(server, 50) or 0:.2f} / p99 {p(server, 99) or 0:.2f} ms"
-        )
-        print(f"    {x}x: {'; '.join(figures)}; {core(cell)}")
+        print(f"    {x}x, the probe sending {share:.0%} of the arrivals (its loop lag p99"
+              f" {ms1(cell.probe_lag_p99)} ms); {core(cell)}:")  # fmt: skip
+        for label, values in probe_figures(cell):
+            print(f"      {label:<52} {tail(values)}")
+        if cell.shots:
+            gen = [s.e2e for s in shed_answers(cell.shots)]
+            print(f"      {'the load generator, read (aiohttp, user space)':<52} {tail(gen)};"
+                  f" its loop lag p99 {ms1(cell.lag_p99)} ms")  # fmt: skip
 
 
 def reserves(cells: dict[tuple[str, float], Cell]) -> None:
@@ -217,12 +247,12 @@ def summary(cells: dict[tuple[str, float], Cell], budgets: dict[str, float], ref
         expired = sum(s.code == "expired" for s in shots)
         admitted = sum(s.status == 200 for s in shots) + expired
         early = shed_answers(shots)
-        server = [s.server_ms for s in early if s.server_ms is not None]
+        server = [s.server_ms / 1000 for s in early if s.server_ms is not None]
         share = expired / max(admitted, 1)
-        print(f"  at {x}x: queue expiries {expired} of {admitted} admitted ({share:.1%});"
-              f" shed at arrival {len(early)}, answer p99 client {ms(p([s.e2e for s in early], 99))} ms,"
-              f" server {p(server, 99) or 0:.2f} ms (p50 {p(server, 50) or 0:.2f});"
-              f" {core(cells['edf', x])}")  # fmt: skip
+        print(
+            f"  at {x}x: queue expiries {expired} of {admitted} admitted ({share:.1%}); shed at arrival:"
+            f" client {tail([s.e2e for s in early])}, server {tail(server)}; {core(cells['edf', x])}"
+        )
     probes(cells)
     print("  at 2x, short class (served/sent, TTFT p50 and p99 of the served):")
     fifo_p50 = p(ttfts(cells["fifo", 2.0].shots, "short"), 50)
