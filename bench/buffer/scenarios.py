@@ -141,7 +141,7 @@ async def _lag(stop: asyncio.Event, samples: list[float]) -> None:
         samples.append(time.perf_counter() - t0 - 0.005)
 
 
-async def none() -> list[Shot]:
+async def no_shots() -> list[Shot]:
     """The load generator's shots when the probe sends every arrival."""
     return []
 
@@ -163,8 +163,8 @@ async def load_cell(
         )
     stop, lags = asyncio.Event(), list[float]()
     ticker = asyncio.create_task(_lag(stop, lags))
-    generator = open_loop(r.fluidos, rate * (1 - probe_share), seconds, load) if probe_share < 1 else none()
-    run = asyncio.create_task(generator)
+    rest = rate * (1 - probe_share)
+    run = asyncio.create_task(open_loop(r.fluidos, rest, seconds, load) if rest > 0 else no_shots())
     await asyncio.sleep(seconds)
     during = await fake_stats(r.fake)
     wall = time.monotonic() - t0

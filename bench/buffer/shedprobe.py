@@ -2,15 +2,17 @@
 
 The load generator's event loop also reads every admitted stream; when it is busy, an answer that has
 arrived waits for the loop before its time is taken, so its shed latencies include the generator's own
-lag. This process sends a share of the cell's arrivals (the rest come from the generator, so the total rate
-is the cell's) and does little else.
+lag. This process sends a share of the cell's arrivals, or all of them (the rest come from the generator,
+so the total rate is the cell's), and does nothing else.
 
 It takes two times per answer, on one clock (CLOCK_REALTIME, nanoseconds) from just before its request is
 written:
   arrive: when the answer's last byte reached this process's socket, the kernel's receive timestamp of
           the segment that carried it (SO_TIMESTAMPNS; for TCP, recvmsg reports the stamp of the last
           segment it read). Loopback stamps a segment as it is queued for receiving, in the sender's
-          system call, so this time does not wait for this process to get a core or its loop to wake.
+          system call, so this time does not wait for this process to get a core or its loop to wake
+          (a segment that comes after the answer but before its read, a closing server's FIN, may
+          pass on its own stamp: a later time, never an earlier one).
   e2e:    when this process's parser saw the answer's end: the arrival plus this process's own wait for
           its core and its loop.
 The send is timed just before the write system call: a kernel transmit stamp would need the socket's error
