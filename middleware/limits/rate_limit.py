@@ -60,8 +60,9 @@ class RateLimit:
         self.cfg = cfg
         self.keys = keys
         self.on_unavailable = on_unavailable
-        # The memory limiter never waits: its plain functions are called, not its coroutines.
-        self._memory = limiter if isinstance(limiter, MemoryLimiter) else None
+        # The memory limiter never waits: its plain functions are called, not its coroutines (the class
+        # itself only: a subclass may have made them wait).
+        self._memory = limiter if type(limiter) is MemoryLimiter else None
         # A key's buckets, alone and on each model alias it limits, are the same for every request: made
         # once (their number is bounded by the configuration, never by what clients send).
         self._key_buckets = {name: self._for_key(name, None) for name in keys}
