@@ -49,24 +49,15 @@ class KeyMatcher:
 
     def __init__(self, keys: Mapping[str, KeyConfig]) -> None:
         self.digests = [(key.digest, key.name) for key in keys.values()]
-        # The keys already found, so that a client's key is hashed once, not on every request. Only a key
-        # that matched is added: no more entries than configured keys, whatever clients send. A key that
-        # is not here takes the whole comparison, so its time still says nothing about the keys.
-        self._found: dict[bytes, str] = {}
 
     def match(self, authorization: bytes | None) -> str | None:
         if authorization is None or authorization[:7].lower() != b"bearer ":
             return None
-        key = authorization[7:].strip()
-        if (known_name := self._found.get(key)) is not None:
-            return known_name
-        digest = hashlib.sha256(key).digest()
+        digest = hashlib.sha256(authorization[7:].strip()).digest()
         found = None
         for known, name in self.digests:  # no early exit: every key is compared, every time
             if hmac.compare_digest(known, digest):
                 found = name
-        if found is not None and len(self._found) < len(self.digests):
-            self._found[key] = found
         return found
 
 
