@@ -9,8 +9,8 @@ themselves (in memory, in Redis) live in ``middleware.limits``; the app factory 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from proxy.config_reader import Reader
 
@@ -45,8 +45,9 @@ class Bucket:
     limits: RateLimits
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
+# Budgets and grants are made for every request: as named tuples, each is built in well under half the time
+# a frozen dataclass takes (whose every field is set through object.__setattr__), and is as immutable.
+class Budget(NamedTuple):
     """One limit's state for the x-ratelimit-* headers: its size, what is left, seconds until full."""
 
     limit: int
@@ -54,15 +55,14 @@ class Budget:
     reset: float
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
     allowed: bool
     lease: str = ""
     retry_after: float = 0.0
     refused_by: str = ""  # "rpm", "tpm" or "concurrency"
     requests: Budget | None = None  # the first bucket's, after this request
     tokens: Budget | None = None
-    buckets: tuple[Bucket, ...] = field(default=())
+    buckets: tuple[Bucket, ...] = ()
 
 
 class LimiterUnavailable(Exception):

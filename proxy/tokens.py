@@ -19,7 +19,8 @@ def estimate_message_tokens(m: Message) -> int:
         chars = len(m.content)
     else:
         chars = len(orjson.dumps(m.content)) if m.content is not None else 0
-    chars += sum(len(t.arguments) + len(t.name) for t in m.tool_calls)
+    if m.tool_calls:  # most messages have none: no generator for them
+        chars += sum(len(t.arguments) + len(t.name) for t in m.tool_calls)
     return chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD
 
 

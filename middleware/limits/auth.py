@@ -85,9 +85,10 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         trace = trace_of(scope)
-        trace.client = forwarded_client(trace.client, header(scope, b"x-forwarded-for"), self.trusted)
+        if self.trusted:  # without trusted proxies, X-Forwarded-For is never read
+            trace.client = forwarded_client(trace.client, header(scope, b"x-forwarded-for"), self.trusted)
         if self.digests:
-            name = self.match(header(scope, b"authorization"))
+            name = self.matcher.match(header(scope, b"authorization"))
             if name is None:
                 error = AuthenticationFailed(
                     "Missing or invalid API key. Send it as 'Authorization: Bearer <key>'."

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 import structlog
 
 from middleware.limits.config import KeyConfig, LimitsConfig
+from middleware.limits.limiter import MemoryLimiter
 from proxy.errors import RateLimited, StoreUnavailable
-from proxy.limits import Bucket, Budget, Grant, Limiter, LimiterUnavailable
+from proxy.limits import Bucket, Grant, Limiter, LimiterUnavailable
 from proxy.tap import tap
 from proxy.tokens import CHARS_PER_TOKEN, estimate_prompt_tokens
 from proxy.types import Call, Chunk, Completion, Handler, Reply, Stream
@@ -33,19 +34,16 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{rest}s"
 
 
-# OpenAI's header names, per kind of limit: built once, not per request.
-_HEADERS = {
-    kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}")
-    for kind in ("requests", "tokens")
-}
-
-
-def _set_headers(headers: dict[str, str], kind: str, budget: Budget | None) -> None:
-    if budget is not None:
-        limit, remaining, reset = _HEADERS[kind]
-        headers[limit] = str(budget.limit)
-        headers[remaining] = str(budget.remaining)
-        headers[reset] = duration(budget.reset)
+def _set_headers(headers: dict[str, str], grant: Grant) -> None:
+    """OpenAI's x-ratelimit-* headers: the requests' then the tokens' limit, remaining and reset."""
+    if (requests := grant.requests) is not None:
+        headers["x-ratelimit-limit-requests"] = str(requests.limit)
+        headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
+        headers["x-ratelimit-reset-requests"] = duration(requests.reset)
+    if (tokens := grant.tokens) is not None:
+        headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
+        headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+        headers["x-ratelimit-reset-tokens"] = duration(tokens.reset)
 
 
 class RateLimit:
@@ -62,6 +60,9 @@ class RateLimit:
         self.cfg = cfg
         self.keys = keys
         self.on_unavailable = on_unavailable
+        # The memory limiter never waits: its plain functions are called, not its coroutines (the class
+        # itself only: a subclass may have made them wait).
+        self._memory = limiter if type(limiter) is MemoryLimiter else None
         # A key's buckets, alone and on each model alias it limits, are the same for every request: made
         # once (their number is bounded by the configuration, never by what clients send).
         self._key_buckets = {name: self._for_key(name, None) for name in keys}
@@ -89,25 +90,29 @@ class RateLimit:
         buckets = self.buckets(call)
         if not buckets:
             return await next(call)
-        prompt = estimate_prompt_tokens(call.request)
-        reserved = prompt + (call.request.max_tokens or self.cfg.default_max_tokens)
-        try:
-            grant = await self.limiter.acquire(buckets, reserved)
-        except LimiterUnavailable as exc:
-            self.on_unavailable()
-            log.warning("rate_limiter_unavailable", error=str(exc), fail=self.cfg.fail)
-            if self.cfg.fail == "closed":
-                raise StoreUnavailable(
-                    "Rate limits cannot be checked right now; retry shortly.", code="rate_limiter_unavailable"
-                ) from None
-            return await next(call)
-        _set_headers(call.trace.headers, "requests", grant.requests)
-        _set_headers(call.trace.headers, "tokens", grant.tokens)
+        request, trace, memory = call.request, call.trace, self._memory
+        prompt = estimate_prompt_tokens(request)
+        reserved = prompt + (request.max_tokens or self.cfg.default_max_tokens)
+        if memory is not None:
+            grant = memory.take(buckets, reserved)
+        else:
+            try:
+                grant = await self.limiter.acquire(buckets, reserved)
+            except LimiterUnavailable as exc:
+                self.on_unavailable()
+                log.warning("rate_limiter_unavailable", error=str(exc), fail=self.cfg.fail)
+                if self.cfg.fail == "closed":
+                    raise StoreUnavailable(
+                        "Rate limits cannot be checked right now; retry shortly.",
+                        code="rate_limiter_unavailable",
+                    ) from None
+                return await next(call)
+        _set_headers(trace.headers, grant)
         if not grant.allowed:
             call.notes["rate_limited"] = grant.refused_by
             limit, wait = _NAMES.get(grant.refused_by, grant.refused_by), duration(grant.retry_after)
             raise RateLimited(
-                f"Rate limit reached for {limit} ({call.trace.client}). Retry in {wait}.",
+                f"Rate limit reached for {limit} ({trace.client}). Retry in {wait}.",
                 retry_after=grant.retry_after,
             )
         try:
@@ -116,7 +121,11 @@ class RateLimit:
             await self._settle(grant, reserved, 0)  # nothing was generated: every token goes back
             raise
         if isinstance(reply, Completion):
-            await self._settle(grant, reserved, reply.usage.total_tokens if reply.usage else reserved)
+            used = reply.usage.total_tokens if reply.usage else reserved
+            if memory is not None:
+                memory.give_back(grant, reserved, used)
+            else:
+                await self._settle(grant, reserved, used)
             return reply
         return self._settling(reply, grant, reserved, prompt)
 
@@ -144,6 +153,9 @@ class RateLimit:
         return tap(stream, count, settle)
 
     async def _settle(self, grant: Grant, reserved: int, used: int) -> None:
+        if self._memory is not None:
+            self._memory.give_back(grant, reserved, used)
+            return
         try:
             await self.limiter.settle(grant, reserved, used)
         except LimiterUnavailable as exc:
