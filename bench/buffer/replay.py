@@ -145,8 +145,12 @@ def gate(reserve: dict[str, float], fifo: bool = False) -> Gate:
 
 
 def hindsight(run: Run, i: int) -> str:
-    """Admitted anyway, on a copy of the run: "in time" when it starts before its deadline and no request
-    admitted meanwhile expires that would not have; else why not."""
+    """Admitted anyway, on a copy of the run: "late" when it would not have started by its deadline;
+    "in time, another expires" when a request admitted meanwhile expires that would not have; "in time,
+    another shed" when the gate sheds in its place one it would have admitted (one refusal traded for
+    another: the slot time was not there for both); "in time" otherwise (a false refusal: nobody else
+    was worse off). The others are compared over the arrivals that could share the queue with it (up to
+    twice the longest budget after it), each run on until they are all settled."""
     base = copy.deepcopy(run)
     base.on_shed = lambda *_: None
     forced = copy.deepcopy(base)
@@ -159,13 +163,20 @@ def hindsight(run: Run, i: int) -> str:
     forced.entries[i] = e
     forced.push(run.now, "recheck")
     forced.recheck_at = run.now
-    horizon = run.now + max(run.budgets.values()) + 0.01
-    base.until(horizon)
-    forced.until(horizon)
+    longest = max(run.budgets.values())
+    cutoff = run.now + 2 * longest
+    base.until(cutoff + longest + 0.01)
+    forced.until(cutoff + longest + 0.01)
     if e.state not in (STARTED, DONE) or e.started_at > e.deadline:
         return "late"
 
-    def expired(x: Run) -> int:
-        return sum(1 for k, v in x.entries.items() if k != i and v.state == EXPIRED)
+    def lost(x: Run, expired: bool) -> set[int]:
+        if expired:
+            return {k for k, v in x.entries.items() if k != i and v.state == EXPIRED}
+        return {k for k in x.shed if run.now < x.reqs[k].at <= cutoff}
 
-    return "in time" if expired(forced) <= expired(base) else "in time, another expires"
+    if lost(forced, True) - lost(base, True):
+        return "in time, another expires"
+    if len(lost(forced, False)) > len(lost(base, False)):
+        return "in time, another shed"
+    return "in time"

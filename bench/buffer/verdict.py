@@ -34,7 +34,7 @@ def cause(g: Gate, cls: str, budget: float, now: float) -> str:
     var = errors[at] ** 2 + f.push_variance(now, pushed, cls, e.deadline, g.budgets, slots, kept)
     if lane is not None:
         pushed = min(pushed, lane)
-    margin = g.margin(e, var**0.5 if at == len(waiting) else float("inf"))
+    margin = g.margin(e, float("inf") if g._overtaken(e, waiting[at:], now) else var**0.5)
     late = e.deadline - margin
     d = e.deadline
     figures = (f"start {start - d:+.3f}s, stretched {stretched - d:+.3f}s, pushed {pushed - d:+.3f}s,"
@@ -60,7 +60,7 @@ def describe(g: Gate, cls: str, budget: float, now: float) -> str:
     running = sorted((e.cls[0], round(now - e.started_at, 3)) for e in g._running)
     waiting = [(e.cls[0], round(e.deadline - now, 3)) for e in g._waiting()]
     held = g.reserve.held(cls, g.limit, now)
-    spreads = {c: round(s, 3) for c, s in g.forecast.spreads.items()}
+    spreads = {c: None if (s := g.forecast.spread(c)) is None else round(s, 3) for c in g.forecast.by_class}
     rates = {c: round(g.forecast.rate(c, now), 2) for c in g.budgets}
     means = {c: round(v, 3) for c, v in g.forecast.by_class.items()}
     return (

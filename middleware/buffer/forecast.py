@@ -12,6 +12,10 @@ from typing import Protocol
 
 OVERDUE = 0.1  # a request running past its class's mean is assumed this share of that mean from its end
 SMOOTHING = 0.1
+# A class's spread is trusted once its average has seen as many deviations as it spans (1 / SMOOTHING): from
+# two or three holds that happened to agree, a spread of almost nothing would let the admission test take
+# its forecast as nearly exact.
+TRUSTED = round(1 / SMOOTHING)
 RATE_WINDOW = 3.0  # seconds over which arrivals per class are counted (exponential decay)
 PUSH_ROUNDS = 50  # at most this many rounds to the fixed point of the arrivals' push (``with_arrivals``)
 
@@ -24,14 +28,17 @@ class Placed(Protocol):
 class Forecast:
     """Mean slot-holding time per class (EWMA), and the start times they predict."""
 
-    __slots__ = ("by_class", "mean", "rates", "spreads")
+    __slots__ = ("by_class", "deviations", "mean", "rates", "variances")
 
     def __init__(self) -> None:
         self.mean: float | None = None  # over every class, for a class not seen yet
         self.by_class: dict[str, float] = {}
-        # Per class, the mean absolute deviation of a holding time from the class's mean (EWMA): how far
-        # off a start predicted from that class's holds may be.
-        self.spreads: dict[str, float] = {}
+        # Per class, the mean square deviation of a holding time from the class's mean (EWMA), and how many
+        # deviations it has seen: how far off a start predicted from that class's holds may be. A start
+        # sums several holds, and the variances of a sum's terms add (their mean absolute deviations do
+        # not): a rare stall weighs in it by its square, as it does in the start it delays.
+        self.variances: dict[str, float] = {}
+        self.deviations: dict[str, int] = {}
         self.rates: dict[str, tuple[float, float]] = {}  # class -> (decayed rate, when)
 
     def arrived(self, cls: str, now: float) -> None:
@@ -104,8 +111,9 @@ class Forecast:
     def observe(self, cls: str, held: float) -> None:
         old = self.by_class.get(cls)
         if old is not None:
-            miss, spread = abs(held - old), self.spreads.get(cls)
-            self.spreads[cls] = miss if spread is None else spread * (1 - SMOOTHING) + miss * SMOOTHING
+            square, var = (held - old) ** 2, self.variances.get(cls)
+            self.variances[cls] = square if var is None else var * (1 - SMOOTHING) + square * SMOOTHING
+            self.deviations[cls] = self.deviations.get(cls, 0) + 1
         self.mean = held if self.mean is None else self.mean * (1 - SMOOTHING) + held * SMOOTHING
         self.by_class[cls] = held if old is None else old * (1 - SMOOTHING) + held * SMOOTHING
 
@@ -113,9 +121,10 @@ class Forecast:
         return self.by_class.get(cls, self.mean or 0.0)
 
     def spread(self, cls: str) -> float | None:
-        """How far off ``cls``'s mean one of its holding times typically is; None before two were seen
-        (a class not seen twice may be anything: the caller falls back to its cruder allowance)."""
-        return self.spreads.get(cls)
+        """How far off ``cls``'s mean one of its holding times typically is (a standard deviation); None
+        until ``TRUSTED`` deviations were seen (the caller falls back to its cruder allowance)."""
+        var = self._variance(cls)
+        return None if math.isinf(var) else math.sqrt(var)
 
     def lane_start(
         self, now: float, running: Iterable[Placed], free: int, cls: str, lanes: int, order: Sequence[Placed]
@@ -157,8 +166,8 @@ class Forecast:
         None before anything was measured. ``kept``: per class, how many of its running requests' slots
         it keeps when they free (its reserved ones: the last of its slots to free), left out of the
         replay. ``errors``, when given, receives each start's expected error: the holds it waits on in a
-        row on its slot, their spreads added as independent errors (inf when a class's spread is not
-        known yet)."""
+        row on its slot, their variances added as independent errors (inf when a class's spread is not
+        trusted yet)."""
         if self.mean is None:
             return None
         # (when the slot frees, the variance of that time)
@@ -188,5 +197,6 @@ class Forecast:
         return starts
 
     def _variance(self, cls: str) -> float:
-        spread = self.spreads.get(cls)
-        return math.inf if spread is None else spread * spread
+        if self.deviations.get(cls, 0) < TRUSTED:
+            return math.inf
+        return self.variances[cls]

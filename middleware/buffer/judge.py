@@ -13,10 +13,7 @@ from middleware.buffer.forecast import Forecast
 from middleware.buffer.reserve import Reserve
 
 MARGIN_OF_BUDGET = 0.2  # the most of a request's budget its forecast margin may take
-MARGIN_SPREADS = 3.0  # a start's error allowance in its holds' mean absolute deviations (see ``margin``)
-# The least share of the slot gap kept however steady the holds: a start's error also has the proxy's and
-# the upstream's stalls in it (a loaded CPU), which a spread measured over whole holds hardly sees.
-MARGIN_FLOOR = 0.5
+MARGIN_SPREADS = 3.0  # a start's error allowance in its expected errors (standard deviations; see ``margin``)
 
 
 class Judge:
@@ -146,27 +143,48 @@ class Judge:
             start = forecast.with_arrivals(now, start, entry.cls, entry.deadline, budgets, slots, kept)
             variance += forecast.push_variance(now, start, entry.cls, entry.deadline, budgets, slots, kept)
         start = start if lane is None else min(start, lane)
-        # Passing waiters, it is judged with the full allowance: one of them whose slack runs out goes
-        # first after all, an error the spreads do not measure.
-        error = math.sqrt(variance) if ahead == len(waiting) else math.inf
+        # A waiter it passes that may still take a slot before it moves its start by a slot gap, an error
+        # the spreads do not measure: judged with the full allowance then.
+        overtaken = self._overtaken(entry, waiting[ahead:], now)
+        error = math.inf if overtaken else math.sqrt(variance)
         if start > entry.deadline - self.margin(entry, error):
             return drain
         if ahead == len(waiting):
             return None  # it passes nobody
+        # A waiter it passes keeps the allowance the queue keeps for it when a quicker request passes it
+        # at a slot (``_quicker``): passing one that would start in time is refused when it would leave
+        # it starting within that allowance of its deadline.
         before = self._starts(now, waiting)
         assert before is not None
-        passed = range(ahead, len(waiting))
-        return drain if any(after[k + 1] > waiting[k].deadline >= before[k] for k in passed) else None
+        for k in range(ahead, len(waiting)):
+            w = waiting[k]
+            if after[k + 1] > w.deadline - self.margin(w) and before[k] <= w.deadline:
+                return drain
+        return None
+
+    def _overtaken(self, entry: Entry, passed: list[Entry], now: float) -> bool:
+        """Whether a waiter ``entry`` goes ahead of may still start before it, which its replay does not
+        show: one of a quicker class (it goes first within its slack, ``_quicker``), or of a class that
+        keeps a reserved slot it does not fill from ``entry``'s class (it takes the next slot to free).
+        A waiter of a slower class without such a slot always starts after it."""
+        own = self.forecast.service(entry.cls)
+        for cls in {w.cls for w in passed}:
+            if self.forecast.service(cls) < own:
+                return True
+            unfilled = self.reserve.slots(cls, self.limit) > self.running[cls]
+            if unfilled and self.reserve.claims(cls, entry.cls, now):
+                return True
+        return False
 
     def margin(self, entry: Entry, error: float = math.inf) -> float:
         """The forecast's error allowance for ``entry``: a start predicted closer to its deadline than this
         is taken as late, so what is admitted starts in time and expiry in the queue stays the exception.
         At most the mean gap between two slots freeing, and a fifth of its budget; and, given the
-        predicted start's expected ``error`` (the spread of the holds it waits on, and the randomness of
-        the arrivals expected to pass it), at most ``MARGIN_SPREADS`` of that but never less than
-        ``MARGIN_FLOOR`` of the gap: a start that waits on one or two holds of a steady upstream, with
-        nothing to pass it, is known well, and a request predicted to start in time at light load is
-        not refused for an error the forecast does not make."""
+        predicted start's expected ``error`` (the standard deviation of the holds it waits on, summed as
+        independent errors, and of the arrivals expected to pass it), ``MARGIN_SPREADS`` of that. A start
+        that waits on a few holds of a steady upstream, with nothing to pass it, is known well (the more
+        holds it sums, the less well), and a request predicted to start in time at light load is not
+        refused for an error the forecast does not make. A stall of the proxy or the upstream lengthens
+        the holds it falls in, so it widens the spread, and the margin, by its square."""
         gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
-        known = max(MARGIN_SPREADS * error, MARGIN_FLOOR * gap)
-        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival), known)
+        return min(gap, MARGIN_OF_BUDGET * (entry.deadline - entry.arrival), MARGIN_SPREADS * error)

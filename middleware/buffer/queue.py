@@ -12,10 +12,10 @@
   reserve) and, under EDF, pushed back by the requests expected to arrive meanwhile and go ahead (earlier
   deadlines, or quicker classes) at their recent rates, less the work the slots their class keeps from it
   in reserve take (left out of its replay, those serve them first). A request that cannot start a margin
-  before its deadline, or whose going ahead would make a waiter it passes miss a deadline that waiter
-  would have met, or that finds the queue at its bound, is shed at once with a Retry-After of the
-  predicted drain time. So what is admitted is (as far as the prediction goes) served in time, and expiry
-  stays the exception.
+  before its deadline, or whose going ahead would leave a waiter it passes starting within its margin of a
+  deadline that waiter would have met, or that finds the queue at its bound, is shed at once with a
+  Retry-After of the predicted drain time. So what is admitted is (as far as the prediction goes) served
+  in time, and expiry stays the exception.
 - A waiting request whose client leaves is removed; one still waiting at its deadline expires.
 
 Pure: the caller passes ``now`` and applies what the queue decides (starting waiters, replying to the shed).
