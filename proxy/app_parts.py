@@ -134,9 +134,10 @@ def build_middleware(
         on_unavailable = metrics.limiter_unavailable.inc if metrics is not None else (lambda: None)
         chain.append(RateLimit(limiter, cfg.limits, cfg.keys, on_unavailable))
     if cfg.classifier.enabled:
-        chain.append(Classify(build_classifier(cfg.classifier), cfg.classifier.profiles))
+        compact = None
         if cfg.classifier.compaction:
-            chain.append(Compact(cfg.classifier.profiles, build_token_counter(cfg, upstreams)))
+            compact = Compact(cfg.classifier.profiles, build_token_counter(cfg, upstreams))
+        chain.append(Classify(build_classifier(cfg.classifier), cfg.classifier.profiles, compact))
     if rag is not None:
         chain.append(rag.version)  # the cache's key covers the stores' generations ...
     if cache is not None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from itertools import groupby
 from operator import itemgetter
 
+from proxy.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD, estimate_message_tokens
 from proxy.types import Message
 
 # A fence may be indented any amount: fences inside list items are, and protecting too much is harmless.
@@ -77,18 +78,47 @@ def compact(messages: Sequence[Message], budget: int | None, count: Callable[[Me
     return Compacted(tuple(kept), before, sum(cost(m) for m in kept))
 
 
-def _normalise(text: str) -> str:
-    """Normalise the whitespace of ``text`` outside its protected parts."""
-    # Most text has nothing to normalise, and substring tests run in C: skip the line-by-line walk then.
-    if (
+def untouched(messages: Sequence[Message], budget: int | None) -> bool:
+    """True when ``compact(messages, budget, estimate_message_tokens)`` would return ``messages`` as they
+    are: the usual prompt, told in one pass that builds nothing. False may still mean nothing changes."""
+    last = _last_user(messages)
+    pinned: list[Message] = []
+    total = 0
+    for i, m in enumerate(messages):
+        content = m.content
+        if i != last:
+            if _is_empty(m):
+                return False
+            if m.role in _PINNED_ROLES:
+                if m in pinned:
+                    return False
+                pinned.append(m)
+            if m.role != "tool" and isinstance(content, str) and not _plain(content):
+                return False
+        if budget is not None:
+            # estimate_message_tokens, spelled out for the usual message: text without tool calls.
+            if isinstance(content, str) and not m.tool_calls:
+                total += len(content) // CHARS_PER_TOKEN + MESSAGE_OVERHEAD
+            else:
+                total += estimate_message_tokens(m)
+    return budget is None or total <= budget
+
+
+def _plain(text: str) -> bool:
+    """True when ``text`` certainly has no whitespace to normalise (substring tests, which run in C)."""
+    return (
         "  " not in text
         and "\t" not in text
         and " \n" not in text
         and "\n\n\n" not in text
         and text == text.strip()
-    ):
-        return text
-    return _normalise_walk(text)
+    )
+
+
+def _normalise(text: str) -> str:
+    """Normalise the whitespace of ``text`` outside its protected parts."""
+    # Most text has nothing to normalise: skip the line-by-line walk then.
+    return text if _plain(text) else _normalise_walk(text)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -17,8 +17,10 @@ import re
 from collections.abc import Mapping
 from typing import Protocol
 
+from middleware.classify.compact import Compact
 from middleware.classify.config import ClassifierConfig, Profile
-from middleware.classify.guards import may_match, required_chars
+from middleware.classify.guards import required_chars
+from middleware.classify.reading import Needles, words_of
 from middleware.classify.signals import (
     COUNTING,
     LENGTH_UNITS,
@@ -29,7 +31,6 @@ from middleware.classify.signals import (
     PAGE_UNITS,
     PATTERNS,
     PHRASES,
-    PUNCTUATION,
     STEMS,
     WORDS,
 )
@@ -44,36 +45,7 @@ PRIORITY = ("code", "reasoning", "long", "short")
 # Classes of recent short texts are remembered (at most REMEMBERED * REMEMBERED_CHARS characters).
 REMEMBERED = 4096
 REMEMBERED_CHARS = 2000
-# Characters from the most to the least common in prompts (English and the other languages' shared letters).
-_COMMON = " etaoinsrhldcumfpgwybvkxjqz"
-
-
-class Needles:
-    """Groups of substrings to count in a text. Each substring is filed under the least common character
-    it holds: a text without that character cannot contain it, so one set intersection skips most of the
-    searches. The counts are those of searching for every substring."""
-
-    __slots__ = ("_by_char", "_chars", "_groups")
-
-    def __init__(self, groups: tuple[tuple[str, ...], ...]) -> None:
-        by_char: dict[str, list[tuple[str, int]]] = {}
-        for group, needles in enumerate(groups):
-            for needle in needles:
-                rarest = max(needle, key=lambda c: _COMMON.find(c) if c in _COMMON else len(_COMMON))
-                by_char.setdefault(rarest, []).append((needle, group))
-        self._by_char = {c: tuple(found) for c, found in by_char.items()}
-        self._chars = frozenset(by_char)
-        self._groups = len(groups)
-
-    def counts(self, text: str, chars: set[str]) -> list[int]:
-        """For each group, how many of its substrings occur in ``text`` (whose characters are ``chars``)."""
-        found = [0] * self._groups
-        by_char = self._by_char
-        for c in self._chars.intersection(chars):
-            for needle, group in by_char[c]:
-                if needle in text:
-                    found[group] += 1
-        return found
+_DIGITS = frozenset("0123456789")
 
 
 def last_user_text(req: ChatRequest) -> str:
@@ -103,14 +75,15 @@ class RuleScorer:
             self.patterns.setdefault(name, []).extend(
                 (re.compile(p, flags), cfg.signal_weight, 1) for p in extra
             )
-        # Each pattern with the characters it cannot match without: most texts skip most searches.
+        # Each pattern with the characters it cannot match without: most texts skip most searches. The
+        # guard is checked against the lowercased text's characters, which hold every character of the
+        # text that lowercasing leaves alone: a guard with any other character is dropped (always search).
         self._searches = [
-            (name, pattern, weight, most, required_chars(pattern))
+            (name, pattern, weight, most, _caseless(required_chars(pattern)))
             for name, found in self.patterns.items()
             for pattern, weight, most in found
         ]
         self.order = [*PRIORITY, *(c for c in self.patterns if c not in PRIORITY)]
-        self._rank = {c: -i for i, c in enumerate(self.order)}
         # Stems match at a word's start: " stem" in the space-joined words. Built once, not per request.
         # Stems, phrases and counting phrases are all searched for in one pass over ``Needles``: group 0 is
         # the counting phrases, then each class's stems, then each class's phrases.
@@ -120,6 +93,7 @@ class RuleScorer:
         self._stem_groups = [(name, weight, 1 + i) for i, (name, (weight, _)) in enumerate(stems.items())]
         first = 1 + len(stems)
         self._phrase_groups = [(name, w, first + i) for i, (name, (w, _)) in enumerate(PHRASES.items())]
+        self._marks = [(name, w, most, Needles((marks,))) for name, (w, most, marks) in MARKS.items()]
         # A text's class never changes: repeated questions (retries, cache hits) are not scored again.
         self._remembered = functools.lru_cache(maxsize=REMEMBERED)(self.pick)
 
@@ -132,14 +106,19 @@ class RuleScorer:
             else full[: WINDOW_CHARS * 3 // 4] + "\n" + full[-WINDOW_CHARS // 4 :]
         )
         lower = text.lower()
-        words = lower.translate(PUNCTUATION).split()
+        words = words_of(lower)
         spaced = " " + " ".join(words)
         distinct = set(words)
-        chars = set(spaced)  # the text's characters but punctuation and whitespace: its digits among them
+        # The lowercased text's characters and a space: all those of ``spaced`` and of ``lower``, and all
+        # those of ``text`` that lowercasing leaves alone (its digits among them). One set serves every
+        # "can this occur at all" test below; a character too many only costs a search.
+        chars = set(lower)
+        chars.add(" ")
         scores = dict.fromkeys(self.order, 0.0)
         found = self._needles.counts(spaced, chars)
-        # The set look-up first: it is cheaper than the digit test, and decides as often.
-        if not NUMBER_WORDS.isdisjoint(distinct) or any(map(str.isdigit, chars)):
+        # Every weight here is positive: evidence not found adds nothing, and is skipped. The set look-up
+        # before the digit test: it is cheaper, and decides as often.
+        if found[0] and (not NUMBER_WORDS.isdisjoint(distinct) or any(map(str.isdigit, chars))):
             scores["reasoning"] += COUNTING[0] * min(2, found[0])
         for name, (weight, most, vocabulary) in WORDS.items():
             scores[name] += weight * min(most, len(vocabulary & distinct))
@@ -147,16 +126,18 @@ class RuleScorer:
             if found[group]:
                 scores[name] += weight
         for name, weight, group in self._phrase_groups:
-            scores[name] += weight * min(2, found[group])
-        for name, (weight, most, marks) in MARKS.items():
-            # map() over a bound __contains__ runs the substring searches without a Python frame per search.
-            scores[name] += weight * min(most, sum(map(lower.__contains__, marks)))
+            if found[group]:
+                scores[name] += weight * min(2, found[group])
+        for name, weight, most, marks in self._marks:
+            if hits := marks.counts(lower, chars)[0]:
+                scores[name] += weight * min(most, hits)
         for name, pattern, weight, most, needs in self._searches:
             # Most patterns find nothing: one search says so, without making an iterator, and a text
             # without a character the pattern needs is not searched at all.
-            if may_match(needs, text) and pattern.search(text) is not None:
+            if (needs is None or not needs.isdisjoint(chars)) and pattern.search(text) is not None:
                 scores[name] += weight * min(most, len(pattern.findall(text)))
-        if len(full) <= 2 * WORD_PROBLEM_CHARS:
+        # An ASCII text without an ASCII digit has no number in it (\d is any decimal digit in Unicode).
+        if len(full) <= 2 * WORD_PROBLEM_CHARS and (not _DIGITS.isdisjoint(chars) or not text.isascii()):
             pattern, weight, most = NUMBERS
             weight /= 1 if len(full) <= WORD_PROBLEM_CHARS else 2
             scores["reasoning"] += weight * min(most, len(pattern.findall(text)))
@@ -171,7 +152,7 @@ class RuleScorer:
             for a, b in itertools.pairwise(words)
         ):
             scores["long"] += 3  # "two pages", "1 page": an asked-for length
-        if scores["code"] < 4:
+        if len(full) > LONG_PASTE_CHARS[0] and scores["code"] < 4:
             scores["long"] += sum(2 for limit in LONG_PASTE_CHARS if len(full) > limit)
         if len(full) < SHORT_CHARS:
             scores["short"] += 1
@@ -179,13 +160,21 @@ class RuleScorer:
 
     def pick(self, text: str) -> str:
         scores = self.scores(text)
-        rank = self._rank
-        best = max(self.order, key=lambda c: (scores[c], rank[c]))
+        # max() keeps the first of equal scores, and ``scores`` is in ``self.order``: ties go to PRIORITY.
+        best = max(scores, key=scores.__getitem__)
         return best if scores[best] > 0 else self.default
 
-    async def classify(self, req: ChatRequest) -> str:
+    def pick_request(self, req: ChatRequest) -> str:
+        """The request's class, without a coroutine: the scorer never waits."""
         text = last_user_text(req)
         return self._remembered(text) if len(text) <= REMEMBERED_CHARS else self.pick(text)
+
+    async def classify(self, req: ChatRequest) -> str:
+        return self.pick_request(req)
+
+
+def _caseless(needs: frozenset[str] | None) -> frozenset[str] | None:
+    return needs if needs is not None and all(c.lower() == c for c in needs) else None
 
 
 def apply_profile(req: ChatRequest, profile: Profile) -> ChatRequest:
@@ -214,21 +203,38 @@ def apply_profile(req: ChatRequest, profile: Profile) -> ChatRequest:
 
 
 class Classify:
-    """The chain link: classify, note the class, apply its profile (which may route to another alias)."""
+    """The chain link: classify, note the class, apply its profile (which may route to another alias), then
+    compact the prompt to the class's budget when ``compact`` is given. One link for both, so a request
+    crosses one coroutine frame here, and the usual prompt, which compaction leaves alone, costs one pass."""
 
-    def __init__(self, classifier: Classifier, profiles: Mapping[str, Profile]) -> None:
+    def __init__(
+        self, classifier: Classifier, profiles: Mapping[str, Profile], compact: Compact | None = None
+    ) -> None:
         self.classifier = classifier
         self.profiles = profiles
+        self.compact = compact
+        # The rule scorer never waits: called as it is, not through a coroutine of its own.
+        self._pick = classifier.pick_request if isinstance(classifier, RuleScorer) else None
 
     async def __call__(self, call: Call, next: Handler) -> Reply:
-        query_class = await self.classifier.classify(call.request)
-        call.notes["query_class"] = query_class
+        request = call.request
+        pick = self._pick
+        query_class = pick(request) if pick is not None else await self.classifier.classify(request)
+        notes = call.trace.notes
+        notes["query_class"] = query_class
         profile = self.profiles.get(query_class)
         if profile is not None:
-            routed_from = call.request.model
-            call.request = apply_profile(call.request, profile)
-            if call.request.model != routed_from:
-                call.notes["routed_from"] = routed_from
+            profiled = apply_profile(request, profile)
+            if profiled is not request:
+                call.request = profiled
+                if profiled.model != request.model:
+                    notes["routed_from"] = request.model
+                request = profiled
+        compact = self.compact
+        if compact is not None:
+            budget = compact.budgets.get(query_class)
+            if not compact.settled(request, budget):
+                await compact(call, budget)
         return await next(call)
 
 

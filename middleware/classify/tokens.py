@@ -25,6 +25,10 @@ class TokenCounter:
         self.cache_size = cache_size
         self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
 
+    def knows(self, alias: str) -> bool:
+        """Whether ``alias``'s counts come from a tokenizer (the estimate otherwise)."""
+        return alias in self.tokenizers
+
     async def counter(self, alias: str, messages: Sequence[Message]) -> Callable[[Message], int]:
         """A count function for these messages: their real counts fetched now, the estimate as fallback."""
         found = self.tokenizers.get(alias)
