@@ -78,11 +78,30 @@ class Admission:
 
     async def enter(self, cls: str, budget: float) -> Entry:
         """Wait for a slot; raise ``Overloaded`` when shed or expired."""
-        loop = asyncio.get_running_loop()
-        result = self.gate.arrive(cls, budget, loop.time())
+        entry = self.arrive(cls, budget, asyncio.get_running_loop().time())
+        if self.waits(entry):
+            await self.wait(entry)
+        return entry
+
+    def arrive(self, cls: str, budget: float, now: float) -> Entry:
+        """Take a place at ``now`` (the loop's time): an entry that holds its slot already, or one that must
+        ``wait`` for it first (see ``waits``); raise ``Overloaded`` when shed. A request that finds a slot
+        free and nobody waiting, with no shared count to ask, is done here: no future, no timer."""
+        result = self.gate.arrive(cls, budget, now)
         if isinstance(result, Shed):
             raise overloaded(result)
-        entry = result
+        if result.state == STARTED and self.shared is None:
+            self.on_change(self)
+        return result
+
+    def waits(self, entry: Entry) -> bool:
+        """Whether an entry ``arrive`` gave must still ``wait``: it is queued, or the replicas' shared count
+        has to grant it a lease."""
+        return entry.state != STARTED or self.shared is not None
+
+    async def wait(self, entry: Entry) -> None:
+        """Wait until ``entry`` (from ``arrive``) holds its slot; raise ``Overloaded`` when it expires."""
+        loop = asyncio.get_running_loop()
         if entry.state == STARTED:
             try:
                 granted = self.shared is None or await self._lease(entry)
@@ -91,7 +110,7 @@ class Admission:
                 raise
             if granted:
                 self.on_change(self)
-                return entry
+                return
             self.gate.unstart(entry)  # room here, none across the replicas: wait like the others
             self._pump()
         waiter: asyncio.Future[None] = loop.create_future()
@@ -108,7 +127,6 @@ class Admission:
                 self.gate.cancel(entry)  # it may have held a reservation from the others
                 self._pump()
             raise
-        return entry
 
     def leave(self, entry: Entry) -> None:
         """Give the slot back (reply sent, stream over or broken, client gone). Safe to call twice."""
@@ -121,7 +139,7 @@ class Admission:
             # head's to take, not whichever replica polls first.
             self._spawn(self._give(lease))
             return
-        self._pump()
+        self.changed()
 
     async def _give(self, lease: object) -> None:
         assert self.shared is not None
@@ -137,7 +155,11 @@ class Admission:
         return entry
 
     def changed(self) -> None:
-        """L may have moved: start whoever may start now."""
+        """L may have moved, or a slot freed: start whoever may start now."""
+        if self.shared is None and self._recheck is None and not self.gate.depth:
+            # Nobody waits, so nobody starts, and no recheck timer is armed to settle: only the gauges.
+            self.on_change(self)
+            return
         self._pump()
 
     def _pump(self) -> None:

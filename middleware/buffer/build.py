@@ -20,6 +20,7 @@ from proxy.upstream.breaker import CircuitBreaker
 
 if TYPE_CHECKING:  # proxy.observe imports proxy.config, which imports this package: a type only here
     from proxy.observe import Metrics
+    from proxy.observe.metrics import BufferGauges
 
 
 def settings_for(cfg: BufferConfig, up: UpstreamConfig) -> ControllerSettings:
@@ -70,11 +71,6 @@ def build_buffer(
     metrics: Metrics | None,
     shared: SharedCount | None,
 ) -> BufferParts:
-    def report(admission: Admission) -> None:
-        if metrics is not None:
-            gate = admission.gate
-            metrics.set_buffer(admission.name, gate.limit, gate.in_flight, gate.depth)
-
     admissions: dict[str, Admission] = {}
     signals: list[Signals] = []
     for name, up in upstreams.items():
@@ -82,6 +78,7 @@ def build_buffer(
         fifo = cfg.order == "fifo"
         reserve = {} if fifo else cfg.reserve  # first come, first served knows no classes
         gate = Gate(controller, cfg.queue_bound, reserve, fifo=fifo, shared=shared is not None)
+        report = _reporter(metrics.buffer_gauges(name)) if metrics is not None else _unreported
         admission = Admission(name, gate, shared, cfg.shared_poll_seconds, on_change=report)
         admissions[name] = admission
         if up.kind == "openai" and up.embedded is None and controller.settings.adaptive:
@@ -102,6 +99,18 @@ def build_buffer(
         observe_event=metrics.stream_event if metrics is not None else lambda deltas, held: None,
     )
     return BufferParts(buffer, admissions, signals)
+
+
+def _reporter(gauges: BufferGauges) -> Callable[[Admission], None]:
+    def report(admission: Admission) -> None:
+        gate = admission.gate
+        gauges.set(gate.controller.limit, gate.in_flight, gate.depth)
+
+    return report
+
+
+def _unreported(admission: Admission) -> None:
+    pass
 
 
 def _callbacks(admission: Admission) -> tuple[Callable[[int], None], Callable[[int | None], None]]:

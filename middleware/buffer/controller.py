@@ -33,7 +33,6 @@ Pure: no clock, no I/O. The caller feeds dispatches, samples and signals.
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 
 from middleware.buffer.cost import PromptCost, ReplyCost
@@ -142,15 +141,16 @@ class Controller:
 
     def _mean(self) -> float:
         # The mean of capped ratios: every request waits past N+1 in flight, but a long prompt's ratio
-        # rises less than a short one's, so a median can sit just under the tolerance.
-        return statistics.fmean(min(r, RATIO_CAP) for r in self._ratios)
+        # rises less than a short one's, so a median can sit just under the tolerance. (``fsum / n`` is what
+        # ``statistics.fmean`` computes, without its generator counting the values.)
+        return math.fsum([RATIO_CAP if r > RATIO_CAP else r for r in self._ratios]) / len(self._ratios)
 
     @property
     def hold(self) -> bool:
         return bool(self.upstream_queue)
 
-    def _congested(self) -> bool:
-        if self._mean() <= self.settings.tolerance or self.upstream_queue == 0:
+    def _congested(self, mean: float | None = None) -> bool:
+        if (self._mean() if mean is None else mean) <= self.settings.tolerance or self.upstream_queue == 0:
             return False
         # Short prompts have tiny TTFTs, so scheduling jitter alone can double them: count it as queueing
         # only when the mean excess is a fair share of the time a queued request would wait for a slot,
@@ -163,12 +163,12 @@ class Controller:
             return True
         share = max(JITTER_SHARE * gap, MIN_QUEUEING)
         waited = sum(1 for excess in self._excess if excess > share)
-        return waited >= 2 and statistics.fmean(self._excess) > share
+        return waited >= 2 and math.fsum(self._excess) / len(self._excess) > share
 
     def _judge(self) -> None:
         s = self.settings
         mean = self._mean()
-        congested = self._congested()
+        congested = self._congested(mean)
         used = self._peak >= self.limit
         self._ratios.clear()
         self._excess.clear()

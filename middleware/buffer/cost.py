@@ -61,10 +61,14 @@ class ReplyCost:
         self._s = [0.0] * 9
 
     def add(self, prompt: int, completion: int, seconds: float, weight: float = 1.0) -> None:
-        d, s = self._decay, self._s
-        p, c, t = float(prompt), float(completion), seconds
-        for i, v in enumerate((1.0, p, c, t, p * p, c * c, p * c, p * t, c * t)):
-            s[i] = s[i] * d + weight * v
+        d, t = self._decay, seconds
+        p, c = float(prompt), float(completion)
+        w, sp, sc, st, spp, scc, spc, spt, sct = self._s  # each sum decays, then takes the sample's term
+        self._s = [
+            w * d + weight, sp * d + weight * p, sc * d + weight * c, st * d + weight * t,
+            spp * d + weight * (p * p), scc * d + weight * (c * c), spc * d + weight * (p * c),
+            spt * d + weight * (p * t), sct * d + weight * (c * t),
+        ]  # fmt: skip
 
     def expected(self, prompt: int, completion: int) -> float:
         """The fitted time of a reply of ``completion`` tokens to a prompt of ``prompt`` tokens."""

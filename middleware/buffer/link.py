@@ -102,43 +102,52 @@ class Buffer:
         if name is None:
             return await next(call)  # an unknown alias: the router answers 404
         admission = self.admissions[name]
-        cls = call.notes.get("query_class", "")
+        trace = call.trace
+        notes = trace.notes
+        cls = notes.get("query_class", "")
         loop = asyncio.get_running_loop()
         arrived = loop.time()
         try:
-            entry = await admission.enter(cls, self.cfg.budget(cls))
+            # A free slot with nobody waiting is taken here, without a future or a timer.
+            entry = admission.arrive(cls, self.cfg.budget(cls), arrived)
+            if admission.waits(entry):
+                await admission.wait(entry)
         except Exception as exc:
             reason = getattr(exc, "code", None) or "error"
-            call.notes["shed"] = reason
+            notes["shed"] = reason
             self.observe_shed(name, reason)
             raise
         waited = loop.time() - arrived
         self.observe_wait(name, waited)
         if entry.started_at > arrived:  # it waited in the queue (not merely passed through it)
-            call.notes["queue_ms"] = str(round(waited * 1000))
+            notes["queue_ms"] = str(round(waited * 1000))
         try:
             reply = await next(call)
         except BaseException:
-            entry.launch = call.trace.launch_seconds
-            self._learn_failures(call, name, entry)
+            entry.launch = trace.launch_seconds
+            if trace.upstream_failures:
+                self._learn_failures(call, name, entry)
             admission.leave(entry)
             raise
-        entry.launch = call.trace.launch_seconds
-        self._learn_failures(call, name, entry)
-        served = call.notes.get("upstream", name)
+        entry.launch = trace.launch_seconds
+        if trace.upstream_failures:
+            self._learn_failures(call, name, entry)
+        whole = reply if isinstance(reply, Completion) else None
+        served = notes.get("upstream", name)
         if served != name and served in self.admissions:
             admission.leave(entry)  # the router fell back: the slot moves to the upstream serving it
             admission = self.admissions[served]
             entry = admission.take(cls)  # taken now, after any launch: its holding time is service alone
-        elif call.trace.upstream_ms is not None:
-            seconds, tokens = call.trace.upstream_ms / 1000, estimate_prompt_tokens(call.request)
-            if isinstance(reply, Completion):
-                admission.gate.controller.sample_reply(entry.epoch, seconds, tokens, completion_tokens(reply))
+        elif trace.upstream_ms is not None:
+            seconds, tokens = trace.upstream_ms / 1000, estimate_prompt_tokens(call.request)
+            controller = admission.gate.controller
+            if whole is not None:
+                controller.sample_reply(entry.epoch, seconds, tokens, completion_tokens(whole))
             else:
-                admission.gate.controller.sample(entry.epoch, seconds, tokens)
+                controller.sample(entry.epoch, seconds, tokens)
             # A whole reply gives its slot back just below, which starts whoever may start then: a wake for
             # a moved L first matters only to waiters (with none, both would do the same, twice).
-            if not isinstance(reply, Completion) or admission.gate.depth:
+            if whole is None or admission.gate.depth:
                 admission.changed()
         if isinstance(reply, Completion):
             admission.leave(entry)

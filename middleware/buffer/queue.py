@@ -78,8 +78,9 @@ class Gate(Judge):
         return sum(self.waiting.values())
 
     def may_start(self, cls: str, now: float) -> bool:
-        free = self.limit - self.in_flight
-        return free > 0 and self.reserve.may_take(cls, self.limit, free, now)
+        limit = self.controller.limit
+        free = limit - self.in_flight
+        return free > 0 and self.reserve.may_take(cls, limit, free, now)
 
     def arrive(self, cls: str, budget: float, now: float) -> Entry | Shed:
         """Start at once, queue, or shed. A started entry has ``state == STARTED``."""
@@ -222,7 +223,8 @@ class Gate(Judge):
         # A launch's wait is no measure of how long this class holds a slot: one first request that
         # started the embedded server would otherwise make every later one look hopeless and be shed.
         self.forecast.observe(entry.cls, now - entry.started_at - entry.launch)
-        self.controller.slot_gap = (self.forecast.mean or 0.0) / max(self.limit, 1)
+        controller = self.controller
+        controller.slot_gap = (self.forecast.mean or 0.0) / max(controller.limit, 1)
 
     def cancel(self, entry: Entry) -> None:
         """The client left while waiting."""

@@ -64,10 +64,13 @@ class Reserve:
         classes whether they keep their reservations while more slots are free than they could keep."""
         if not self.shares:
             return free > 0
-        unfilled = 0
-        for k in self.shares:
-            if k != cls:
-                unfilled += max(0, self.slots(k, limit) - self.running[k])
+        if (counts := self._counts.get(limit)) is None:
+            self.slots(cls, limit)  # makes the counts for this L
+            counts = self._counts[limit]
+        unfilled, running = 0, self.running
+        for k, slots in counts.items():
+            if k != cls and (short := slots - running.get(k, 0)) > 0:
+                unfilled += short
         return free > unfilled or self.usable(cls, limit, free, now) > 0
 
     def held(self, cls: str, limit: int, now: float) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import orjson
@@ -29,25 +30,50 @@ CLIENT_CLOSED = 499  # nginx's status for "the client went away before the answe
 QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics", "/"})
 
 
+def _request_id_var() -> ContextVar[object]:
+    """The context variable behind ``structlog.contextvars.bind_contextvars(request_id=...)``: set and reset
+    directly, a request's binding costs no keyword dict and no lookup by name."""
+    token = structlog.contextvars.bind_contextvars(request_id=None)["request_id"]
+    token.var.reset(token)
+    return token.var
+
+
+_REQUEST_ID = _request_id_var()
+
+
+# The record's own fields that no note is named after: notes go in after them, and never replace one.
+_NOT_NOTES = frozenset(
+    {
+        "request_id", "client", "route", "model", "status", "error_type", "error_code", "stream", "ttfb_ms",
+        "duration_ms", "prompt_tokens", "completion_tokens",
+    }
+)  # fmt: skip
+
+
 def access_record(trace: Trace, now: float) -> dict[str, object]:
+    notes, usage, first_byte = trace.notes, trace.usage, trace.first_byte
     record: dict[str, object] = {
         "request_id": trace.request_id,
         "client": trace.client,
         "route": trace.route,
         "model": trace.model,
-        "upstream": trace.notes.get("upstream", ""),
-        "upstream_model": trace.notes.get("upstream_model", ""),
+        "upstream": notes.get("upstream", ""),
+        "upstream_model": notes.get("upstream_model", ""),
         "status": trace.status,
         "error_type": trace.error_type,
         "error_code": trace.error_code,
         "stream": trace.stream,
-        "ttfb_ms": round((trace.first_byte - trace.started) * 1000, 2) if trace.first_byte else None,
+        "ttfb_ms": round((first_byte - trace.started) * 1000, 2) if first_byte else None,
         "duration_ms": round((now - trace.started) * 1000, 2),
-        "prompt_tokens": trace.usage.prompt_tokens if trace.usage else None,
-        "completion_tokens": trace.usage.completion_tokens if trace.usage else None,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
     }
-    for key, value in trace.notes.items():
-        record.setdefault(key, value)
+    if notes.keys().isdisjoint(_NOT_NOTES):
+        # The only fields notes share a name with are their own (upstream, upstream_model): same values.
+        record.update(notes)
+    else:
+        for key, value in notes.items():
+            record.setdefault(key, value)
     if trace.prompt is not None:
         record["prompt"] = trace.prompt
     if trace.completion is not None:
@@ -134,7 +160,7 @@ class Observability:
         counted = metrics is not None and trace.route not in QUIET_ROUTES
         if metrics is not None and counted:
             metrics.in_flight_now.inc()
-        structlog.contextvars.bind_contextvars(request_id=trace.request_id)
+        bound = _REQUEST_ID.set(trace.request_id)  # structlog's bind_contextvars(request_id=...)
         try:
             await self.app(scope, receive, observed_send)
         except Exception:
@@ -152,8 +178,8 @@ class Observability:
             if self.access_log and trace.route not in QUIET_ROUTES:
                 record = access_record(trace, now)
                 if self.json_lines is not None:
-                    record.update(event="request", level="info", timestamp=utc_timestamp())
+                    record["event"], record["level"], record["timestamp"] = "request", "info", utc_timestamp()
                     self.json_lines.write(orjson.dumps(record))
                 else:
                     log.info("request", **record)
-            structlog.contextvars.unbind_contextvars("request_id")
+            _REQUEST_ID.reset(bound)

@@ -53,6 +53,37 @@ _PER_REQUEST: tuple[tuple[str, str, Callable[[str, int, str, str, bool], tuple[s
 )  # fmt: skip
 
 
+class BufferGauges:
+    """One upstream's buffer gauges (L, in flight, queue depth). The buffer reports after every admission
+    and release, mostly with one value changed (or none): only a changed value is set. The first report
+    sets all three, making their series."""
+
+    __slots__ = ("_cells", "_make", "depth", "in_flight", "limit")
+
+    def __init__(self, make: Callable[[], list[GaugeCell]]) -> None:
+        self._make = make
+        self._cells: list[GaugeCell] | None = None
+        self.limit = self.in_flight = self.depth = 0
+
+    def set(self, limit: int, in_flight: int, depth: int) -> None:
+        cells = self._cells
+        if cells is None:
+            cells = self._cells = self._make()
+            self.limit, self.in_flight, self.depth = limit, in_flight, depth
+            for cell, value in zip(cells, (limit, in_flight, depth), strict=True):
+                cell.set(value)
+            return
+        if in_flight != self.in_flight:
+            self.in_flight = in_flight
+            cells[1].set(in_flight)
+        if limit != self.limit:
+            self.limit = limit
+            cells[0].set(limit)
+        if depth != self.depth:
+            self.depth = depth
+            cells[2].set(depth)
+
+
 class Metrics(Series):
     """The metrics of one app, and the bounded label policy that feeds them.
 
@@ -68,7 +99,8 @@ class Metrics(Series):
         self._cells: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._request_cells: dict[tuple[str, int, str, str, bool], list[Any]] = {}
         self._circuit_states: dict[str, str] = {}
-        self._buffer_values: dict[str, tuple[int, int, int]] = {}
+        self._buffer_gauges: dict[str, BufferGauges] = {}
+        self._wait_cells: dict[str, HistogramCell] = {}
         super().__init__()
         self.in_flight_now = self._tally.gauge(self.in_flight)  # what ``in_flight`` will show
 
@@ -139,30 +171,34 @@ class Metrics(Series):
             found = self._cells[key] = getattr(self._tally, kind)(child)
         return found
 
+    # The cell of a series seen before is found here, without a call to ``_cell``.
     def _counter(self, metric: Any, *values: str) -> CounterCell:
-        return self._cell("counter", metric, values)  # type: ignore[no-any-return]
+        found = self._cells.get((id(metric), values))
+        return found if found is not None else self._cell("counter", metric, values)  # type: ignore[no-any-return]
 
     def _gauge(self, metric: Any, *values: str) -> GaugeCell:
-        return self._cell("gauge", metric, values)  # type: ignore[no-any-return]
+        found = self._cells.get((id(metric), values))
+        return found if found is not None else self._cell("gauge", metric, values)  # type: ignore[no-any-return]
 
     def _histogram(self, metric: Any, *values: str) -> HistogramCell:
-        return self._cell("histogram", metric, values)  # type: ignore[no-any-return]
+        found = self._cells.get((id(metric), values))
+        return found if found is not None else self._cell("histogram", metric, values)  # type: ignore[no-any-return]
 
-    def set_buffer(self, upstream: str, limit: int, in_flight: int, depth: int) -> None:
-        # The buffer reports after every admission and release, mostly with one value changed (or none).
+    def buffer_gauges(self, upstream: str) -> BufferGauges:
+        """What the buffer reports one upstream's L, in-flight count and queue depth to (after every
+        admission and release: kept by the buffer, so a report looks no labels up)."""
         name = self.upstream_label(upstream)
-        values = (limit, in_flight, depth)
-        last = self._buffer_values.get(name)
-        if last == values:
-            return
-        self._buffer_values[name] = values
-        gauges = (self.buffer_limit, self.buffer_in_flight, self.buffer_queue_depth)
-        for i, gauge in enumerate(gauges):
-            if last is None or last[i] != values[i]:
-                self._gauge(gauge, name).set(values[i])
+        found = self._buffer_gauges.get(name)
+        if found is None:
+            metrics = (self.buffer_limit, self.buffer_in_flight, self.buffer_queue_depth)
+            found = self._buffer_gauges[name] = BufferGauges(lambda: [self._gauge(m, name) for m in metrics])
+        return found
 
     def buffer_wait(self, upstream: str, seconds: float) -> None:
-        self._histogram(self.buffer_queue_wait, self.upstream_label(upstream)).observe(seconds)
+        if (cell := self._wait_cells.get(upstream)) is None:
+            label = self.upstream_label(upstream)
+            cell = self._wait_cells[upstream] = self._histogram(self.buffer_queue_wait, label)
+        cell.observe(seconds)
 
     def buffer_refused(self, upstream: str, reason: str) -> None:
         reason = reason if reason in SHED_REASONS else "other"
