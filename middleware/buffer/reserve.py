@@ -44,6 +44,10 @@ class Reserve:
 
     def slots(self, cls: str, limit: int) -> int:
         """The slots reserved for ``cls`` when L is ``limit``."""
+        return self._slots_at(limit).get(cls, 0)
+
+    def _slots_at(self, limit: int) -> dict[str, int]:
+        """The slots reserved for each class when L is ``limit`` (made once per L)."""
         counts = self._counts.get(limit)
         if counts is None:
             counts, left = {}, limit - 1  # one slot stays anybody's
@@ -51,7 +55,7 @@ class Reserve:
                 counts[name] = min(max(math.floor(limit * share), 1 if limit >= 3 else 0), left)
                 left -= counts[name]
             self._counts[limit] = counts
-        return counts.get(cls, 0)
+        return counts
 
     def usable(self, cls: str, limit: int, free: int, now: float) -> int:
         """Of ``free`` slots, how many ``cls`` may take: those no other class holds, and at least the ones
@@ -64,11 +68,8 @@ class Reserve:
         classes whether they keep their reservations while more slots are free than they could keep."""
         if not self.shares:
             return free > 0
-        if (counts := self._counts.get(limit)) is None:
-            self.slots(cls, limit)  # makes the counts for this L
-            counts = self._counts[limit]
         unfilled, running = 0, self.running
-        for k, slots in counts.items():
+        for k, slots in self._slots_at(limit).items():
             if k != cls and (short := slots - running.get(k, 0)) > 0:
                 unfilled += short
         return free > unfilled or self.usable(cls, limit, free, now) > 0

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from itertools import groupby
 from operator import itemgetter
 
-from proxy.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD, estimate_message_tokens
+from proxy.tokens import estimate_message_tokens
 from proxy.types import Message
 
 # A fence may be indented any amount: fences inside list items are, and protecting too much is harmless.
@@ -96,11 +96,7 @@ def untouched(messages: Sequence[Message], budget: int | None) -> bool:
             if m.role != "tool" and isinstance(content, str) and not _plain(content):
                 return False
         if budget is not None:
-            # estimate_message_tokens, spelled out for the usual message: text without tool calls.
-            if isinstance(content, str) and not m.tool_calls:
-                total += len(content) // CHARS_PER_TOKEN + MESSAGE_OVERHEAD
-            else:
-                total += estimate_message_tokens(m)
+            total += estimate_message_tokens(m)
     return budget is None or total <= budget
 
 

@@ -56,23 +56,19 @@ _PER_REQUEST: tuple[tuple[str, str, Callable[[str, int, str, str, bool], tuple[s
 class BufferGauges:
     """One upstream's buffer gauges (L, in flight, queue depth). The buffer reports after every admission
     and release, mostly with one value changed (or none): only a changed value is set. The first report
-    sets all three, making their series."""
+    makes their series and sets all three (no gauge is ever -1)."""
 
     __slots__ = ("_cells", "_make", "depth", "in_flight", "limit")
 
     def __init__(self, make: Callable[[], list[GaugeCell]]) -> None:
         self._make = make
         self._cells: list[GaugeCell] | None = None
-        self.limit = self.in_flight = self.depth = 0
+        self.limit = self.in_flight = self.depth = -1
 
     def set(self, limit: int, in_flight: int, depth: int) -> None:
         cells = self._cells
         if cells is None:
             cells = self._cells = self._make()
-            self.limit, self.in_flight, self.depth = limit, in_flight, depth
-            for cell, value in zip(cells, (limit, in_flight, depth), strict=True):
-                cell.set(value)
-            return
         if in_flight != self.in_flight:
             self.in_flight = in_flight
             cells[1].set(in_flight)
@@ -171,18 +167,14 @@ class Metrics(Series):
             found = self._cells[key] = getattr(self._tally, kind)(child)
         return found
 
-    # The cell of a series seen before is found here, without a call to ``_cell``.
     def _counter(self, metric: Any, *values: str) -> CounterCell:
-        found = self._cells.get((id(metric), values))
-        return found if found is not None else self._cell("counter", metric, values)  # type: ignore[no-any-return]
+        return self._cell("counter", metric, values)  # type: ignore[no-any-return]
 
     def _gauge(self, metric: Any, *values: str) -> GaugeCell:
-        found = self._cells.get((id(metric), values))
-        return found if found is not None else self._cell("gauge", metric, values)  # type: ignore[no-any-return]
+        return self._cell("gauge", metric, values)  # type: ignore[no-any-return]
 
     def _histogram(self, metric: Any, *values: str) -> HistogramCell:
-        found = self._cells.get((id(metric), values))
-        return found if found is not None else self._cell("histogram", metric, values)  # type: ignore[no-any-return]
+        return self._cell("histogram", metric, values)  # type: ignore[no-any-return]
 
     def buffer_gauges(self, upstream: str) -> BufferGauges:
         """What the buffer reports one upstream's L, in-flight count and queue depth to (after every
