@@ -5,8 +5,9 @@ arrived waits for the loop before its time is taken, so its shed latencies inclu
 lag. This process sends a share of the cell's arrivals, or all of them (the rest come from the generator,
 so the total rate is the cell's), and does nothing else.
 
-It takes two times per answer, on one clock (CLOCK_REALTIME, nanoseconds) from just before its request is
-written:
+It takes its times per answer on one clock (CLOCK_REALTIME, nanoseconds), from the kernel's transmit stamp
+of its request (SO_TIMESTAMPING, software: loopback stamps a segment as its sender's write hands it to the
+device, so the stamp is in the socket's error queue when the write returns, and is read from there at once):
   arrive: when the answer's last byte reached this process's socket, the kernel's receive timestamp of
           the segment that carried it (SO_TIMESTAMPNS; for TCP, recvmsg reports the stamp of the last
           segment it read). Loopback stamps a segment as it is queued for receiving, in the sender's
@@ -15,9 +16,11 @@ written:
           pass on its own stamp: a later time, never an earlier one).
   e2e:    when this process's parser saw the answer's end: the arrival plus this process's own wait for
           its core and its loop.
-The send is timed just before the write system call: a kernel transmit stamp would need the socket's error
-queue, whose readiness (POLLERR) makes uvloop close its watcher of the socket; a wait between the two lines
-can only make both figures longer.
+  write:  from this process's clock read just before the write to the request's transmit stamp: its own
+          system call, and any wait for its core in between (not Fluido's time, hence not in the above).
+The error queue is always emptied before the loop polls again: its readiness (POLLERR) would make uvloop
+close its watcher of the socket. Where no transmit stamp comes (a write the kernel split), both times are
+taken from the clock read before the write, which can only make them longer.
 
 Its client is a bare HTTP/1.1 one (httptools' parser on keep-alive, non-blocking sockets read with recvmsg
 for the timestamp), so the time it takes is the answer's, not a client library's: aiohttp's request
@@ -50,11 +53,17 @@ from bench.load.stats import percentile
 
 TICK = 0.005
 GIVE_UP = 20.0  # seconds, as the load generator's client
-# Linux's SO_TIMESTAMPNS (also the type of its control message, SCM_TIMESTAMPNS: a struct timespec of
-# CLOCK_REALTIME); Python's socket module does not name it.
+# Linux's SO_TIMESTAMPNS and SO_TIMESTAMPING (also the types of their control messages: a struct timespec
+# of CLOCK_REALTIME; three of them, the first the software stamp), which Python's socket module does not
+# name, and SO_TIMESTAMPING's flags: software transmit stamps, reported, without a copy of the data.
 SO_TIMESTAMPNS = 35
+SO_TIMESTAMPING = 37
+TRANSMIT_STAMPS = (1 << 1) | (1 << 4) | (1 << 11)  # TX_SOFTWARE | SOFTWARE | OPT_TSONLY
 TIMESPEC = struct.Struct("qq")
-STAMP_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
+# A read's control messages: its SCM_TIMESTAMPNS, and the (empty) SCM_TIMESTAMPING a socket that asked
+# for transmit stamps also gets; an error-queue message's: the stamps and the extended error (a few more).
+STAMP_SPACE = socket.CMSG_SPACE(TIMESPEC.size) + socket.CMSG_SPACE(3 * TIMESPEC.size)
+ERROR_QUEUE_SPACE = 512
 READ_SIZE = 65536
 
 
@@ -65,6 +74,21 @@ def received_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
             seconds, nanoseconds = TIMESPEC.unpack_from(data)
             return int(seconds) * 1_000_000_000 + int(nanoseconds)
     return None
+
+
+def transmitted_ns(sock: socket.socket) -> int | None:
+    """The kernel's transmit time of the latest write's last byte, from the socket's error queue, which
+    this empties (no message waits there for the event loop to see)."""
+    stamp = None
+    while True:
+        try:
+            _, ancillary, _, _ = sock.recvmsg(0, ERROR_QUEUE_SPACE, socket.MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            return stamp
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(data) >= TIMESPEC.size:
+                seconds, nanoseconds = TIMESPEC.unpack_from(data)
+                stamp = int(seconds) * 1_000_000_000 + int(nanoseconds)
 
 
 def keep_stamps_on(within: float = 5.0) -> socket.socket:
@@ -111,6 +135,7 @@ class Exchange:
             # Asked before any byte arrives: the kernel stamps a segment on arrival only while a socket
             # wants stamps.
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TRANSMIT_STAMPS)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports do
             await loop.sock_connect(sock, address)
         except BaseException:
@@ -164,9 +189,10 @@ class Exchange:
         if self.done is not None and not self.done.done():
             self.done.set_exception(exc)
 
-    async def send(self, request: bytes) -> tuple[int, int, int | None, int]:
-        """(status, the send's time, the answer's last byte's arrival at the socket (None where the
-        kernel gives no stamp), the time this process read it), in time.time_ns()'s nanoseconds."""
+    async def send(self, request: bytes) -> tuple[int, int, int | None, int | None, int]:
+        """(status, the clock read before the write, the request's transmit stamp, the answer's last
+        byte's arrival at the socket, the time this process read it), in time.time_ns()'s nanoseconds;
+        a stamp the kernel does not give is None."""
         loop = asyncio.get_running_loop()
         self.done = loop.create_future()
         self.body.clear()
@@ -176,10 +202,15 @@ class Exchange:
             written = self.sock.send(request)
         except BlockingIOError:
             written = 0
+        left_ns = transmitted_ns(self.sock)
         if written < len(request):  # not for a request this small on an idle connection, but kept right
+            # The rest would be stamped while the loop polls: no more transmit stamps on this socket.
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 0)
+            transmitted_ns(self.sock)
+            left_ns = None
             await loop.sock_sendall(self.sock, request[written:])
         arrived_ns, read_ns = await self.done
-        return self.parser.get_status_code(), sent_ns, arrived_ns, read_ns
+        return self.parser.get_status_code(), sent_ns, left_ns, arrived_ns, read_ns
 
 
 class Client:
@@ -208,19 +239,21 @@ class Client:
             if exchange is None:
                 exchange = await Exchange.open(self.host, self.port)
             async with asyncio.timeout(GIVE_UP):
-                status, sent_ns, arrived_ns, read_ns = await exchange.send(self.request(body))
+                status, sent_ns, left_ns, arrived_ns, read_ns = await exchange.send(self.request(body))
         except (OSError, TimeoutError, httptools.HttpParserError) as exc:
             if exchange is not None:
                 exchange.close()
-            return {"status": 0, "code": type(exc).__name__, "e2e": None, "arrive": None}
+            return {"status": 0, "code": type(exc).__name__, "e2e": None, "arrive": None, "write": None}
         if exchange.reusable:
             self.idle.append(exchange)
         else:
             exchange.close()
         code, server_ms = code_of(status, bytes(exchange.body)), proxy_ms(exchange.server_timing)
-        arrive = None if arrived_ns is None else (arrived_ns - sent_ns) / 1e9
-        return {"status": status, "code": code, "e2e": (read_ns - sent_ns) / 1e9, "arrive": arrive,
-                "server_ms": server_ms}  # fmt: skip
+        start_ns = sent_ns if left_ns is None else left_ns
+        arrive = None if arrived_ns is None else (arrived_ns - start_ns) / 1e9
+        write = None if left_ns is None else (left_ns - sent_ns) / 1e9
+        return {"status": status, "code": code, "e2e": (read_ns - start_ns) / 1e9, "arrive": arrive,
+                "write": write, "server_ms": server_ms}  # fmt: skip
 
 
 def code_of(status: int, body: bytes) -> str:

@@ -168,9 +168,10 @@ def core(cell: Cell) -> str:
 
 
 def probe_figures(cell: Cell) -> list[tuple[str, list[float]]]:
-    """The probe's shed answers (not expiries): when each reached the probe's socket (the kernel's
-    receive stamp), when the probe read it, how long the read came after the arrival, and Fluido's own
-    time for the same answers; seconds."""
+    """The probe's shed answers (not expiries), from the kernel's transmit stamp of the request: when each
+    reached the probe's socket (the kernel's receive stamp), when the probe read it, how long the read came
+    after the arrival; the probe's own wait before its request left; Fluido's own time for the same
+    answers; seconds."""
     shed = [s for s in cell.probe if s["status"] in (429, 503) and s["code"] != "expired"]
     stamped = [s for s in shed if s.get("arrive") is not None]
     return [
@@ -179,16 +180,19 @@ def probe_figures(cell: Cell) -> list[tuple[str, list[float]]]:
         ("  of which the read after the arrival", [float(s["e2e"]) - float(s["arrive"]) for s in stamped]),
         ("server side (Fluido's Server-Timing)",
          [float(s["server_ms"]) / 1000 for s in shed if s.get("server_ms") is not None]),
+        ("before: the probe's clock read to its transmit stamp",
+         [float(s["write"]) for s in shed if s.get("write") is not None]),
     ]  # fmt: skip
 
 
 def probes(cells: dict[tuple[str, float], Cell]) -> None:
-    """Shed answers timed by the probe process, from just before its request's write: when the answer's
-    last byte reached its socket, stamped by the kernel (the shed-latency goal's figure: it does not wait
-    for the probe to get a core), and when the probe read it; against the load generator in the same
-    cell (its loop also reading every admitted stream); each loop's own lag (a 5 ms timer's lateness)."""
+    """Shed answers timed by the probe process, from the kernel's transmit stamp of its request: when the
+    answer's last byte reached its socket, stamped by the kernel (the shed-latency goal's figure: it waits
+    neither for the probe to get a core before its write nor after the answer), and when the probe read
+    it; against the load generator in the same cell (its loop also reading every admitted stream, timed
+    from before its write); each loop's own lag (a 5 ms timer's lateness)."""
     print(f"  shed answers timed by a process of its own (p50 / p99 / max, answers; a p99 from {ENOUGH}"
-          " answers or more), from just before the request's write:")  # fmt: skip
+          " answers or more), from the request's transmit stamp:")  # fmt: skip
     for x, share in PROBE_SHARE.items():
         cell = cells["probe", x]
         print(f"    {x}x, the probe sending {share:.0%} of the arrivals (its loop lag p99"

@@ -66,8 +66,22 @@ def test_a_p99_is_given_from_a_hundred_answers_and_otherwise_only_the_max() -> N
 def test_the_probes_figures_are_the_arrival_the_read_and_the_wait_between() -> None:
     cell = Cell([], 1.0, 1.0)
     cell.probe = [
-        {"status": 429, "code": "deadline_unreachable", "e2e": 0.004, "arrive": 0.001, "server_ms": 0.5},
-        {"status": 429, "code": "deadline_unreachable", "e2e": 0.002, "arrive": None, "server_ms": None},
+        {
+            "status": 429,
+            "code": "deadline_unreachable",
+            "e2e": 0.004,
+            "arrive": 0.001,
+            "server_ms": 0.5,
+            "write": 0.0002,
+        },
+        {
+            "status": 429,
+            "code": "deadline_unreachable",
+            "e2e": 0.002,
+            "arrive": None,
+            "server_ms": None,
+            "write": None,
+        },
         {
             "status": 503,
             "code": "expired",
@@ -82,3 +96,4 @@ def test_the_probes_figures_are_the_arrival_the_read_and_the_wait_between() -> N
     assert figures["read by the probe (its parser, user space)"] == [0.004, 0.002]
     assert figures["  of which the read after the arrival"] == [pytest.approx(0.003)]
     assert figures["server side (Fluido's Server-Timing)"] == [0.0005]
+    assert figures["before: the probe's clock read to its transmit stamp"] == [0.0002]

@@ -1,8 +1,10 @@
 """The shed probe's client on real loopback sockets: an answer's arrival is the kernel's receive timestamp,
-taken when the answer's bytes reach the socket, apart from when the probe's thread gets to read them.
+taken when the answer's bytes reach the socket, apart from when the probe's thread gets to read them; its
+request's start is the kernel's transmit stamp, apart from when the probe read its clock before the write.
 
-The positive control holds the probe's thread (its event loop) while the answer is written: the time the
-probe read the answer grows by the hold, the kernel's arrival time stays within the server's write."""
+The positive controls hold the probe's thread: while the answer is written (the time the probe read the
+answer grows by the hold, the kernel's arrival time stays within the server's write), and between its
+clock read and its write (the wait shows before the transmit stamp, not in the answer's time)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,18 @@ from dataclasses import dataclass, field
 import pytest
 import uvloop
 
-from bench.buffer.shedprobe import SO_TIMESTAMPNS, STAMP_SPACE, Client, Exchange, keep_stamps_on, received_ns
+from bench.buffer import shedprobe
+from bench.buffer.shedprobe import (
+    SO_TIMESTAMPING,
+    SO_TIMESTAMPNS,
+    STAMP_SPACE,
+    TRANSMIT_STAMPS,
+    Client,
+    Exchange,
+    keep_stamps_on,
+    received_ns,
+    transmitted_ns,
+)
 
 HOLD = 0.05  # seconds the probe's thread is held after the answer was written
 BODY = b'{"error":{"message":"busy","type":"rate_limit_error","code":"deadline_unreachable"}}'
@@ -91,7 +104,7 @@ def hold_the_probe(server: Shedder, loop: asyncio.AbstractEventLoop) -> None:
 
 
 def test_the_arrival_is_the_kernels_stamp_of_the_write_not_the_late_read(shedder: Shedder) -> None:
-    async def exchange() -> tuple[int, int, int | None, int]:
+    async def exchange() -> tuple[int, int, int | None, int | None, int]:
         hold_the_probe(shedder, asyncio.get_running_loop())
         port = int(shedder.url.rsplit(":", 1)[1])
         conn = await Exchange.open("127.0.0.1", port)
@@ -100,9 +113,10 @@ def test_the_arrival_is_the_kernels_stamp_of_the_write_not_the_late_read(shedder
         finally:
             conn.close()
 
-    status, sent_ns, arrived_ns, read_ns = uvloop.run(exchange())
+    status, sent_ns, left_ns, arrived_ns, read_ns = uvloop.run(exchange())
     [(write_start, write_end)] = shedder.writes
     assert status == 429
+    assert left_ns is not None and sent_ns <= left_ns <= write_start, "stamped as the request left"
     assert arrived_ns is not None, "the kernel stamped the answer's segment"
     # Loopback stamps a segment as it is queued for the receiver, inside the sender's write.
     assert sent_ns <= write_start <= arrived_ns <= write_end
@@ -148,3 +162,53 @@ def test_a_socket_that_asked_for_no_stamp_gives_none_and_one_that_did_gives_its_
     before, stamp, after = received["stamped"]
     assert stamp is not None and before <= stamp <= after
     assert received["plain"][1] is None
+
+
+def test_a_wait_between_the_probes_clock_read_and_its_write_is_not_in_the_answers_time(
+    shedder: Shedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def post() -> dict[str, object]:
+        shedder.go.set()  # answered at once
+        client = Client(shedder.url)
+        try:
+            return await client.post(b"{}")
+        finally:
+            client.close()
+
+    # The probe's module reads the clock through ``time``: its first read, before the write, is held; its
+    # read of the answer (on_message_complete) is not.
+    reads: list[int] = []
+
+    def probe_clock() -> int:
+        reads.append(time.time_ns())
+        if len(reads) == 1:
+            time.sleep(HOLD)  # deliberately holding the probe after its clock read: the delay under test
+        return reads[-1]
+
+    monkeypatch.setattr(shedprobe, "time", type("Clock", (), {"time_ns": staticmethod(probe_clock)}))
+    result = uvloop.run(post())
+    write, arrive = result["write"], result["arrive"]
+    assert isinstance(write, float) and isinstance(arrive, float)
+    assert write >= HOLD, "the hold came before the request left"
+    assert arrive < HOLD, "the answer's time starts when the request left, not at the clock read"
+
+
+def test_a_transmit_stamp_comes_only_to_a_socket_that_asked_and_empties_its_error_queue() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        stamped, plain = socket.socket(), socket.socket()
+        stamped.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TRANSMIT_STAMPS)
+        with stamped, plain:
+            sent = {}
+            for name, client in (("stamped", stamped), ("plain", plain)):
+                client.connect(listener.getsockname())
+                server, _ = listener.accept()
+                with server:
+                    client.setblocking(False)
+                    before = time.time_ns()
+                    client.send(b"x")
+                    after = time.time_ns()
+                    sent[name] = (before, transmitted_ns(client), after, transmitted_ns(client))
+    before, stamp, after, again = sent["stamped"]
+    assert stamp is not None and before <= stamp <= after
+    assert again is None, "the first read emptied the error queue"
+    assert sent["plain"][1] is None
