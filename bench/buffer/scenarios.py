@@ -155,12 +155,7 @@ async def load_cell(
     before = await fake_stats(r.fake)
     sched = run_queue(r.pids[0]) if r.pids else (0.0, 0.0, 0)
     t0 = time.monotonic()
-    probe = None
-    if probe_share > 0:
-        args = ["--url", r.fluidos[0], "--rate", str(rate * probe_share), "--seconds", str(seconds)]
-        probe = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.buffer.shedprobe", *args, stdout=asyncio.subprocess.PIPE
-        )
+    probe = asyncio.create_task(probe_run(r.fluidos[0], rate * probe_share, seconds)) if probe_share else None
     stop, lags = asyncio.Event(), list[float]()
     ticker = asyncio.create_task(_lag(stop, lags))
     rest = rate * (1 - probe_share)
@@ -177,10 +172,19 @@ async def load_cell(
         ran, waited, runs = (a - b for a, b in zip(run_queue(r.pids[0]), sched, strict=True))
         cell.fluido_cpu, cell.fluido_wait, cell.fluido_runs = ran / wall, waited / wall, int(runs)
     if probe is not None:
-        out, _ = await probe.communicate()
-        *lines, last = [orjson.loads(line) for line in out.splitlines() if line.strip()]
-        cell.probe, cell.probe_lag_p99 = lines, last["lag_p99"]
+        cell.probe, cell.probe_lag_p99 = await probe
     return cell
+
+
+async def probe_run(url: str, rate: float, seconds: float) -> tuple[list[dict[str, Any]], float | None]:
+    """The shed probe process's requests at ``rate`` for ``seconds``, and its own loop lag p99."""
+    args = ["--url", url, "--rate", str(rate), "--seconds", str(seconds)]
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.buffer.shedprobe", *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await probe.communicate()
+    *lines, last = [orjson.loads(line) for line in out.splitlines() if line.strip()]
+    return lines, last["lag_p99"]
 
 
 async def limit_trace(r: Rig, workers: int, phases: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:

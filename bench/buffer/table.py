@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from bench.buffer.floor import floor_run
 from bench.buffer.plot import draw_timeline
 from bench.buffer.probe import Shot, ttfts, window_p99s
-from bench.buffer.scenarios import SLOTS, Cell, bodies, capacity_rps, load_cell, rig, service_seconds
+from bench.buffer.scenarios import SLOTS, Cell, bodies, capacity_rps, cores, load_cell, rig, service_seconds
 from bench.load.stats import percentile
 
 LOADS = (0.5, 1.0, 2.0, 4.0)
@@ -144,6 +145,9 @@ async def load_table(seconds: float, out: Path) -> None:
     with rig(edf) as r:
         for x, share in PROBE_SHARE.items():
             cells["probe", x] = await load_cell(r, x * cap, seconds, load, probe_share=share)
+    # The machine's own floor for such an answer, at the probe's rate at 4x (2x's is the same).
+    cells["floor", 4.0] = Cell([], 0.0, seconds)
+    cells["floor", 4.0].probe = await floor_run(*cores(), 4.0 * cap * PROBE_SHARE[4.0], seconds)
     # First come, first served as a plain FIFO proxy queue: arrival order and one common budget (the long
     # one: a FIFO queue knows no classes), with the same admission and shedding rules.
     with rig({**edf, "order": "fifo"}) as r:
@@ -203,6 +207,12 @@ def probes(cells: dict[tuple[str, float], Cell]) -> None:
             gen = [s.e2e for s in shed_answers(cell.shots)]
             print(f"      {'the load generator, read (aiohttp, user space)':<52} {tail(gen)};"
                   f" its loop lag p99 {ms1(cell.lag_p99)} ms")  # fmt: skip
+    floor = [float(s["arrive"]) for s in cells["floor", 4.0].probe if s.get("arrive") is not None]
+    print(
+        "    the floor: a minimal ASGI app on the same HTTP server and core answering 429 at once, at 4x's"
+        " probe rate, nothing else running:"
+    )
+    print(f"      {'arrive at the probe socket (kernel receive stamp)':<52} {tail(floor)}")
 
 
 def reserves(cells: dict[tuple[str, float], Cell]) -> None:
